@@ -1,0 +1,135 @@
+"""Analysis cost per frame and memory versus session length (issue: foundation).
+
+Prints:
+* CPU ms per frame of the per-frame path (luma grid + timing + duplicate check) and of the full
+  analyzer including the windowed lip-sync estimates, at 640x360 and 1280x720 (luma only);
+* peak traced memory (tracemalloc) of the analyzer over a 1-minute and a 10-minute stream;
+* content-offset accuracy over the test matrix's offsets through H.264 at 300 kbps (p50/p95).
+
+Run: python benchmarks/bench_analysis.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from syncmon.analysis import AnalyzerConfig, SyncAnalyzer, luma_grid
+from syncmon.reference import Impairments, ReferenceAvatar
+from syncmon.reference.render import RenderOptions, render
+
+
+def frames_and_audio(width: int, height: int, seconds: float) -> tuple[list, np.ndarray]:
+    av = ReferenceAvatar(width=width, height=height)
+    frames = [(f.pts, f.frame.y) for f in av.frames(seconds)]
+    audio = av.audio(0, int(seconds * av.sample_rate)).reshape(-1, 3).mean(axis=1)
+    return frames, audio
+
+
+def cpu_per_frame(width: int, height: int, seconds: float = 20.0) -> tuple[float, float]:
+    frames, audio = frames_and_audio(width, height, seconds)
+    t0 = time.process_time()
+    for _t, y in frames:
+        luma_grid(y)
+    grid_ms = (time.process_time() - t0) * 1000 / len(frames)
+    an = SyncAnalyzer(AnalyzerConfig(nominal_fps=25), audio_rate=16000)
+    chunk = 320
+    pos = 0
+    t0 = time.process_time()
+    for t, y in frames:
+        while pos < (t + 0.6) * 16000 and pos + chunk <= audio.size:
+            an.add_audio(audio[pos : pos + chunk], pos / 16000)
+            pos += chunk
+        an.add_video(t, y)
+    full_ms = (time.process_time() - t0) * 1000 / len(frames)
+    return grid_ms, full_ms
+
+
+def peak_memory(minutes: float) -> float:
+    """Peak traced MiB of an analyzer fed ``minutes`` of 25 fps grids and 16 kHz audio."""
+    av = ReferenceAvatar(width=320, height=180)
+    cycle = [f.frame.y for f in av.frames(8.0)]
+    audio = av.audio(0, 8 * av.sample_rate).reshape(-1, 3).mean(axis=1)
+    gc.collect()
+    tracemalloc.start()
+    an = SyncAnalyzer(AnalyzerConfig(nominal_fps=25), audio_rate=16000)
+    n = int(minutes * 60 * 25)
+    for k in range(n):
+        t = k / 25
+        if k % 2 == 0:
+            i = int((k % 200) / 25 * 16000)
+            an.add_audio(audio[i : i + 1280], t)
+        an.add_video(t, cycle[k % len(cycle)])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def accuracy(quick: bool) -> tuple[float, float, int]:
+    from syncmon.media import ANALYSIS_AUDIO_RATE, luma_plane
+
+    offsets = [-200, -120, -60, -20, 0, 40, 80, 160]
+    if quick:
+        offsets = [-120, 80]
+    errs: list[float] = []
+    with tempfile.TemporaryDirectory() as d:
+        for i, off in enumerate(offsets):
+            path = Path(d) / f"{off}.mp4"
+            render(
+                ReferenceAvatar(impairments=Impairments(offset_ms=off, seed=i)),
+                path,
+                RenderOptions(duration_s=16.0),
+            )
+            import av
+
+            an = SyncAnalyzer(
+                audio_rate=ANALYSIS_AUDIO_RATE,
+                on_estimate=lambda _m, e, o=off: (
+                    errs.append(e.offset_s * 1000 - o) if e.offset_s is not None else None
+                ),
+            )
+            with av.open(str(path)) as c:
+                rs = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_AUDIO_RATE)
+                for fr in c.decode(c.streams.video[0], c.streams.audio[0]):
+                    if isinstance(fr, av.VideoFrame):
+                        an.add_video(float(fr.time), luma_plane(fr))
+                    else:
+                        for r in rs.resample(fr):
+                            an.add_audio(r.to_ndarray().reshape(-1), float(r.time))
+    e = np.abs(np.asarray(errs))
+    return float(np.percentile(e, 50)), float(np.percentile(e, 95)), e.size
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter runs (CI smoke)")
+    args = ap.parse_args()
+    secs = 6.0 if args.quick else 20.0
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
+    for w, h in ((640, 360), (1280, 720)):
+        g, f = cpu_per_frame(w, h, secs)
+        print(
+            f"{w}x{h}: luma grid {g:.3f} ms/frame; full analysis {f:.3f} ms/frame "
+            f"(goal <= 1 ms at 720p)"
+        )
+    m1 = peak_memory(0.25 if args.quick else 1.0)
+    m10 = peak_memory(0.5 if args.quick else 10.0)
+    label = ("15 s", "30 s") if args.quick else ("1-minute", "10-minute")
+    print(f"peak analyzer memory: {label[0]} stream {m1:.2f} MiB, {label[1]} stream {m10:.2f} MiB")
+    p50, p95, n = accuracy(args.quick)
+    print(
+        f"content offset |error| over {n} 8 s windows (H.264 300 kbps, 640x360@25): "
+        f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Received audio: the energy envelope the lip-sync estimator uses, and gaps inside speech.
+
+The envelope is the RMS of consecutive 10 ms blocks of mono audio, stamped at each block's
+centre. A gap is received silence inside speech: a run of at least ``GAP_MIN_S`` of 2.5 ms
+blocks below ``SILENCE_DBFS`` that starts and ends within two blocks (5 ms) of speech louder
+than ``LOUD_DBFS``. A dropout cuts speech abruptly; a natural pause fades out over tens of
+milliseconds and is not counted. -50 dBFS rather than digital zero: a codec (Opus, AAC) leaves
+low-level noise in a dropout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ENVELOPE_HOP_S = 0.010
+GAP_BLOCK_S = 0.0025
+GAP_MIN_S = 0.010
+SILENCE_DBFS = -50.0
+LOUD_DBFS = -35.0
+EDGE_BLOCKS = 2
+# a chunk whose start is further than this from the running sample clock re-anchors it
+DISCONTINUITY_S = 0.050
+
+
+def dbfs_to_amplitude(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+def block_rms(samples: np.ndarray, block: int) -> np.ndarray:
+    """RMS of consecutive blocks of ``block`` samples (a trailing partial block is ignored)."""
+    n = samples.size // block
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    x = samples[: n * block].astype(np.float64).reshape(n, block)
+    return np.asarray(np.sqrt(np.mean(x * x, axis=1)))
+
+
+@dataclass(frozen=True)
+class EnvelopeChunk:
+    """Envelope values produced by one call: block centre times (s) and RMS (full scale = 1)."""
+
+    t: np.ndarray
+    rms: np.ndarray
+
+
+class AudioAnalyzer:
+    """Streaming envelope and gap detector for mono float audio in [-1, 1]."""
+
+    def __init__(self, *, sample_rate: int) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self._hop = int(round(ENVELOPE_HOP_S * sample_rate))
+        self._gblock = max(1, int(round(GAP_BLOCK_S * sample_rate)))
+        if self._hop % self._gblock:
+            raise ValueError(f"sample_rate {sample_rate} does not split into 2.5 ms blocks")
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._clock: float | None = None  # time of the first sample in _pending
+        self._silent = dbfs_to_amplitude(SILENCE_DBFS)
+        self._loud = dbfs_to_amplitude(LOUD_DBFS)
+        self._min_run = int(round(GAP_MIN_S / GAP_BLOCK_S))
+        # gap state, in 2.5 ms blocks
+        self._since_loud = 10**9
+        self._run = 0
+        self._run_ok_start = False
+        self._candidate = 0  # length of a finished run waiting for loud audio after it
+        self._after = 0
+        self.gap_seconds = 0.0
+        self.gaps = 0
+        self.samples = 0
+
+    @property
+    def clock(self) -> float | None:
+        """Time of the next sample expected."""
+        if self._clock is None:
+            return None
+        return self._clock + self._pending.size / self.sample_rate
+
+    def add(self, samples: np.ndarray, t_start: float | None = None) -> EnvelopeChunk:
+        """Feed mono samples; ``t_start`` re-anchors the clock when it jumps (else it runs on)."""
+        if samples.ndim != 1:
+            raise ValueError(f"audio must be mono 1-D, got shape {samples.shape}")
+        x = samples.astype(np.float32, copy=False)
+        expected = self.clock
+        if t_start is not None and (expected is None or abs(t_start - expected) > DISCONTINUITY_S):
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._clock = t_start
+        elif self._clock is None:
+            self._clock = 0.0
+        self.samples += x.size
+        buf = np.concatenate([self._pending, x]) if self._pending.size else x
+        n = (buf.size // self._hop) * self._hop
+        done, self._pending = buf[:n], buf[n:].copy()
+        assert self._clock is not None
+        t0 = self._clock
+        self._clock = t0 + n / self.sample_rate
+        if n == 0:
+            return EnvelopeChunk(np.zeros(0), np.zeros(0))
+        self._gaps(block_rms(done, self._gblock))
+        rms = block_rms(done, self._hop)
+        t = t0 + (np.arange(rms.size) + 0.5) * ENVELOPE_HOP_S
+        return EnvelopeChunk(t, rms)
+
+    def _gaps(self, blocks: np.ndarray) -> None:
+        for v in blocks:
+            if self._candidate:
+                self._after += 1
+                if v >= self._loud:
+                    self._count(self._candidate)
+                elif self._after > EDGE_BLOCKS or v < self._silent:
+                    self._candidate = 0
+            if v < self._silent:
+                if self._run == 0:
+                    self._run_ok_start = self._since_loud <= EDGE_BLOCKS
+                self._run += 1
+            else:
+                if self._run >= self._min_run and self._run_ok_start:
+                    if v >= self._loud:
+                        self._count(self._run)
+                    else:
+                        self._candidate, self._after = self._run, 1
+                self._run = 0
+            self._since_loud = 0 if v >= self._loud else self._since_loud + 1
+
+    def _count(self, run: int) -> None:
+        self.gaps += 1
+        self.gap_seconds += run * GAP_BLOCK_S
+        self._candidate = 0

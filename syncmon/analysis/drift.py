@@ -1,0 +1,51 @@
+"""Drift: the slope of the A/V offset over a long window.
+
+A video clock that runs ``ppm`` parts per million slow against the audio clock adds
+``ppm * 1e-6`` seconds of offset per second, i.e. ``ppm * 0.06`` ms per minute. The slope is the
+Theil-Sen estimator (scipy.stats.theilslopes): a few wrong windowed offsets do not tilt it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import theilslopes
+
+MS_PER_MIN_PER_PPM = 0.06
+
+
+@dataclass(frozen=True)
+class DriftEstimate:
+    ms_per_min: float
+    skew_ppm: float
+    span_s: float
+    points: int
+
+
+class DriftEstimator:
+    """Offset slope over the last ``window_s`` seconds of estimates (bounded memory)."""
+
+    def __init__(
+        self, *, window_s: float = 600.0, min_span_s: float = 45.0, min_points: int = 10
+    ) -> None:
+        self.window_s = window_s
+        self.min_span_s = min_span_s
+        self.min_points = min_points
+        self._pts: deque[tuple[float, float]] = deque(maxlen=4096)
+
+    def add(self, t: float, offset_s: float) -> None:
+        self._pts.append((t, offset_s))
+        while self._pts and self._pts[0][0] < t - self.window_s:
+            self._pts.popleft()
+
+    def estimate(self) -> DriftEstimate | None:
+        if len(self._pts) < self.min_points:
+            return None
+        arr = np.asarray(self._pts)
+        span = float(arr[-1, 0] - arr[0, 0])
+        if span < self.min_span_s:
+            return None
+        slope = float(theilslopes(arr[:, 1], arr[:, 0])[0])
+        return DriftEstimate(slope * 60_000.0, slope * 1e6, span, len(self._pts))

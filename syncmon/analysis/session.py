@@ -1,0 +1,173 @@
+"""One avatar's audio and video in, the report of shared/DESIGN.md out.
+
+``SyncAnalyzer`` ties the timing, audio, content lip-sync and drift analyzers together for one
+stream pair. It is what ``analyze``, ``watch`` and ``worker`` all feed; it does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..thresholds import verdict
+from .audio import AudioAnalyzer
+from .drift import DriftEstimate, DriftEstimator
+from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
+from .video import VideoTimingAnalyzer, VideoTimingStats
+
+METHODS = ("content", "timestamp", "playout")
+# offsets kept for the median as a 1 ms histogram over ±1 s: bounded whatever the length
+_HIST_RANGE_MS = 1000
+
+
+class OffsetHistogram:
+    """Median of many offsets in constant memory (1 ms bins)."""
+
+    def __init__(self) -> None:
+        self._bins = np.zeros(2 * _HIST_RANGE_MS + 1, dtype=np.int64)
+        self.count = 0
+
+    def add(self, offset_s: float) -> None:
+        i = int(round(offset_s * 1000.0)) + _HIST_RANGE_MS
+        self._bins[min(max(i, 0), self._bins.size - 1)] += 1
+        self.count += 1
+
+    def median_ms(self) -> float | None:
+        if self.count == 0:
+            return None
+        c = np.cumsum(self._bins)
+        return float(np.searchsorted(c, (self.count + 1) / 2.0) - _HIST_RANGE_MS)
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    nominal_fps: float | None = None
+    grid: tuple[int, int] = DEFAULT_GRID
+    lipsync: LipSyncConfig = field(default_factory=LipSyncConfig)
+    drift_window_s: float = 600.0
+
+
+@dataclass
+class OffsetState:
+    """Latest estimate per method (seconds) and its confidence."""
+
+    offset_s: float | None = None
+    confidence: float = 0.0
+
+
+class SyncAnalyzer:
+    """Streaming analysis of one avatar's audio and video."""
+
+    def __init__(
+        self,
+        config: AnalyzerConfig | None = None,
+        *,
+        audio_rate: int = 16000,
+        on_estimate: Callable[[str, LipSyncEstimate], None] | None = None,
+    ) -> None:
+        self.config = config or AnalyzerConfig()
+        self.video = VideoTimingAnalyzer(nominal_fps=self.config.nominal_fps)
+        self.audio = AudioAnalyzer(sample_rate=audio_rate)
+        self.content = ContentOffsetEstimator(self.config.lipsync)
+        self.drift = DriftEstimator(window_s=self.config.drift_window_s)
+        self.offsets: dict[str, OffsetState] = {m: OffsetState() for m in METHODS}
+        self.content_median = OffsetHistogram()
+        self._on_estimate = on_estimate
+
+    def add_video(
+        self,
+        t: float,
+        luma: np.ndarray,
+        *,
+        frame_id: int | None = None,
+        sender_time: float | None = None,
+    ) -> None:
+        """Account one video frame by its 8-bit luma plane, arriving at ``t`` seconds."""
+        grid = luma_grid(luma, self.config.grid)
+        self.add_video_grid(t, grid, frame_id=frame_id, sender_time=sender_time)
+
+    def add_video_grid(
+        self,
+        t: float,
+        grid: np.ndarray,
+        *,
+        frame_id: int | None = None,
+        sender_time: float | None = None,
+    ) -> None:
+        self.video.add_frame(t, frame_id=frame_id, sender_time=sender_time, grid=grid)
+        self.content.add_video(t, grid)
+        self._poll()
+
+    def add_audio(self, samples: np.ndarray, t_start: float | None = None) -> None:
+        """Feed mono float audio at the analyzer's rate; ``t_start`` of the first sample."""
+        env = self.audio.add(samples, t_start)
+        self.content.add_envelope(env.t, env.rms)
+        self._poll()
+
+    def _poll(self) -> None:
+        est = self.content.poll()
+        if est is None:
+            return
+        state = self.offsets["content"]
+        state.confidence = est.confidence
+        if est.offset_s is not None:
+            state.offset_s = est.offset_s
+            self.content_median.add(est.offset_s)
+            self.drift.add(est.t, est.offset_s)
+        if self._on_estimate is not None:
+            self._on_estimate("content", est)
+
+    def set_offset(self, method: str, offset_s: float | None, confidence: float) -> None:
+        """Record an estimate made outside the content estimator (timestamp, playout)."""
+        self.offsets[method] = OffsetState(offset_s, confidence)
+
+    def video_stats(self) -> VideoTimingStats:
+        return self.video.stats()
+
+    def drift_estimate(self) -> DriftEstimate | None:
+        return self.drift.estimate()
+
+    def report(self, *, summary: bool = False) -> dict[str, Any]:
+        """The JSON report of shared/DESIGN.md.
+
+        ``summary`` reports the median of all confident content estimates (a recording) instead
+        of the latest one (a live stream).
+        """
+        v = self.video.stats()
+        offsets_ms: dict[str, float | None] = {}
+        for m, st in self.offsets.items():
+            off = st.offset_s
+            if m == "content" and summary:
+                med = self.content_median.median_ms()
+                offsets_ms[m] = med
+            else:
+                offsets_ms[m] = None if off is None else round(off * 1000.0, 1)
+        drift = self.drift.estimate()
+        # the viewer's truth first; the pipeline's view when the picture gives none
+        headline = next(
+            (offsets_ms[m] for m in ("content", "timestamp") if offsets_ms[m] is not None), None
+        )
+        return {
+            "offset_ms": offsets_ms,
+            "confidence": {m: round(st.confidence, 3) for m, st in self.offsets.items()},
+            "video": {
+                "frames": v.frames,
+                "dropped": v.dropped,
+                "duplicated": v.duplicated,
+                "freezes": v.freezes,
+                "freeze_seconds": round(v.freeze_seconds, 4),
+                "pauses": v.pauses,
+                "jitter_ms": round(v.jitter_s * 1000.0, 3),
+                "jitter_avg_ms": round(v.jitter_avg_s * 1000.0, 3),
+                "fps": None if v.fps is None else round(v.fps, 3),
+                "harmonic_fps": None if v.harmonic_fps is None else round(v.harmonic_fps, 3),
+            },
+            "audio": {"gap_seconds": round(self.audio.gap_seconds, 4), "gaps": self.audio.gaps},
+            "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
+            "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
+            "content_estimates": self.content_median.count,
+            "verdict": verdict(None if headline is None else headline / 1000.0),
+        }

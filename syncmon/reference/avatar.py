@@ -1,0 +1,251 @@
+"""The reference avatar: speech, a face that follows it, and impairments read back as truth.
+
+One schedule serves the three ways the avatar runs (a file, a live publisher, an avatar
+worker): ``frames()`` yields each video frame with the presentation time it should have on the
+audio clock, and ``audio(start, n)`` gives the matching audio. Everything is deterministic for a
+given seed, and ``truth()`` says what a perfect monitor must measure.
+
+Schedule of frame slot ``k`` (nominal time ``k * T``):
+
+* the mouth shows speech instant ``k*T - offset`` (offset > 0: the picture is late);
+* presentation time ``k*T*(1 + ppm*1e-6) + e_k``: clock drift stretches the video clock, and
+  ``e_k`` is uniform in ``±1.5 * jitter`` (then the RFC 3550 jitter of the stream is ``jitter``:
+  for ``e`` uniform in ``±a``, ``E|e_j - e_i| = 2a/3``);
+* a freeze of ``D`` starting at ``s`` skips the ``round(D/T) - 1`` slots after ``round(s/T)``
+  without advancing ``frame_id`` (the generator stalled), so the picture stands for ``D``;
+* a drop skips one slot and advances ``frame_id`` (the frame was lost); drops are isolated and
+  kept away from freezes so that every one is countable without ``frame_id`` too;
+* a duplicate repeats the previous slot's picture in its own slot;
+* an audio gap zeroes the audio in ``[s, s + D)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .face import FaceRenderer, YuvFrame
+from .speech import SpeechSource
+
+WARMUP_SLOTS = 40  # no impairment before the monitor knows the frame rate
+
+
+@dataclass(frozen=True)
+class Impairments:
+    """What to inject. Times and durations in seconds unless the name says ms."""
+
+    offset_ms: float = 0.0
+    jitter_ms: float = 0.0
+    drop_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    freezes: tuple[tuple[float, float], ...] = ()
+    audio_gaps: tuple[tuple[float, float], ...] = ()
+    clock_drift_ppm: float = 0.0
+    processing_delay_ms: float = 0.0
+    seed: int = 0
+
+    def validate(self, fps: float) -> None:
+        period_ms = 1000.0 / fps
+        if self.jitter_ms < 0 or 3.0 * self.jitter_ms >= period_ms:
+            raise ValueError(
+                f"jitter_ms must be in [0, {period_ms / 3:.1f}) at {fps:g} fps "
+                f"(frames would reorder), got {self.jitter_ms}"
+            )
+        for name, rate in (("drop_rate", self.drop_rate), ("duplicate_rate", self.duplicate_rate)):
+            if not 0.0 <= rate <= 0.3:
+                raise ValueError(f"{name} must be in [0, 0.3], got {rate}")
+        if abs(self.offset_ms) > 2000:
+            raise ValueError(f"offset_ms must be within ±2000, got {self.offset_ms}")
+        for s, d in self.freezes:
+            if s < 0 or d * fps < 2:
+                raise ValueError(f"freeze ({s}, {d}) must start at >= 0 and last >= 2 frames")
+        if self.processing_delay_ms < 0:
+            raise ValueError(f"processing_delay_ms must be >= 0, got {self.processing_delay_ms}")
+
+
+@dataclass(frozen=True)
+class VideoOut:
+    """One frame as the avatar emits it."""
+
+    slot: int
+    frame_id: int
+    pts: float  # seconds on the audio clock
+    speech_t: float  # the speech instant the mouth shows
+    duplicate: bool
+    frame: YuvFrame
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What a perfect monitor measures over ``duration`` seconds."""
+
+    offset_ms: float
+    drift_ms_per_min: float
+    jitter_ms: float
+    frames: int
+    dropped: int
+    duplicated: int
+    freezes: int
+    freeze_seconds: float
+    audio_gap_seconds: float
+    dropped_slots: tuple[int, ...] = field(default=())
+
+
+class ReferenceAvatar:
+    """Speech, face and impairment schedule for ``width`` x ``height`` at ``fps``."""
+
+    def __init__(
+        self,
+        *,
+        width: int = 640,
+        height: int = 360,
+        fps: float = 25.0,
+        impairments: Impairments | None = None,
+        speech: SpeechSource | None = None,
+    ) -> None:
+        self.imp = impairments or Impairments()
+        self.imp.validate(fps)
+        self.fps = fps
+        self.period = 1.0 / fps
+        self.speech = speech or SpeechSource(seed=self.imp.seed + 1)
+        self.sample_rate = self.speech.sample_rate
+        self.face = FaceRenderer(width=width, height=height, seed=self.imp.seed + 7)
+        self._rng = np.random.default_rng(self.imp.seed + 1000)
+        self._skip_freeze: set[int] = set()
+        for s, d in self.imp.freezes:
+            k0, n = int(round(s / self.period)), int(round(d / self.period))
+            self._skip_freeze.update(range(k0 + 1, k0 + n))
+        self._freeze_slots = {
+            (int(round(s / self.period)), int(round(d / self.period))) for s, d in self.imp.freezes
+        }
+
+    # -- schedule ---------------------------------------------------------------------------
+    def _near_freeze(self, k: int) -> bool:
+        return any(k0 - 2 <= k <= k0 + n + 2 for k0, n in self._freeze_slots)
+
+    def _slots(self) -> Iterator[tuple[int, int, str]]:
+        """(slot, frame_id, action) for every slot: action in emit / drop / freeze / dup."""
+        frame_id = 0
+        prev = "emit"
+        k = 0
+        while True:
+            if k in self._skip_freeze:
+                action = "freeze"
+            else:
+                u = self._rng.random()
+                v = self._rng.random()
+                eligible = k >= WARMUP_SLOTS and prev == "emit" and not self._near_freeze(k)
+                if eligible and u < self.imp.drop_rate:
+                    action = "drop"
+                elif eligible and v < self.imp.duplicate_rate:
+                    action = "dup"
+                else:
+                    action = "emit"
+            yield k, frame_id, action
+            if action != "freeze":
+                frame_id += 1
+            prev = action
+            k += 1
+
+    def _timed(self, duration_s: float | None) -> Iterator[tuple[int, int, str, float, float]]:
+        """(slot, frame_id, action, pts, speech_t) for every slot up to ``duration_s``."""
+        a = 1.5 * self.imp.jitter_ms / 1000.0
+        jrng = np.random.default_rng(self.imp.seed + 2000)
+        stretch = 1.0 + self.imp.clock_drift_ppm * 1e-6
+        offset = self.imp.offset_ms / 1000.0
+        for k, frame_id, action in self._slots():
+            nominal = k * self.period
+            if duration_s is not None and nominal >= duration_s:
+                return
+            e = float(jrng.uniform(-a, a)) if a > 0 else 0.0
+            yield k, frame_id, action, max(0.0, nominal * stretch + e), nominal - offset
+
+    def frames(self, duration_s: float | None = None) -> Iterator[VideoOut]:
+        """Every emitted frame, in order, up to ``duration_s`` of nominal time."""
+        last: YuvFrame | None = None
+        for k, frame_id, action, pts, speech_t in self._timed(duration_s):
+            if action in ("drop", "freeze"):
+                continue
+            if action == "dup" and last is not None:
+                frame = last
+            else:
+                frame = self.face.render(
+                    mouth_open=self.speech.mouth_open(speech_t), scene_t=k * self.period, slot=k
+                )
+            last = frame
+            yield VideoOut(k, frame_id, pts, speech_t, action == "dup", frame)
+
+    def audio(self, start: int, n: int) -> np.ndarray:
+        """Mono float audio samples ``[start, start + n)`` with the injected gaps."""
+        x = self.speech.samples(start, n)
+        sr = self.sample_rate
+        for s, d in self.imp.audio_gaps:
+            g0, g1 = int(round(s * sr)) - start, int(round((s + d) * sr)) - start
+            if g1 > 0 and g0 < n:
+                x[max(g0, 0) : min(g1, n)] = 0.0
+        return x
+
+    def truth(self, duration_s: float) -> Truth:
+        """Ground truth for the first ``duration_s`` seconds (re-runs the schedule)."""
+        twin = ReferenceAvatar(
+            width=self.face.width,
+            height=self.face.height,
+            fps=self.fps,
+            impairments=self.imp,
+            speech=self.speech,
+        )
+        dropped: list[int] = []
+        frames = dups = freezes = 0
+        freeze_s = 0.0
+        last_pts: float | None = None
+        in_freeze = False
+        for k, _fid, action, pts, _st in twin._timed(duration_s):
+            if action == "drop":
+                dropped.append(k)
+            elif action == "freeze":
+                in_freeze = True
+            else:
+                frames += 1
+                dups += action == "dup"
+                if in_freeze and last_pts is not None:
+                    freezes += 1
+                    freeze_s += pts - last_pts
+                in_freeze = False
+                last_pts = pts
+        gaps = [d for s, d in self.imp.audio_gaps if s + d < duration_s]
+        return Truth(
+            offset_ms=self.imp.offset_ms,
+            drift_ms_per_min=self.imp.clock_drift_ppm * 0.06,
+            jitter_ms=self.imp.jitter_ms,
+            frames=frames,
+            dropped=len(dropped),
+            duplicated=dups,
+            freezes=freezes,
+            freeze_seconds=freeze_s,
+            audio_gap_seconds=float(sum(gaps)),
+            dropped_slots=tuple(dropped),
+        )
+
+
+def loud_positions(
+    speech: SpeechSource, *, every_s: float, gap_s: float, until_s: float
+) -> tuple[tuple[float, float], ...]:
+    """Audio gap positions about ``every_s`` apart where speech is loud on both edges."""
+    sr = speech.sample_rate
+    edge = int(0.005 * sr)
+    out: list[tuple[float, float]] = []
+    t = every_s
+    while t + gap_s < until_s:
+        p = t
+        while p + gap_s < min(until_s, t + every_s):
+            i0, i1 = int(p * sr), int((p + gap_s) * sr)
+            before = speech.samples(i0 - edge, edge)
+            after = speech.samples(i1, edge)
+            if min(np.sqrt(np.mean(before**2)), np.sqrt(np.mean(after**2))) > 0.05:
+                out.append((round(p, 4), gap_s))
+                break
+            p += 0.01
+        t += every_s
+    return tuple(out)

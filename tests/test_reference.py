@@ -1,0 +1,66 @@
+"""The reference avatar: deterministic, its schedule matches its own truth."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
+
+
+def test_same_seed_same_speech_and_pictures() -> None:
+    a, b = ReferenceAvatar(), ReferenceAvatar()
+    assert np.array_equal(a.audio(0, 48000 * 3), b.audio(0, 48000 * 3))
+    fa = [f.frame.y for f in a.frames(2.0)]
+    fb = [f.frame.y for f in b.frames(2.0)]
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb, strict=True))
+    assert not np.array_equal(SpeechSource(seed=2).samples(0, 48000), a.audio(0, 48000))
+
+
+def test_schedule_matches_truth() -> None:
+    imp = Impairments(drop_rate=0.05, duplicate_rate=0.05, freezes=((4.0, 0.6),), seed=9)
+    av = ReferenceAvatar(impairments=imp)
+    frames = list(av.frames(20.0))
+    truth = av.truth(20.0)
+    assert len(frames) == truth.frames
+    assert sum(f.duplicate for f in frames) == truth.duplicated > 0
+    ids = [f.frame_id for f in frames]
+    assert sum(b - a - 1 for a, b in zip(ids, ids[1:], strict=False)) == truth.dropped > 0
+    assert truth.freezes == 1 and truth.freeze_seconds == pytest.approx(0.6)
+    # frame_id does not advance over a freeze: the generator stalled, nothing was lost
+    slots = [f.slot for f in frames]
+    assert max(b - a for a, b in zip(slots, slots[1:], strict=False)) == 15
+
+
+def test_offset_shifts_the_mouth_not_the_clock() -> None:
+    av = ReferenceAvatar(impairments=Impairments(offset_ms=80))
+    f = next(iter(av.frames(1.0)))
+    assert f.pts == 0.0 and f.speech_t == pytest.approx(-0.08)
+
+
+def test_wav_file_is_spoken_and_looped(tmp_path: Path) -> None:
+    path = tmp_path / "v.wav"
+    tone = (np.sin(np.arange(8000) / 8000 * 2 * np.pi * 200) * 12000).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(tone.tobytes())
+    sp = SpeechSource(wav=path)
+    x = sp.samples(0, 48000 * 2)
+    assert x.size == 96000 and np.max(np.abs(x)) == pytest.approx(12000 / 32768, rel=0.05)
+    assert sp.mouth_open(0.5) > 0.5
+
+
+def test_bad_wav_and_bad_impairments_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_text("nope")
+    with pytest.raises(ValueError, match="not a PCM WAV"):
+        SpeechSource(wav=bad)
+    with pytest.raises(ValueError, match="drop_rate"):
+        ReferenceAvatar(impairments=Impairments(drop_rate=0.9))
+    with pytest.raises(ValueError, match="even"):
+        ReferenceAvatar(width=641)
