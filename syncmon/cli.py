@@ -213,6 +213,90 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _creds(args: argparse.Namespace) -> Any:
+    from .live.config import LiveKitCredentials
+
+    return LiveKitCredentials.resolve(
+        url=args.url,
+        api_key=args.api_key,
+        api_secret=args.api_secret,
+        token=getattr(args, "token", None),
+    )
+
+
+def _add_conn_args(p: argparse.ArgumentParser, *, token: bool = True) -> None:
+    p.add_argument("--url", default=None, help="LiveKit URL (env LIVEKIT_URL)")
+    p.add_argument("--api-key", default=None, help="API key (env LIVEKIT_API_KEY)")
+    p.add_argument("--api-secret", default=None, help="API secret (env LIVEKIT_API_SECRET)")
+    if token:
+        p.add_argument(
+            "--token",
+            default=None,
+            help="a ready token instead of key and secret (must be hidden, subscribe-only)",
+        )
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .live.config import parse_addr
+    from .live.room import WatchOptions
+    from .live.watch import WatchConfig, run_watch
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    host, port = parse_addr(args.metrics_addr)
+    if args.token and len(args.room) > 1:
+        raise SyncmonError("--token is valid for one room only; give key and secret for several")
+    cfg = WatchConfig(
+        creds=_creds(args),
+        rooms=tuple(args.room),
+        metrics_host=host,
+        metrics_port=port,
+        options=WatchOptions(
+            participant=args.participant,
+            calibration_s=args.calibration_ms / 1000.0,
+            linger_s=args.series_linger_s,
+        ),
+        wait_for_room=args.wait_for_room,
+        max_rooms=args.max_rooms,
+        print_table=args.table,
+    )
+    return asyncio.run(run_watch(cfg))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .live.publisher import ReferencePublisher
+    from .live.token import publisher_token
+
+    creds = _creds(args)
+    token = creds.token or publisher_token(
+        api_key=creds.api_key,
+        api_secret=creds.api_secret,
+        room=args.room,
+        identity=args.identity,
+    )
+    pub = ReferencePublisher(
+        build_avatar(args), url=creds.url, token=token, clock_shift_s=args.clock_shift_s
+    )
+
+    async def main() -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pub.stop)
+        await pub.run(args.duration)
+
+    asyncio.run(main())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syncmon", description="Lip-sync and frame-timing monitor for AI avatars in LiveKit"
@@ -252,6 +336,58 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     add_impairment_args(r)
     r.set_defaults(func=cmd_render)
+
+    w = sub.add_parser("watch", help="monitor the avatars of live LiveKit rooms")
+    _add_conn_args(w)
+    w.add_argument("--room", action="append", required=True, help="room to monitor (repeatable)")
+    w.add_argument(
+        "--participant",
+        default=None,
+        help="avatar identity (default: agents and lk.publish_on_behalf participants)",
+    )
+    w.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1:9464",
+        help="where /metrics, /healthz, /readyz, /report listen (default %(default)s)",
+    )
+    w.add_argument(
+        "--calibration-ms",
+        type=float,
+        default=0.0,
+        help="the avatar model's own fixed mouth offset, subtracted",
+    )
+    w.add_argument(
+        "--wait-for-room",
+        action="store_true",
+        help="wait until the room exists instead of creating it by joining",
+    )
+    w.add_argument("--max-rooms", type=int, default=100, help="cap on rooms per process")
+    w.add_argument(
+        "--series-linger-s",
+        type=float,
+        default=30.0,
+        help="keep the series of a departed avatar or ended room this long (default %(default)s)",
+    )
+    w.add_argument("--table", action="store_true", help="print a table every second")
+    w.add_argument("-v", "--verbose", action="store_true")
+    w.set_defaults(func=cmd_watch)
+
+    pb = ref.add_parser("publish", help="publish the reference avatar live into a room")
+    _add_conn_args(pb)
+    pb.add_argument("--room", required=True)
+    pb.add_argument("--identity", default="reference-avatar")
+    pb.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    pb.add_argument("--width", type=int, default=640)
+    pb.add_argument("--height", type=int, default=360)
+    pb.add_argument("--fps", type=float, default=25.0)
+    pb.add_argument(
+        "--clock-shift-s",
+        type=float,
+        default=0.0,
+        help="shift the sender clock stamped into frames (tests clock independence)",
+    )
+    add_impairment_args(pb)
+    pb.set_defaults(func=cmd_publish)
 
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")
     d.add_argument("--offset-ms", type=float, default=80.0)

@@ -79,7 +79,11 @@ class AudioAnalyzer:
         return self._clock + self._pending.size / self.sample_rate
 
     def add(self, samples: np.ndarray, t_start: float | None = None) -> EnvelopeChunk:
-        """Feed mono samples; ``t_start`` re-anchors the clock when it jumps (else it runs on)."""
+        """Feed mono samples starting at ``t_start`` (None: where the last chunk ended).
+
+        A jump of more than ``DISCONTINUITY_S`` drops the partial block; a smaller difference
+        moves the clock without losing samples.
+        """
         if samples.ndim != 1:
             raise ValueError(f"audio must be mono 1-D, got shape {samples.shape}")
         x = samples.astype(np.float32, copy=False)
@@ -87,6 +91,8 @@ class AudioAnalyzer:
         if t_start is not None and (expected is None or abs(t_start - expected) > DISCONTINUITY_S):
             self._pending = np.zeros(0, dtype=np.float32)
             self._clock = t_start
+        elif t_start is not None and expected is not None and self._clock is not None:
+            self._clock += t_start - expected  # a small correction from the caller's clock
         elif self._clock is None:
             self._clock = 0.0
         self.samples += x.size

@@ -117,6 +117,12 @@ class ContentOffsetEstimator:
         self._av: deque[np.ndarray] = deque()
         self._next_t: float | None = None
 
+    def clear(self) -> None:
+        """Drop the buffered window (the streams were interrupted)."""
+        for q in (self._vt, self._vg, self._at, self._av):
+            q.clear()
+        self._next_t = None
+
     def add_video(self, t: float, grid: np.ndarray) -> None:
         self._vt.append(t)
         self._vg.append(np.asarray(grid, dtype=np.float32).ravel())

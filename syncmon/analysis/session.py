@@ -7,7 +7,7 @@ stream pair. It is what ``analyze``, ``watch`` and ``worker`` all feed; it does 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..thresholds import verdict
 from .audio import AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
-from .video import VideoTimingAnalyzer, VideoTimingStats
+from .video import VideoFrameEvent, VideoTimingAnalyzer, VideoTimingStats
 
 METHODS = ("content", "timestamp", "playout")
 # offsets kept for the median as a 1 ms histogram over ±1 s: bounded whatever the length
@@ -76,6 +76,15 @@ class SyncAnalyzer:
         self.offsets: dict[str, OffsetState] = {m: OffsetState() for m in METHODS}
         self.content_median = OffsetHistogram()
         self._on_estimate = on_estimate
+        self.playout_source: str | None = None
+        # the receiver's own A/V delay difference (video minus audio jitter buffer), which a
+        # viewer's player would equalize from RTCP; subtracted from content estimates
+        self.receiver_bias_s = 0.0
+
+    def discontinuity(self) -> None:
+        """The streams were interrupted (reconnect): start timing and windows afresh."""
+        self.video.restart()
+        self.content.clear()
 
     def add_video(
         self,
@@ -84,10 +93,10 @@ class SyncAnalyzer:
         *,
         frame_id: int | None = None,
         sender_time: float | None = None,
-    ) -> None:
+    ) -> VideoFrameEvent:
         """Account one video frame by its 8-bit luma plane, arriving at ``t`` seconds."""
         grid = luma_grid(luma, self.config.grid)
-        self.add_video_grid(t, grid, frame_id=frame_id, sender_time=sender_time)
+        return self.add_video_grid(t, grid, frame_id=frame_id, sender_time=sender_time)
 
     def add_video_grid(
         self,
@@ -96,10 +105,11 @@ class SyncAnalyzer:
         *,
         frame_id: int | None = None,
         sender_time: float | None = None,
-    ) -> None:
-        self.video.add_frame(t, frame_id=frame_id, sender_time=sender_time, grid=grid)
+    ) -> VideoFrameEvent:
+        event = self.video.add_frame(t, frame_id=frame_id, sender_time=sender_time, grid=grid)
         self.content.add_video(t, grid)
         self._poll()
+        return event
 
     def add_audio(self, samples: np.ndarray, t_start: float | None = None) -> None:
         """Feed mono float audio at the analyzer's rate; ``t_start`` of the first sample."""
@@ -111,6 +121,8 @@ class SyncAnalyzer:
         est = self.content.poll()
         if est is None:
             return
+        if est.offset_s is not None and self.receiver_bias_s:
+            est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
         state = self.offsets["content"]
         state.confidence = est.confidence
         if est.offset_s is not None:
@@ -169,5 +181,6 @@ class SyncAnalyzer:
             "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
             "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
             "content_estimates": self.content_median.count,
+            "playout_source": self.playout_source,
             "verdict": verdict(None if headline is None else headline / 1000.0),
         }

@@ -200,6 +200,14 @@ class VideoTimingAnalyzer:
             self._last_id = frame_id
         return VideoFrameEvent(interval, dropped, duplicate, freeze_s, pause)
 
+    def restart(self) -> None:
+        """Forget the last frame (a reconnect is not a freeze); counters are kept."""
+        self._last_t = None
+        self._last_sender_t = None
+        self._last_id = None
+        self._last_grid = None
+        self._window.clear()
+
     def _trim(self, now: float) -> None:
         while self._window and self._window[0][0] < now - self._rate_window_s:
             self._window.popleft()

@@ -1,0 +1,1 @@
+"""The live side: join LiveKit rooms, feed the analysis core, serve Prometheus metrics."""

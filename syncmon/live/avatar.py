@@ -1,0 +1,237 @@
+"""One monitored avatar: its subscribed tracks in, timestamped samples to the analyzer out.
+
+Only the luma plane of video is touched; audio comes resampled to 16 kHz mono by the SDK. Video
+is timestamped by the SDK's render time (``timestamp_us``, the receiver's monotonic clock);
+audio carries no timestamp, so a sample clock steered by arrivals stands in
+(``analysis.clock``). Both queues are unbounded: a frame dropped by syncmon would be counted
+as the avatar's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.rtc._ffi_client import FfiClient
+from livekit.rtc._proto import ffi_pb2 as proto_ffi
+from livekit.rtc._proto import video_frame_pb2 as proto_video
+
+from ..analysis.clock import SampleClock
+from ..analysis.session import SyncAnalyzer
+from ..metrics import AvatarState
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE = 16000
+STATS_INTERVAL_S = 5.0
+# a frame this dark and flat before the first real picture is the decoder's pre-roll
+PREROLL_MAX_MEAN = 20.0
+PREROLL_MAX_STD = 3.0
+
+
+class UnboundedVideoStream(rtc.VideoStream):
+    """A VideoStream whose native queue is unbounded as well (``queue_size_frames = 0``).
+
+    The Python class leaves the native queue at a bounded default that drops frames when the
+    consumer lags ("native video stream queue overflow"); those drops would be blamed on the
+    avatar. This is the SDK's own request with that one field set.
+    """
+
+    def _create_owned_stream(self) -> Any:
+        assert self._track is not None
+        req = proto_ffi.FfiRequest()
+        nvs = req.new_video_stream
+        nvs.track_handle = self._track._ffi_handle.handle
+        nvs.type = proto_video.VideoStreamType.VIDEO_STREAM_NATIVE
+        nvs.format = proto_video.VideoBufferType.I420
+        nvs.normalize_stride = True
+        nvs.queue_size_frames = 0
+        resp = FfiClient.instance.request(req)
+        return resp.new_video_stream.stream
+
+
+def luma_of(frame: rtc.VideoFrame) -> np.ndarray:
+    """The Y plane of an I420 frame as a (height, width) view, no copy."""
+    plane = frame.get_plane(0)
+    if plane is None:
+        raise ValueError(f"video frame of type {frame.type} has no luma plane")
+    w, h = frame.width, frame.height
+    arr = np.frombuffer(plane, dtype=np.uint8)
+    if arr.size < w * h:
+        raise ValueError(f"luma plane holds {arr.size} bytes for a {w}x{h} frame")
+    return arr[: (arr.size // h) * h].reshape(h, -1)[:, :w]
+
+
+def is_preroll(luma: np.ndarray) -> bool:
+    sub = luma[::8, ::8]
+    return float(sub.mean()) < PREROLL_MAX_MEAN and float(sub.std()) < PREROLL_MAX_STD
+
+
+class AvatarMonitor:
+    """Consumes one avatar's audio and video tracks into its ``AvatarState``."""
+
+    def __init__(self, state: AvatarState, *, stats_interval_s: float = STATS_INTERVAL_S) -> None:
+        self.state = state
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tracks: dict[str, rtc.RemoteTrack] = {}
+        self._stats_interval = stats_interval_s
+        self._stats_task: asyncio.Task[None] | None = None
+        self._jb_prev: dict[str, tuple[float, int]] = {}
+        self.malformed_frames = 0
+
+    @property
+    def analyzer(self) -> SyncAnalyzer:
+        return self.state.analyzer
+
+    def attach(self, track: rtc.RemoteTrack) -> None:
+        kind = "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio"
+        self.detach(kind)
+        self._tracks[kind] = track
+        coro = self._video(track) if kind == "video" else self._audio(track)
+        task = asyncio.get_running_loop().create_task(coro, name=f"syncmon-{kind}")
+        task.add_done_callback(self._task_done)
+        self._tasks[kind] = task
+        if self._stats_task is None:
+            self._stats_task = asyncio.get_running_loop().create_task(self._poll_stats())
+            self._stats_task.add_done_callback(self._task_done)
+
+    def detach(self, kind: str) -> None:
+        task = self._tasks.pop(kind, None)
+        if task is not None:
+            task.cancel()
+        self._tracks.pop(kind, None)
+        self.state.track_up[kind] = False
+        self._jb_prev.pop(kind, None)
+
+    def set_muted(self, kind: str, muted: bool) -> None:
+        if kind in self._tracks:
+            self.state.track_up[kind] = not muted
+
+    def discontinuity(self) -> None:
+        """The connection was lost: no interval or window spans the gap."""
+        self.analyzer.discontinuity()
+        for k in list(self._tasks):
+            self.detach(k)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks.values())
+        if self._stats_task is not None:
+            tasks.append(self._stats_task)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        self._stats_task = None
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("avatar stream task failed", exc_info=task.exception())
+
+    async def _video(self, track: rtc.RemoteTrack) -> None:
+        stream = UnboundedVideoStream(track, capacity=0)
+        started = False
+        try:
+            async for ev in stream:
+                try:
+                    luma = luma_of(ev.frame)
+                except ValueError as e:
+                    self.malformed_frames += 1
+                    log.warning("skipping a malformed video frame: %s", e)
+                    continue
+                if not started:
+                    if is_preroll(luma):
+                        continue
+                    started = True
+                md = ev.metadata
+                frame_id = sender_t = None
+                if md is not None:
+                    if md.HasField("frame_id"):
+                        frame_id = int(md.frame_id)
+                    if md.HasField("user_timestamp"):
+                        sender_t = md.user_timestamp / 1e6
+                t = ev.timestamp_us / 1e6
+                event = self.analyzer.add_video(t, luma, frame_id=frame_id, sender_time=sender_t)
+                if event.interval_s is not None:
+                    self.state.frame_interval.observe(event.interval_s)
+                self.state.track_up["video"] = True
+                self.state.frame_arrived("video")
+        finally:
+            await stream.aclose()
+
+    async def _audio(self, track: rtc.RemoteTrack) -> None:
+        stream = rtc.AudioStream(track, sample_rate=AUDIO_RATE, num_channels=1, capacity=0)
+        clock = SampleClock(AUDIO_RATE)
+        try:
+            async for ev in stream:
+                arrival = time.monotonic()
+                f = ev.frame
+                x = np.frombuffer(f.data, dtype=np.int16).astype(np.float32) / 32768.0
+                start = clock.chunk(arrival, x.size)
+                self.analyzer.add_audio(x, start)
+                self.state.track_up["audio"] = True
+                self.state.frame_arrived("audio")
+        finally:
+            await stream.aclose()
+
+    async def _poll_stats(self) -> None:
+        await asyncio.sleep(min(1.0, self._stats_interval))
+        while True:
+            await self.poll_stats_once()
+            await asyncio.sleep(self._stats_interval)
+
+    async def poll_stats_once(self) -> None:
+        """Read the subscriber's inbound-rtp stats of both tracks into the state."""
+        playout: dict[str, float] = {}
+        jb: dict[str, float] = {}
+        for kind, track in list(self._tracks.items()):
+            try:
+                stats = await track.get_stats()
+            except Exception as e:  # stats are best effort; the stream goes on
+                log.debug("get_stats failed for %s: %s", kind, e)
+                continue
+            for s in stats:
+                if not s.HasField("inbound_rtp"):
+                    continue
+                ib = s.inbound_rtp
+                r = self.state.rtp[kind]
+                r.jitter_s = float(ib.received.jitter)
+                r.packets_lost = int(ib.received.packets_lost)
+                if kind == "audio":
+                    r.concealed_samples = int(ib.inbound.concealed_samples)
+                delay, emitted = (
+                    ib.inbound.jitter_buffer_delay,
+                    ib.inbound.jitter_buffer_emitted_count,
+                )
+                prev = self._jb_prev.get(kind, (0.0, 0))
+                self._jb_prev[kind] = (delay, emitted)
+                if emitted > prev[1]:
+                    # the average over the last poll (over the whole stream at the first)
+                    r.jitter_buffer_delay_s = (delay - prev[0]) / (emitted - prev[1])
+                    jb[kind] = r.jitter_buffer_delay_s
+                if ib.inbound.estimated_playout_timestamp > 0:
+                    playout[kind] = ib.inbound.estimated_playout_timestamp / 1000.0
+        if len(playout) == 2:
+            # the sample being played: an older video sample means a late picture
+            self.analyzer.set_offset("playout", playout["audio"] - playout["video"], 1.0)
+            self.analyzer.playout_source = "estimated_playout_timestamp"
+        elif len(jb) == 2:
+            # no playout clock (no audio device): the receiver's own contribution
+            self.analyzer.set_offset("playout", jb["video"] - jb["audio"], 1.0)
+            self.analyzer.playout_source = "jitter_buffer"
+        if len(jb) == 2:
+            bias = jb["video"] - jb["audio"]
+            prev_bias = self.analyzer.receiver_bias_s
+            self.analyzer.receiver_bias_s = bias if not prev_bias else 0.5 * (prev_bias + bias)
+        if (
+            "playout" in self.analyzer.offsets
+            and self.analyzer.offsets["playout"].offset_s is not None
+        ):
+            self.state.observe_offset("playout", self.analyzer.offsets["playout"].offset_s)

@@ -1,0 +1,62 @@
+"""The monitor's HTTP endpoints: /metrics, /healthz, /readyz, /report.
+
+/metrics always answers (a lost room shows as ``syncmon_room_connected 0``, never a 500).
+/readyz is 200 once every watched room is connected with at least one avatar track up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ..metrics import MonitorState
+
+log = logging.getLogger(__name__)
+
+
+def build_app(state: MonitorState, registry: CollectorRegistry) -> web.Application:
+    async def metrics(_req: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_req: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_req: web.Request) -> web.Response:
+        rooms = state.rooms
+        ready = bool(rooms) and all(
+            r.connected and any(any(a.track_up.values()) for a in r.avatars.values())
+            for r in rooms.values()
+        )
+        detail = {
+            name: {
+                "connected": r.connected,
+                "tracks_up": sum(sum(a.track_up.values()) for a in r.avatars.values()),
+            }
+            for name, r in rooms.items()
+        }
+        return web.json_response({"ready": ready, "rooms": detail}, status=200 if ready else 503)
+
+    async def report(_req: web.Request) -> web.Response:
+        return web.Response(
+            text=json.dumps(state.report(), indent=2), content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/report", report)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start serving; the caller keeps the runner and calls ``cleanup()`` to stop."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

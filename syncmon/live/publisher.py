@@ -1,0 +1,130 @@
+"""Publish the reference avatar into a room, paced in real time, with its impairments.
+
+Audio goes out in 10 ms frames through an ``AudioSource`` with no queue (the SDK then paces the
+publisher tightest); frame ``k`` of the schedule is captured at ``t0 + pts_k`` on the same
+monotonic clock the audio is paced on, with FrameMetadata (``frame_id`` and ``user_timestamp`` =
+the sender's capture time in microseconds). rtc.AVSynchronizer is not used because it paces
+video at a fixed rate and drops FrameMetadata, while the schedule needs per-frame send times
+for jitter, drops and freezes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import numpy as np
+from livekit import rtc
+from livekit.rtc._proto import track_pb2
+from livekit.rtc._proto import video_frame_pb2 as proto_video
+
+from ..errors import ConnectError
+from ..reference.avatar import ReferenceAvatar
+
+log = logging.getLogger(__name__)
+
+AUDIO_FRAME_S = 0.010
+START_DELAY_S = 0.5
+
+
+class ReferencePublisher:
+    """Publishes a ``ReferenceAvatar`` until ``stop()`` or ``duration_s``."""
+
+    def __init__(
+        self,
+        avatar: ReferenceAvatar,
+        *,
+        url: str,
+        token: str,
+        clock_shift_s: float = 0.0,
+    ) -> None:
+        self.avatar = avatar
+        self.url = url
+        self.token = token
+        self.clock_shift_s = clock_shift_s  # added to user_timestamp: a sender clock that is off
+        self.room: rtc.Room | None = None  # made in run(): a Room binds to the running loop
+        self._stop = asyncio.Event()
+        self.frames_sent = 0
+        self.t0: float | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, duration_s: float | None = None) -> None:
+        self.room = rtc.Room()
+        try:
+            await self.room.connect(self.url, self.token)
+        except rtc.ConnectError as e:
+            raise ConnectError(f"publisher cannot connect to {self.url}: {e.message}") from None
+        av = self.avatar
+        sr = av.sample_rate
+        audio_src = rtc.AudioSource(sr, 1, queue_size_ms=0)
+        video_src = rtc.VideoSource(av.face.width, av.face.height)
+        await self.room.local_participant.publish_track(
+            rtc.LocalAudioTrack.create_audio_track("voice", audio_src),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        vopts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False)
+        vopts.frame_metadata_features.extend(
+            [
+                track_pb2.FrameMetadataFeature.FMF_FRAME_ID,
+                track_pb2.FrameMetadataFeature.FMF_USER_TIMESTAMP,
+            ]
+        )
+        vopts.video_encoding.max_bitrate = 1_500_000
+        vopts.video_encoding.max_framerate = av.fps
+        await self.room.local_participant.publish_track(
+            rtc.LocalVideoTrack.create_video_track("face", video_src), vopts
+        )
+        delay = av.imp.processing_delay_ms / 1000.0
+        self.t0 = time.monotonic() + START_DELAY_S + delay
+        tasks = [
+            asyncio.create_task(self._audio(audio_src, self.t0, duration_s)),
+            asyncio.create_task(self._video(video_src, self.t0, duration_s)),
+        ]
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if duration_s is not None and not self._stop.is_set():
+                await asyncio.wait(tasks)
+        finally:
+            for t in [*tasks, stop]:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.room.disconnect()
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+
+    async def _audio(self, src: rtc.AudioSource, t0: float, duration_s: float | None) -> None:
+        av = self.avatar
+        sr = av.sample_rate
+        n = int(AUDIO_FRAME_S * sr)
+        pos = 0
+        while duration_s is None or pos < duration_s * sr:
+            wait = t0 + pos / sr - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            x = av.audio(pos, n)
+            pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
+            await src.capture_frame(rtc.AudioFrame(pcm.tobytes(), sr, 1, n))
+            pos += n
+            av.speech.release_before(pos - int((1.0 + abs(av.imp.offset_ms) / 1000) * sr))
+
+    async def _video(self, src: rtc.VideoSource, t0: float, duration_s: float | None) -> None:
+        av = self.avatar
+        for f in av.frames(duration_s):
+            wait = t0 + f.pts - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            i420 = f.frame.to_i420()
+            frame = rtc.VideoFrame(
+                f.frame.width, f.frame.height, proto_video.VideoBufferType.I420, i420.tobytes()
+            )
+            sent_us = int((time.time() + self.clock_shift_s) * 1e6)
+            md = proto_video.FrameMetadata(frame_id=f.frame_id, user_timestamp=sent_us)
+            src.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6), metadata=md)
+            self.frames_sent += 1

@@ -1,0 +1,358 @@
+"""Join a room hidden and subscribe-only, find the avatars, keep the connection up.
+
+An avatar is a remote participant of kind agent, or one carrying ``lk.publish_on_behalf``
+(livekit-agents' avatar workers publish on behalf of the agent), or the identity given. Only its
+audio and video are subscribed; tracks published later, unpublished, muted and unmuted are
+followed, and several avatars in one room are measured separately. A lost connection sets
+``syncmon_room_connected 0`` and is retried with exponential backoff while /metrics keeps
+answering; a room that ends has its series removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from livekit import rtc
+from livekit.rtc._proto import participant_pb2
+
+from ..analysis.lipsync import LipSyncConfig
+from ..analysis.session import AnalyzerConfig, SyncAnalyzer
+from ..errors import ConnectError
+from ..metrics import AvatarState, MonitorState, RoomState
+from .avatar import AUDIO_RATE, AvatarMonitor
+from .config import LiveKitCredentials
+from .token import monitor_token
+
+log = logging.getLogger(__name__)
+
+ATTR_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
+CONNECT_TIMEOUT_S = 5.0
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 10.0
+_ROOM_GONE = {
+    participant_pb2.DisconnectReason.ROOM_DELETED,
+    participant_pb2.DisconnectReason.ROOM_CLOSED,
+}
+
+
+def is_unauthorized(message: str) -> bool:
+    m = message.lower()
+    return any(
+        s in m
+        for s in (
+            "401",
+            "unauthorized",
+            "invalid token",
+            "token is expired",
+            "could not validate",
+            "invalid api key",
+            "signature",
+        )
+    )
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """What a room monitor looks for and how it measures."""
+
+    participant: str | None = None
+    calibration_s: float = 0.0
+    stats_interval_s: float = 5.0
+    # how long the series of an avatar that left (or a room that ended) stay, so that the
+    # next Prometheus scrape still sees their final values
+    linger_s: float = 30.0
+
+
+class RoomMonitor:
+    """Monitors one room until ``stop()``; reconnects on its own."""
+
+    def __init__(
+        self,
+        *,
+        creds: LiveKitCredentials,
+        room_name: str,
+        state: MonitorState,
+        options: WatchOptions | None = None,
+        identity: str | None = None,
+    ) -> None:
+        self.creds = creds
+        self.room_name = room_name
+        self.state = state
+        self.options = options or WatchOptions()
+        self.identity = identity or f"syncmon-{secrets.token_hex(4)}"
+        self._avatars: dict[str, AvatarMonitor] = {}
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._room: rtc.Room | None = None
+        self._stop = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._ended = False
+        self.connected_once = asyncio.Event()
+        self.on_room_ended: Callable[[str], None] | None = None
+
+    @property
+    def room_state(self) -> RoomState | None:
+        return self.state.rooms.get(self.room_name)
+
+    def _token(self) -> str:
+        if self.creds.token:
+            return self.creds.token
+        assert self.creds.api_key and self.creds.api_secret
+        return monitor_token(
+            api_key=self.creds.api_key,
+            api_secret=self.creds.api_secret,
+            room=self.room_name,
+            identity=self.identity,
+        )
+
+    async def connect_once(self) -> None:
+        """One connection attempt; raises ConnectError naming what went wrong."""
+        room = rtc.Room()
+        self._wire(room)
+        opts = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(
+                room.connect(self.creds.url, self._token(), opts), timeout=3 * CONNECT_TIMEOUT_S
+            )
+        except asyncio.TimeoutError:
+            await _quiet_disconnect(room)
+            raise ConnectError(f"timed out connecting to {self.creds.url}") from None
+        except rtc.ConnectError as e:
+            await _quiet_disconnect(room)
+            msg = str(getattr(e, "message", e))
+            if is_unauthorized(msg):
+                raise ConnectError(
+                    f"unauthorized: {self.creds.url} rejected the API key/secret or token"
+                ) from None
+            raise ConnectError(f"cannot connect to {self.creds.url}: {_first_line(msg)}") from None
+        self._room = room
+        self._lost.clear()
+        rs = self.room_state
+        if rs is not None:
+            rs.connected = True
+        self.connected_once.set()
+        for p in room.remote_participants.values():
+            self._consider(p)
+
+    async def run(self) -> None:
+        """Connect (the first failure raises), then keep the room monitored until stopped."""
+        if self.state.add_room(self.room_name) is None:
+            raise ConnectError(f"room cap of {self.state.max_rooms} reached")
+        await self.connect_once()
+        backoff = BACKOFF_INITIAL_S
+        while not self._stop.is_set():
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            lost_wait = asyncio.ensure_future(self._lost.wait())
+            await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            lost_wait.cancel()
+            if self._stop.is_set() or self._ended:
+                break
+            # connection lost: keep the series, mark them, retry with backoff
+            rs = self.room_state
+            if rs is not None:
+                rs.connected = False
+            for am in self._avatars.values():
+                am.discontinuity()
+            if self._room is not None:
+                await _quiet_disconnect(self._room)
+                self._room = None
+            while not self._stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+                if self._stop.is_set():
+                    break
+                try:
+                    await self.connect_once()
+                except ConnectError as e:
+                    log.warning("reconnect to room failed: %s", e)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    continue
+                if (rs := self.room_state) is not None:
+                    rs.reconnects += 1
+                backoff = BACKOFF_INITIAL_S
+                break
+        await self._close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _close(self) -> None:
+        for am in self._avatars.values():
+            await am.aclose()
+        self._avatars.clear()
+        if self._room is not None:
+            await _quiet_disconnect(self._room)
+            self._room = None
+        for h in self._removals.values():
+            h.cancel()
+        self._removals.clear()
+        if self._ended:
+            if (rs := self.room_state) is not None:
+                rs.connected = False
+                for a in rs.avatars.values():
+                    a.track_up = {k: False for k in a.track_up}
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.options.linger_s)
+            self.state.remove_room(self.room_name)
+        elif (rs := self.room_state) is not None:
+            rs.connected = False
+
+    # -- discovery --------------------------------------------------------------------------
+    def is_avatar(self, p: rtc.RemoteParticipant) -> bool:
+        if self.options.participant is not None:
+            return bool(p.identity == self.options.participant)
+        return bool(
+            p.kind == participant_pb2.ParticipantKind.PARTICIPANT_KIND_AGENT
+            or ATTR_PUBLISH_ON_BEHALF in p.attributes
+        )
+
+    def _consider(self, p: rtc.RemoteParticipant) -> None:
+        if not self.is_avatar(p):
+            return
+        for pub in p.track_publications.values():
+            self._subscribe(pub)
+
+    @staticmethod
+    def _subscribe(pub: rtc.RemoteTrackPublication) -> None:
+        if pub.kind in (rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO):
+            pub.set_subscribed(True)
+
+    def _avatar(self, p: rtc.RemoteParticipant) -> AvatarMonitor | None:
+        rs = self.room_state
+        if rs is None:
+            return None
+        am = self._avatars.get(p.identity)
+        if am is None:
+            if (h := self._removals.pop(p.identity, None)) is not None:
+                h.cancel()
+            holder: list[AvatarState] = []
+
+            def on_estimate(method: str, est: object) -> None:
+                off = getattr(est, "offset_s", None)
+                if holder and off is not None:
+                    holder[0].observe_offset(method, off)
+
+            cfg = AnalyzerConfig(lipsync=LipSyncConfig(calibration_s=self.options.calibration_s))
+            analyzer = SyncAnalyzer(cfg, audio_rate=AUDIO_RATE, on_estimate=on_estimate)
+            st = AvatarState(room=self.room_name, participant=p.identity, analyzer=analyzer)
+            holder.append(st)
+            rs.avatars[p.identity] = st
+            am = AvatarMonitor(st, stats_interval_s=self.options.stats_interval_s)
+            self._avatars[p.identity] = am
+            log.info("monitoring an avatar in room %s", self.room_name)
+        return am
+
+    def _forget(self, identity: str) -> None:
+        """The avatar left: stop its streams now, drop its series after the linger."""
+        am = self._avatars.pop(identity, None)
+        if am is None:
+            return
+        for k in ("audio", "video"):
+            am.detach(k)
+        asyncio.get_running_loop().create_task(am.aclose())
+
+        def remove() -> None:
+            self._removals.pop(identity, None)
+            if (rs := self.room_state) is not None and identity not in self._avatars:
+                rs.avatars.pop(identity, None)
+
+        self._removals[identity] = asyncio.get_running_loop().call_later(
+            self.options.linger_s, remove
+        )
+
+    def _wire(self, room: rtc.Room) -> None:
+        def kind_of(pub: rtc.TrackPublication) -> str:
+            return "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
+
+        @room.on("participant_connected")
+        def _joined(p: rtc.RemoteParticipant) -> None:
+            self._consider(p)
+
+        @room.on("participant_attributes_changed")
+        def _attrs(_changed: dict[str, str], p: rtc.Participant) -> None:
+            if isinstance(p, rtc.RemoteParticipant):
+                self._consider(p)
+
+        @room.on("track_published")
+        def _published(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+            if self.is_avatar(p):
+                self._subscribe(pub)
+
+        @room.on("track_subscribed")
+        def _subscribed(
+            track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+        ) -> None:
+            if not self.is_avatar(p) or not isinstance(
+                track, (rtc.RemoteAudioTrack, rtc.RemoteVideoTrack)
+            ):
+                return
+            am = self._avatar(p)
+            if am is not None:
+                am.attach(track)
+                am.set_muted(kind_of(pub), pub.muted)
+
+        @room.on("track_unsubscribed")
+        def _unsubscribed(
+            _track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+        ) -> None:
+            am = self._avatars.get(p.identity)
+            if am is not None:
+                am.detach(kind_of(pub))
+
+        @room.on("track_unpublished")
+        def _unpublished(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+            am = self._avatars.get(p.identity)
+            if am is not None:
+                am.detach(kind_of(pub))
+
+        @room.on("track_muted")
+        def _muted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
+            am = self._avatars.get(p.identity)
+            if am is not None:
+                am.set_muted(kind_of(pub), True)
+
+        @room.on("track_unmuted")
+        def _unmuted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
+            am = self._avatars.get(p.identity)
+            if am is not None:
+                am.set_muted(kind_of(pub), False)
+
+        @room.on("reconnecting")
+        def _reconnecting() -> None:
+            if room is self._room and (rs := self.room_state) is not None:
+                rs.connected = False
+
+        @room.on("reconnected")
+        def _reconnected() -> None:
+            if room is self._room and (rs := self.room_state) is not None:
+                rs.connected = True
+                rs.reconnects += 1
+
+        @room.on("participant_disconnected")
+        def _left(p: rtc.RemoteParticipant) -> None:
+            self._forget(p.identity)
+
+        @room.on("disconnected")
+        def _disconnected(reason: int) -> None:
+            if room is not self._room:
+                return
+            if reason in _ROOM_GONE:
+                log.info("room %s ended", self.room_name)
+                self._ended = True
+                if self.on_room_ended is not None:
+                    self.on_room_ended(self.room_name)
+            self._lost.set()
+
+
+async def _quiet_disconnect(room: rtc.Room) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(room.disconnect(), timeout=3.0)
+
+
+def _first_line(s: str) -> str:
+    return s.strip().splitlines()[0] if s.strip() else "connection failed"

@@ -1,0 +1,47 @@
+"""Every Prometheus metric name syncmon exports (shared/DESIGN.md), in one place.
+
+Dashboards, alert rules and tests read these names; the exporter renders exactly these.
+"""
+
+from __future__ import annotations
+
+PREFIX = "syncmon_"
+
+AV_OFFSET = "syncmon_av_offset_seconds"
+AV_OFFSET_CONFIDENCE = "syncmon_av_offset_confidence"
+AV_OFFSET_ABS = "syncmon_av_offset_abs_seconds"
+AV_DRIFT = "syncmon_av_drift_seconds_per_minute"
+
+VIDEO_FRAMES = "syncmon_video_frames_total"
+VIDEO_DROPPED = "syncmon_video_frames_dropped_total"
+VIDEO_DUPLICATED = "syncmon_video_frames_duplicated_total"
+VIDEO_FREEZES = "syncmon_video_freezes_total"
+VIDEO_FREEZE_SECONDS = "syncmon_video_freeze_seconds_total"
+VIDEO_PAUSES = "syncmon_video_pauses_total"
+VIDEO_FRAME_INTERVAL = "syncmon_video_frame_interval_seconds"
+VIDEO_JITTER = "syncmon_video_jitter_seconds"
+VIDEO_FPS = "syncmon_video_fps"
+VIDEO_HARMONIC_FPS = "syncmon_video_harmonic_fps"
+# frames the monitor itself lost (its own queue); never blamed on the avatar
+MONITOR_FRAMES_DROPPED = "syncmon_monitor_frames_dropped_total"
+
+AUDIO_GAP_SECONDS = "syncmon_audio_gap_seconds_total"
+AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"
+
+RTP_JITTER = "syncmon_rtp_jitter_seconds"
+RTP_PACKETS_LOST = "syncmon_rtp_packets_lost_total"
+JITTER_BUFFER_DELAY = "syncmon_jitter_buffer_delay_seconds"
+
+ROOM_CONNECTED = "syncmon_room_connected"
+TRACK_UP = "syncmon_track_up"
+LAST_FRAME_TIMESTAMP = "syncmon_last_frame_timestamp_seconds"
+ROOMS_REJECTED = "syncmon_rooms_rejected_total"
+RECONNECTS = "syncmon_reconnects_total"
+
+LABEL_ROOM = "room"
+LABEL_PARTICIPANT = "participant"
+LABEL_METHOD = "method"
+LABEL_KIND = "kind"
+
+OFFSET_ABS_BUCKETS = (0.005, 0.015, 0.03, 0.045, 0.06, 0.09, 0.125, 0.185, 0.25, 0.35, 0.5)
+FRAME_INTERVAL_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.067, 0.08, 0.1, 0.15, 0.2, 0.5, 1.0)

@@ -1,0 +1,129 @@
+"""Fixtures for tests through the real livekit-server on loopback (no fake SFU).
+
+The server is the binary scripts/setup.sh builds; a missing binary fails the tests (CI installs
+it), it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncmon.live.localserver import LocalServer, free_port
+
+
+@pytest.fixture(scope="session")
+def livekit() -> Iterator[LocalServer]:
+    srv = LocalServer.start(build=False)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def lk_env(srv: LocalServer) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LIVEKIT_URL": srv.url,
+        "LIVEKIT_API_KEY": srv.api_key,
+        "LIVEKIT_API_SECRET": srv.api_secret,
+    }
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[str]
+    metrics_url: str = ""
+    log: list[str] = field(default_factory=list)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(*args: str, env: dict[str, str], metrics_port: int | None = None) -> Proc:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "syncmon.cli", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        pr = Proc(p, f"http://127.0.0.1:{metrics_port}" if metrics_port else "")
+        started.append(pr)
+        return pr
+
+    yield start
+    for p in started:
+        p.stop(timeout=5)
+
+
+def start_monitor(
+    procs: Callable[..., Proc], srv: LocalServer, *rooms: str, extra: tuple[str, ...] = ()
+) -> Proc:
+    port = free_port()
+    args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
+    for r in rooms:
+        args += ["--room", r]
+    return procs(*args, *extra, env=lk_env(srv), metrics_port=port)
+
+
+def start_publisher(
+    procs: Callable[..., Proc], srv: LocalServer, room: str, *args: str, identity: str = "avatar"
+) -> Proc:
+    return procs(
+        "reference", "publish", "--room", room, "--identity", identity, *args, env=lk_env(srv)
+    )
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """All samples of /metrics keyed by (name, sorted labels)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float | None:
+    want = set(labels.items())
+    for (n, lv), v in samples.items():
+        if n == name and want <= set(lv):
+            return v
+    return None
+
+
+def wait_for(pred: Callable[[], object], timeout: float, every: float = 0.5) -> object:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # not up yet
+            last_exc = e
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s (last error: {last_exc})")

@@ -1,0 +1,119 @@
+"""syncmon watch against the real livekit-server on loopback, with the reference publisher."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from syncmon.live.localserver import LocalServer
+
+from .conftest import Proc, sample, scrape, start_monitor, start_publisher, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def content_offset(url: str, room: str) -> float | None:
+    return sample(scrape(url), "syncmon_av_offset_seconds", room=room, method="content")
+
+
+@pytest.mark.parametrize("offset_ms", [80, -120])
+def test_content_offset_within_25ms_of_injected_truth(
+    livekit: LocalServer, procs: Callable[..., Proc], offset_ms: int
+) -> None:
+    room = f"offset{offset_ms}"
+    mon = start_monitor(procs, livekit, room)
+    start_publisher(procs, livekit, room, "--offset-ms", str(offset_ms), "--duration", "40")
+    t0 = time.monotonic()
+    wait_for(lambda: content_offset(mon.metrics_url, room) is not None, timeout=25)
+    first_s = time.monotonic() - t0
+    readings = []
+    for _ in range(6):
+        readings.append(content_offset(mon.metrics_url, room))
+        time.sleep(1.0)
+    errs = [abs(r * 1000 - offset_ms) for r in readings if r is not None]
+    assert len(errs) == 6, readings
+    assert max(errs) <= 25, f"offsets {readings} vs truth {offset_ms} ms"
+    assert first_s <= 20, f"first estimate after {first_s:.1f} s"
+    s = scrape(mon.metrics_url)
+    assert sample(s, "syncmon_room_connected", room=room) == 1
+    assert sample(s, "syncmon_track_up", room=room, kind="video") == 1
+    assert sample(s, "syncmon_track_up", room=room, kind="audio") == 1
+    assert sample(s, "syncmon_av_offset_confidence", room=room, method="content") >= 0.3
+    assert mon.stop() == 0
+
+
+def test_freezes_and_drops_counted_from_frame_ids(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    room = "impaired"
+    mon = start_monitor(procs, livekit, room)
+    pub = start_publisher(
+        procs, livekit, room, "--duration", "22", "--freeze", "6:0.6", "--freeze", "14:0.6",
+        "--drop-rate", "0.05", "--seed", "5",
+    )
+    from syncmon.reference import Impairments, ReferenceAvatar
+
+    truth = ReferenceAvatar(
+        impairments=Impairments(freezes=((6, 0.6), (14, 0.6)), drop_rate=0.05, seed=5)
+    ).truth(22.0)
+    assert pub.proc.wait(timeout=60) == 0
+    time.sleep(1.5)
+    s = scrape(mon.metrics_url)
+    assert sample(s, "syncmon_video_freezes_total", room=room) == 2
+    assert sample(s, "syncmon_video_freeze_seconds_total", room=room) == pytest.approx(1.2, abs=0.1)
+    dropped = sample(s, "syncmon_video_frames_dropped_total", room=room)
+    assert dropped is not None and abs(dropped - truth.dropped) <= 1, (dropped, truth.dropped)
+    frames = sample(s, "syncmon_video_frames_total", room=room)
+    assert frames is not None and abs(frames - truth.frames) <= 3
+
+
+def test_two_rooms_two_avatars_labels_kept_apart(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    mon = start_monitor(procs, livekit, "room-a", "room-b")
+    start_publisher(procs, livekit, "room-a", "--offset-ms", "60", "--duration", "40",
+                    identity="ava")
+    start_publisher(procs, livekit, "room-b", "--offset-ms", "-100", "--duration", "40",
+                    identity="avb", )
+
+    def both() -> bool:
+        return (content_offset(mon.metrics_url, "room-a") is not None
+                and content_offset(mon.metrics_url, "room-b") is not None)
+
+    wait_for(both, timeout=30)
+    s = scrape(mon.metrics_url)
+    a = sample(s, "syncmon_av_offset_seconds", room="room-a", participant="ava", method="content")
+    b = sample(s, "syncmon_av_offset_seconds", room="room-b", participant="avb", method="content")
+    assert a is not None and abs(a * 1000 - 60) <= 25
+    assert b is not None and abs(b * 1000 + 100) <= 25
+    assert sample(s, "syncmon_video_frames_total", room="room-a", participant="avb") is None
+    assert sample(s, "syncmon_video_frames_total", room="room-b", participant="ava") is None
+
+
+def test_server_restart_reconnects_and_measures_again(procs: Callable[..., Proc]) -> None:
+    srv = LocalServer.start(build=False)
+    try:
+        room = "restart"
+        mon = start_monitor(procs, srv, room)
+        start_publisher(procs, srv, room, "--duration", "60")
+        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_video_frames_total") , 20)
+        srv.kill()
+        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 0,
+                 timeout=30)
+        # /metrics keeps answering while the server is down
+        assert sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 0
+        srv.restart()
+        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 1,
+                 timeout=40)
+        # the publisher died with the server: a new one; frames flow again
+        start_publisher(procs, srv, room, "--duration", "40", identity="avatar2")
+        before = sample(scrape(mon.metrics_url), "syncmon_video_frames_total",
+                        participant="avatar2") or 0
+        wait_for(lambda: (sample(scrape(mon.metrics_url), "syncmon_video_frames_total",
+                                 participant="avatar2") or 0) > before + 50, timeout=30)
+        s = scrape(mon.metrics_url)
+        assert (sample(s, "syncmon_reconnects_total", room=room) or 0) >= 1
+    finally:
+        srv.stop()
