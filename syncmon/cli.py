@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -215,7 +216,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _creds(args: argparse.Namespace) -> Any:
     from .live.config import LiveKitCredentials
+    from .logs import add_secret
 
+    add_secret(args.api_secret)
+    add_secret(os.environ.get("LIVEKIT_API_SECRET"))
+    add_secret(getattr(args, "token", None))
     return LiveKitCredentials.resolve(
         url=args.url,
         api_key=args.api_key,
@@ -238,16 +243,14 @@ def _add_conn_args(p: argparse.ArgumentParser, *, token: bool = True) -> None:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
+
+    from .logs import setup_logging
 
     from .live.config import parse_addr
     from .live.room import WatchOptions
     from .live.watch import WatchConfig, run_watch
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose)
     host, port = parse_addr(args.metrics_addr)
     if args.token and len(args.room) > 1:
         raise SyncmonError("--token is valid for one room only; give key and secret for several")
@@ -401,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SyncmonError as e:
-        print(f"syncmon: error: {e}", file=sys.stderr)
+        from .logs import redact
+
+        print(f"syncmon: error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

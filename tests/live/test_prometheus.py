@@ -1,0 +1,40 @@
+"""A real Prometheus scrapes a real syncmon watching the reference avatar via livekit-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from syncmon.live.localserver import LocalServer
+
+from .conftest import Proc, start_monitor, start_publisher, wait_for
+from .prom import Prometheus
+
+pytestmark = pytest.mark.slow
+
+
+def test_offset_read_back_through_prometheus_http_api(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    room = "prom"
+    mon = start_monitor(procs, livekit, room)
+    start_publisher(procs, livekit, room, "--offset-ms", "100", "--duration", "45")
+    prom = Prometheus([mon.metrics_url.removeprefix("http://")])
+    try:
+        res = wait_for(
+            lambda: prom.query(f'syncmon_av_offset_seconds{{room="{room}",method="content"}}'),
+            timeout=35,
+        )
+        assert isinstance(res, list) and len(res) == 1
+        series = res[0]
+        assert series["metric"]["participant"] == "avatar"
+        assert abs(float(series["value"][1]) * 1000 - 100) <= 25
+        time.sleep(2)
+        up = prom.query(f'syncmon_track_up{{room="{room}"}}')
+        assert {s["metric"]["kind"]: s["value"][1] for s in up} == {"audio": "1", "video": "1"}
+        rate = prom.query(f'rate(syncmon_video_frames_total{{room="{room}"}}[5s])')
+        assert 20 <= float(rate[0]["value"][1]) <= 30
+    finally:
+        prom.stop()
