@@ -197,7 +197,68 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Render a reference clip with a known offset and analyze it (the offline demo)."""
+    """The embedded default: a local livekit-server, the reference avatar, the monitor."""
+    if args.offline:
+        return _demo_offline(args)
+    import asyncio
+    import subprocess
+
+    from .live.config import LiveKitCredentials, parse_addr
+    from .live.localserver import LocalServer
+    from .live.watch import WatchConfig, run_watch
+    from .logs import setup_logging
+
+    setup_logging(False)
+    host, port = parse_addr(args.metrics_addr)
+    print("starting livekit-server on 127.0.0.1 (loopback only)...", file=sys.stderr)
+    srv = LocalServer.start()
+    env = {
+        **os.environ,
+        "LIVEKIT_URL": srv.url,
+        "LIVEKIT_API_KEY": srv.api_key,
+        "LIVEKIT_API_SECRET": srv.api_secret,
+    }
+    pub_args = ["--offset-ms", str(args.offset_ms), "--drop-rate", "0.01",
+                "--freeze", "20:0.6", "--freeze", "50:0.6"]
+    if args.duration:
+        pub_args += ["--duration", str(args.duration + 2)]
+    pub = subprocess.Popen(
+        [sys.executable, "-m", "syncmon.cli", "reference", "publish", "--room", "demo", *pub_args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    print(
+        f"reference avatar publishing into room 'demo' with a {args.offset_ms:+g} ms offset, "
+        "1 % dropped frames and 0.6 s freezes at 20 s and 50 s; Ctrl-C stops",
+        file=sys.stderr,
+    )
+    cfg = WatchConfig(
+        creds=LiveKitCredentials(url=srv.url, api_key=srv.api_key, api_secret=srv.api_secret),
+        rooms=("demo",),
+        metrics_host=host,
+        metrics_port=port,
+        print_table=True,
+    )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        if args.duration:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        return await run_watch(cfg, stop=stop)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        pub.terminate()
+        try:
+            pub.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pub.kill()
+        srv.stop()
+
+
+def _demo_offline(args: argparse.Namespace) -> int:
+    """Render a reference clip with a known offset and analyze it."""
     from .media import analyze_file
     from .reference import Impairments, ReferenceAvatar
     from .reference.render import RenderOptions, render
@@ -393,7 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_publish)
 
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")
-    d.add_argument("--offset-ms", type=float, default=80.0)
+    d.add_argument("--offset-ms", type=float, default=60.0, help="injected offset (default 60)")
+    d.add_argument("--metrics-addr", default="127.0.0.1:9464")
+    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    d.add_argument("--offline", action="store_true",
+                   help="render a clip and analyze it instead (no server)")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -28,6 +28,7 @@ from ..metrics import AvatarState
 log = logging.getLogger(__name__)
 
 AUDIO_RATE = 16000
+AUDIO_FRAME_MS = 50
 STATS_INTERVAL_S = 5.0
 # a frame this dark and flat before the first real picture is the decoder's pre-roll
 PREROLL_MAX_MEAN = 20.0
@@ -167,7 +168,14 @@ class AvatarMonitor:
             await stream.aclose()
 
     async def _audio(self, track: rtc.RemoteTrack) -> None:
-        stream = rtc.AudioStream(track, sample_rate=AUDIO_RATE, num_channels=1, capacity=0)
+        # 50 ms frames: a fifth of the events (each one a thread hop into the loop) of 10 ms
+        stream = rtc.AudioStream(
+            track,
+            sample_rate=AUDIO_RATE,
+            num_channels=1,
+            capacity=0,
+            frame_size_ms=AUDIO_FRAME_MS,
+        )
         clock = SampleClock(AUDIO_RATE)
         try:
             async for ev in stream:

@@ -1,0 +1,97 @@
+"""CPU and memory of the live monitor per avatar stream, through the real livekit-server.
+
+For 640x360@25 and 1280x720@25 with 1, 2 and 4 concurrent streams (one reference publisher
+process per room, one ``syncmon watch`` process for all rooms), prints the monitor process's CPU
+(% of one core, from its CPU time over a measuring window after warm-up) per stream, and its RSS.
+``--soak-minutes`` then runs one 720p stream that long and prints RSS at each minute.
+
+Run: python benchmarks/bench_monitor.py [--window 20] [--soak-minutes 10]
+The publishers run on the same 2 cores, so the figures include some contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psutil
+
+from syncmon.live.localserver import LocalServer, free_port
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "syncmon.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def frames(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("syncmon_video_frames_total{"))
+
+
+def measure(srv: LocalServer, width: int, height: int, streams: int, window: float,
+            soak_minutes: float = 0.0) -> None:
+    env = {**os.environ, "LIVEKIT_URL": srv.url, "LIVEKIT_API_KEY": srv.api_key,
+           "LIVEKIT_API_SECRET": srv.api_secret}
+    tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
+    rooms = [f"bench-{tag}-{i}" for i in range(streams)]
+    port = free_port()
+    mon_args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
+    for r in rooms:
+        mon_args += ["--room", r]
+    mon = spawn(mon_args, env)
+    pubs = [spawn(["reference", "publish", "--room", r, "--width", str(width),
+                   "--height", str(height), "--identity", f"av{i}"], env)
+            for i, r in enumerate(rooms)]
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        time.sleep(12)  # connect, first keyframes, first lip-sync windows
+        p = psutil.Process(mon.pid)
+        c0, f0, t0 = sum(p.cpu_times()[:2]), frames(url), time.monotonic()
+        time.sleep(window)
+        c1, f1, t1 = sum(p.cpu_times()[:2]), frames(url), time.monotonic()
+        cpu = (c1 - c0) / (t1 - t0) * 100
+        fps = (f1 - f0) / (t1 - t0)
+        rss = p.memory_info().rss / 2**20
+        print(f"{width}x{height}@25 x{streams}: monitor CPU {cpu:.1f} % of a core "
+              f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
+              f"per frame), {fps / streams:.1f} fps per stream received, RSS {rss:.0f} MiB",
+              flush=True)
+        for m in range(int(soak_minutes)):
+            time.sleep(60)
+            print(f"  soak minute {m + 1}: RSS {p.memory_info().rss / 2**20:.0f} MiB, "
+                  f"frames {frames(url):.0f}", flush=True)
+    finally:
+        for x in [*pubs, mon]:
+            x.terminate()
+        for x in [*pubs, mon]:
+            try:
+                x.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                x.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--window", type=float, default=20.0, help="measuring window (s)")
+    ap.add_argument("--streams", default="1,2,4")
+    ap.add_argument("--soak-minutes", type=float, default=0.0,
+                    help="then run one 720p stream this long, printing RSS every minute")
+    args = ap.parse_args()
+    with LocalServer.start() as srv:
+        for w, h in ((640, 360), (1280, 720)):
+            for n in (int(x) for x in args.streams.split(",")):
+                measure(srv, w, h, n, args.window)
+        if args.soak_minutes:
+            measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
