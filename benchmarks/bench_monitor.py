@@ -24,21 +24,38 @@ from syncmon.live.localserver import LocalServer, free_port
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "syncmon.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncmon.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def frames(url: str) -> float:
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("syncmon_video_frames_total{"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("syncmon_video_frames_total{")
+    )
 
 
-def measure(srv: LocalServer, width: int, height: int, streams: int, window: float,
-            soak_minutes: float = 0.0) -> None:
-    env = {**os.environ, "LIVEKIT_URL": srv.url, "LIVEKIT_API_KEY": srv.api_key,
-           "LIVEKIT_API_SECRET": srv.api_secret}
+def measure(
+    srv: LocalServer,
+    width: int,
+    height: int,
+    streams: int,
+    window: float,
+    soak_minutes: float = 0.0,
+) -> None:
+    env = {
+        **os.environ,
+        "LIVEKIT_URL": srv.url,
+        "LIVEKIT_API_KEY": srv.api_key,
+        "LIVEKIT_API_SECRET": srv.api_secret,
+    }
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
     port = free_port()
@@ -46,9 +63,24 @@ def measure(srv: LocalServer, width: int, height: int, streams: int, window: flo
     for r in rooms:
         mon_args += ["--room", r]
     mon = spawn(mon_args, env)
-    pubs = [spawn(["reference", "publish", "--room", r, "--width", str(width),
-                   "--height", str(height), "--identity", f"av{i}"], env)
-            for i, r in enumerate(rooms)]
+    pubs = [
+        spawn(
+            [
+                "reference",
+                "publish",
+                "--room",
+                r,
+                "--width",
+                str(width),
+                "--height",
+                str(height),
+                "--identity",
+                f"av{i}",
+            ],
+            env,
+        )
+        for i, r in enumerate(rooms)
+    ]
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         time.sleep(12)  # connect, first keyframes, first lip-sync windows
@@ -59,14 +91,19 @@ def measure(srv: LocalServer, width: int, height: int, streams: int, window: flo
         cpu = (c1 - c0) / (t1 - t0) * 100
         fps = (f1 - f0) / (t1 - t0)
         rss = p.memory_info().rss / 2**20
-        print(f"{width}x{height}@25 x{streams}: monitor CPU {cpu:.1f} % of a core "
-              f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
-              f"per frame), {fps / streams:.1f} fps per stream received, RSS {rss:.0f} MiB",
-              flush=True)
+        print(
+            f"{width}x{height}@25 x{streams}: monitor CPU {cpu:.1f} % of a core "
+            f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
+            f"per frame), {fps / streams:.1f} fps per stream received, RSS {rss:.0f} MiB",
+            flush=True,
+        )
         for m in range(int(soak_minutes)):
             time.sleep(60)
-            print(f"  soak minute {m + 1}: RSS {p.memory_info().rss / 2**20:.0f} MiB, "
-                  f"frames {frames(url):.0f}", flush=True)
+            print(
+                f"  soak minute {m + 1}: RSS {p.memory_info().rss / 2**20:.0f} MiB, "
+                f"frames {frames(url):.0f}",
+                flush=True,
+            )
     finally:
         for x in [*pubs, mon]:
             x.terminate()
@@ -81,8 +118,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--window", type=float, default=20.0, help="measuring window (s)")
     ap.add_argument("--streams", default="1,2,4")
-    ap.add_argument("--soak-minutes", type=float, default=0.0,
-                    help="then run one 720p stream this long, printing RSS every minute")
+    ap.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0.0,
+        help="then run one 720p stream this long, printing RSS every minute",
+    )
     args = ap.parse_args()
     with LocalServer.start() as srv:
         for w, h in ((640, 360), (1280, 720)):

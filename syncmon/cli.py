@@ -218,8 +218,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "LIVEKIT_API_KEY": srv.api_key,
         "LIVEKIT_API_SECRET": srv.api_secret,
     }
-    pub_args = ["--offset-ms", str(args.offset_ms), "--drop-rate", "0.01",
-                "--freeze", "20:0.6", "--freeze", "50:0.6"]
+    pub_args = [
+        "--offset-ms",
+        str(args.offset_ms),
+        "--drop-rate",
+        "0.01",
+        "--freeze",
+        "20:0.6",
+        "--freeze",
+        "50:0.6",
+    ]
     if args.duration:
         pub_args += ["--duration", str(args.duration + 2)]
     pub = subprocess.Popen(
@@ -305,11 +313,10 @@ def _add_conn_args(p: argparse.ArgumentParser, *, token: bool = True) -> None:
 def cmd_watch(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .logs import setup_logging
-
     from .live.config import parse_addr
     from .live.room import WatchOptions
     from .live.watch import WatchConfig, run_watch
+    from .logs import setup_logging
 
     setup_logging(args.verbose)
     host, port = parse_addr(args.metrics_addr)
@@ -457,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--offset-ms", type=float, default=60.0, help="injected offset (default 60)")
     d.add_argument("--metrics-addr", default="127.0.0.1:9464")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    d.add_argument("--offline", action="store_true",
-                   help="render a clip and analyze it instead (no server)")
+    d.add_argument(
+        "--offline", action="store_true", help="render a clip and analyze it instead (no server)"
+    )
     d.set_defaults(func=cmd_demo)
     return p
 

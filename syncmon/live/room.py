@@ -195,7 +195,7 @@ class RoomMonitor:
             if (rs := self.room_state) is not None:
                 rs.connected = False
                 for a in rs.avatars.values():
-                    a.track_up = {k: False for k in a.track_up}
+                    a.track_up = dict.fromkeys(a.track_up, False)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.options.linger_s)
             self.state.remove_room(self.room_name)

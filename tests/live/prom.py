@@ -16,8 +16,13 @@ from syncmon.live.localserver import free_port
 
 
 class Prometheus:
-    def __init__(self, targets: list[str], *, rule_files: list[str] | None = None,
-                 alertmanager: str | None = None) -> None:
+    def __init__(
+        self,
+        targets: list[str],
+        *,
+        rule_files: list[str] | None = None,
+        alertmanager: str | None = None,
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus not installed (run scripts/setup.sh)")
@@ -25,9 +30,7 @@ class Prometheus:
         self.port = free_port()
         cfg: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "syncmon", "static_configs": [{"targets": targets}]}
-            ],
+            "scrape_configs": [{"job_name": "syncmon", "static_configs": [{"targets": targets}]}],
         }
         if rule_files:
             cfg["rule_files"] = rule_files
@@ -35,10 +38,14 @@ class Prometheus:
             cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
         (self.dir / "prometheus.yml").write_text(json.dumps(cfg))
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={self.dir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "wb"),  # noqa: SIM115
+            [
+                binary,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "log", "wb"),  # noqa: SIM115
         )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 20

@@ -21,9 +21,19 @@ pytestmark = pytest.mark.slow
 def run_watch(env: dict[str, str], *args: str, timeout: float = 30) -> tuple[int, str, float]:
     t = time.monotonic()
     p = subprocess.run(
-        [sys.executable, "-m", "syncmon.cli", "watch", "--metrics-addr",
-         f"127.0.0.1:{free_port()}", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "syncmon.cli",
+            "watch",
+            "--metrics-addr",
+            f"127.0.0.1:{free_port()}",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return p.returncode, p.stderr, time.monotonic() - t
 
@@ -69,8 +79,15 @@ def test_avatar_without_video_reports_video_track_down(
 
     async def audio_only() -> None:
         r = rtc.Room()
-        await r.connect(livekit.url, publisher_token(api_key=livekit.api_key,
-                        api_secret=livekit.api_secret, room=room, identity="mute-avatar"))
+        await r.connect(
+            livekit.url,
+            publisher_token(
+                api_key=livekit.api_key,
+                api_secret=livekit.api_secret,
+                room=room,
+                identity="mute-avatar",
+            ),
+        )
         src = rtc.AudioSource(48000, 1)
         await r.local_participant.publish_track(
             rtc.LocalAudioTrack.create_audio_track("voice", src),
@@ -112,8 +129,9 @@ def test_room_that_ends_has_its_series_removed(
     wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_video_frames_total", room=room), 20)
 
     async def delete() -> None:
-        async with api.LiveKitAPI(livekit.url.replace("ws://", "http://"), livekit.api_key,
-                                  livekit.api_secret) as lk:
+        async with api.LiveKitAPI(
+            livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret
+        ) as lk:
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
     asyncio.run(delete())

@@ -50,8 +50,19 @@ def test_freezes_and_drops_counted_from_frame_ids(
     room = "impaired"
     mon = start_monitor(procs, livekit, room)
     pub = start_publisher(
-        procs, livekit, room, "--duration", "22", "--freeze", "6:0.6", "--freeze", "14:0.6",
-        "--drop-rate", "0.05", "--seed", "5",
+        procs,
+        livekit,
+        room,
+        "--duration",
+        "22",
+        "--freeze",
+        "6:0.6",
+        "--freeze",
+        "14:0.6",
+        "--drop-rate",
+        "0.05",
+        "--seed",
+        "5",
     )
     from syncmon.reference import Impairments, ReferenceAvatar
 
@@ -73,14 +84,25 @@ def test_two_rooms_two_avatars_labels_kept_apart(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
     mon = start_monitor(procs, livekit, "room-a", "room-b")
-    start_publisher(procs, livekit, "room-a", "--offset-ms", "60", "--duration", "40",
-                    identity="ava")
-    start_publisher(procs, livekit, "room-b", "--offset-ms", "-100", "--duration", "40",
-                    identity="avb", )
+    start_publisher(
+        procs, livekit, "room-a", "--offset-ms", "60", "--duration", "40", identity="ava"
+    )
+    start_publisher(
+        procs,
+        livekit,
+        "room-b",
+        "--offset-ms",
+        "-100",
+        "--duration",
+        "40",
+        identity="avb",
+    )
 
     def both() -> bool:
-        return (content_offset(mon.metrics_url, "room-a") is not None
-                and content_offset(mon.metrics_url, "room-b") is not None)
+        return (
+            content_offset(mon.metrics_url, "room-a") is not None
+            and content_offset(mon.metrics_url, "room-b") is not None
+        )
 
     wait_for(both, timeout=30)
     s = scrape(mon.metrics_url)
@@ -98,21 +120,37 @@ def test_server_restart_reconnects_and_measures_again(procs: Callable[..., Proc]
         room = "restart"
         mon = start_monitor(procs, srv, room)
         start_publisher(procs, srv, room, "--duration", "60")
-        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_video_frames_total") , 20)
+        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_video_frames_total"), 20)
         srv.kill()
-        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 0,
-                 timeout=30)
+        wait_for(
+            lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 0,
+            timeout=30,
+        )
         # /metrics keeps answering while the server is down
         assert sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 0
         srv.restart()
-        wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 1,
-                 timeout=40)
+        wait_for(
+            lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected", room=room) == 1,
+            timeout=40,
+        )
         # the publisher died with the server: a new one; frames flow again
         start_publisher(procs, srv, room, "--duration", "40", identity="avatar2")
-        before = sample(scrape(mon.metrics_url), "syncmon_video_frames_total",
-                        participant="avatar2") or 0
-        wait_for(lambda: (sample(scrape(mon.metrics_url), "syncmon_video_frames_total",
-                                 participant="avatar2") or 0) > before + 50, timeout=30)
+        before = (
+            sample(scrape(mon.metrics_url), "syncmon_video_frames_total", participant="avatar2")
+            or 0
+        )
+        wait_for(
+            lambda: (
+                (
+                    sample(
+                        scrape(mon.metrics_url), "syncmon_video_frames_total", participant="avatar2"
+                    )
+                    or 0
+                )
+                > before + 50
+            ),
+            timeout=30,
+        )
         s = scrape(mon.metrics_url)
         assert (sample(s, "syncmon_reconnects_total", room=room) or 0) >= 1
     finally:

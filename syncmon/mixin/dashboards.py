@@ -1,0 +1,322 @@
+"""Grafana dashboards (schema 39), generated from the metric names the exporter renders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import metric_names as n
+from ..thresholds import ATSC_IS191, ITU_ACCEPTABILITY, ITU_DETECTABILITY
+from .rules import MixinConfig
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SCHEMA_VERSION = 39
+
+
+class _Grid:
+    """Lays panels left to right, wrapping at 24 columns."""
+
+    def __init__(self) -> None:
+        self.x = self.y = self.row_h = 0
+        self.next_id = 1
+
+    def place(self, w: int, h: int) -> dict[str, int]:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        pos = {"x": self.x, "y": self.y, "w": w, "h": h}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return pos
+
+
+def _panel(
+    grid: _Grid,
+    kind: str,
+    title: str,
+    targets: list[tuple[str, str]],
+    *,
+    w: int = 12,
+    h: int = 8,
+    unit: str = "short",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "id": grid.next_id,
+        "type": kind,
+        "title": title,
+        "datasource": DS,
+        "gridPos": grid.place(w, h),
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+    }
+    grid.next_id += 1
+    if extra:
+        for k, v in extra.items():
+            if k == "defaults":
+                p["fieldConfig"]["defaults"].update(v)
+            else:
+                p[k] = v
+    return p
+
+
+def _var_datasource() -> dict[str, Any]:
+    return {
+        "name": "datasource",
+        "type": "datasource",
+        "query": "prometheus",
+        "label": "Data source",
+        "current": {},
+        "hide": 0,
+    }
+
+
+def _var_query(name: str, query: str, label: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "query",
+        "label": label,
+        "datasource": DS,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "current": {},
+        "includeAll": False,
+        "multi": False,
+        "hide": 0,
+    }
+
+
+def _dashboard(
+    uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["syncmon", "livekit", "avatar"],
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "10s",
+        "timezone": "",
+        "templating": {"list": variables},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def _offset_thresholds() -> dict[str, Any]:
+    """ITU acceptability (red), detectability (orange) and ATSC (green) drawn as bands."""
+    steps = [
+        {"color": "red", "value": None},
+        {"color": "orange", "value": ITU_ACCEPTABILITY.low_s},
+        {"color": "yellow", "value": ITU_DETECTABILITY.low_s},
+        {"color": "green", "value": ATSC_IS191.low_s},
+        {"color": "yellow", "value": ATSC_IS191.high_s},
+        {"color": "orange", "value": ITU_DETECTABILITY.high_s},
+        {"color": "red", "value": ITU_ACCEPTABILITY.high_s},
+    ]
+    return {
+        "thresholds": {"mode": "absolute", "steps": steps},
+        "custom": {"thresholdsStyle": {"mode": "line+area"}},
+    }
+
+
+def overview(c: MixinConfig) -> dict[str, Any]:
+    g = _Grid()
+    content = c.sel('method="content"')
+    video = c.sel('kind="video"')
+    panels = [
+        _panel(
+            g,
+            "stat",
+            "Rooms monitored",
+            [(f"count({n.ROOM_CONNECTED}{c.sel()} == 1) or vector(0)", "rooms")],
+            w=6,
+            h=4,
+        ),
+        _panel(
+            g,
+            "stat",
+            "Rooms out of tolerance",
+            [(f"syncmon:rooms_out_of_tolerance:count{c.sel()}", "rooms")],
+            w=6,
+            h=4,
+        ),
+        _panel(
+            g,
+            "stat",
+            "Avatars with video",
+            [(f"count({n.TRACK_UP}{video} == 1) or vector(0)", "avatars")],
+            w=6,
+            h=4,
+        ),
+        _panel(
+            g,
+            "stat",
+            "Reconnects (1h)",
+            [(f"sum(increase({n.RECONNECTS}{c.sel()}[1h])) or vector(0)", "reconnects")],
+            w=6,
+            h=4,
+        ),
+        _panel(
+            g,
+            "table",
+            "Worst lip-sync offsets",
+            [(f"topk(10, abs({n.AV_OFFSET}{content}))", "{{room}} / {{participant}}")],
+            w=24,
+            h=8,
+            unit="s",
+            extra={"defaults": {}},
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Freeze rate (share of time frozen)",
+            [(f"syncmon:video_freeze_ratio:rate5m{c.sel()}", "{{room}} / {{participant}}")],
+            unit="percentunit",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Frame drop rate",
+            [(f"syncmon:video_drop_ratio:rate5m{c.sel()}", "{{room}} / {{participant}}")],
+            unit="percentunit",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Lip-sync offset (content) per avatar",
+            [(f"{n.AV_OFFSET}{content}", "{{room}} / {{participant}}")],
+            w=24,
+            unit="s",
+            extra={"defaults": _offset_thresholds()},
+        ),
+    ]
+    return _dashboard("syncmon-overview", "syncmon / Overview", panels, [_var_datasource()])
+
+
+def room(c: MixinConfig) -> dict[str, Any]:
+    g = _Grid()
+    rp = c.sel('room="$room"', 'participant="$participant"')
+    rp_m = lambda m: c.sel('room="$room"', 'participant="$participant"', m)  # noqa: E731
+    panels = [
+        _panel(
+            g,
+            "timeseries",
+            "Lip-sync offset per method (t_video - t_audio)",
+            [(f"{n.AV_OFFSET}{rp}", "{{method}}")],
+            w=24,
+            h=9,
+            unit="s",
+            extra={"defaults": _offset_thresholds()},
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Estimate confidence",
+            [(f"{n.AV_OFFSET_CONFIDENCE}{rp}", "{{method}}")],
+            unit="percentunit",
+        ),
+        _panel(g, "timeseries", "Drift", [(f"{n.AV_DRIFT}{rp} * 1000", "ms per minute")]),
+        _panel(
+            g,
+            "timeseries",
+            "Frame rate",
+            [(f"{n.VIDEO_FPS}{rp}", "fps"), (f"{n.VIDEO_HARMONIC_FPS}{rp}", "harmonic fps")],
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Frame jitter (RFC 3550)",
+            [(f"{n.VIDEO_JITTER}{rp}", "jitter")],
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Freezes and drops per minute",
+            [
+                (f"increase({n.VIDEO_FREEZES}{rp}[1m])", "freezes"),
+                (f"increase({n.VIDEO_DROPPED}{rp}[1m])", "dropped frames"),
+                (f"increase({n.VIDEO_DUPLICATED}{rp}[1m])", "duplicated frames"),
+            ],
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Frame interval p50 / p99",
+            [
+                (
+                    f"histogram_quantile(0.5, sum by (le) (rate({n.VIDEO_FRAME_INTERVAL}_bucket{rp}"
+                    "[1m])))",
+                    "p50",
+                ),
+                (
+                    f"histogram_quantile(0.99, sum by (le) "
+                    f"(rate({n.VIDEO_FRAME_INTERVAL}_bucket{rp}[1m])))",
+                    "p99",
+                ),
+            ],
+            unit="s",
+        ),
+        _panel(g, "timeseries", "RTP jitter", [(f"{n.RTP_JITTER}{rp}", "{{kind}}")], w=8, unit="s"),
+        _panel(
+            g,
+            "timeseries",
+            "RTP packets lost per minute",
+            [(f"increase({n.RTP_PACKETS_LOST}{rp}[1m])", "{{kind}}")],
+            w=8,
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Jitter buffer delay",
+            [(f"{n.JITTER_BUFFER_DELAY}{rp}", "{{kind}}")],
+            w=8,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Audio gaps and concealment per minute",
+            [
+                (f"increase({n.AUDIO_GAP_SECONDS}{rp}[1m])", "gap seconds"),
+                (f"increase({n.AUDIO_CONCEALED_SAMPLES}{rp}[1m])", "concealed samples"),
+            ],
+        ),
+        _panel(g, "state-timeline", "Tracks up", [(f"{n.TRACK_UP}{rp}", "{{kind}}")]),
+        _panel(
+            g,
+            "timeseries",
+            "|offset| p90 by method (5m)",
+            [
+                (
+                    f"histogram_quantile(0.9, sum by (le, method) (rate({n.AV_OFFSET_ABS}_bucket"
+                    f"{rp}[5m])))",
+                    "{{method}}",
+                )
+            ],
+            w=24,
+            unit="s",
+        ),
+    ]
+    del rp_m
+    room_sel = '{room="$room"}'
+    variables = [
+        _var_datasource(),
+        _var_query("room", f"label_values({n.ROOM_CONNECTED}, room)", "Room"),
+        _var_query(
+            "participant", f"label_values({n.VIDEO_FRAMES}{room_sel}, participant)", "Avatar"
+        ),
+    ]
+    return _dashboard("syncmon-room", "syncmon / Room", panels, variables)
+
+
+def dashboards(c: MixinConfig | None = None) -> dict[str, dict[str, Any]]:
+    c = c or MixinConfig()
+    return {"syncmon-overview.json": overview(c), "syncmon-room.json": room(c)}

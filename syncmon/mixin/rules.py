@@ -1,0 +1,202 @@
+"""Prometheus recording and alert rules, generated from one config (the mixin manner).
+
+The thresholds come from ``syncmon.thresholds`` (shared/DESIGN.md), the metric names from
+``syncmon.metric_names``; ``python -m syncmon.mixin`` writes them to deploy/prometheus/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import metric_names as n
+from ..thresholds import CRITICAL_BAND, WARNING_BAND
+
+CONTENT = 'method="content"'
+VIDEO = 'kind="video"'
+
+
+@dataclass(frozen=True)
+class MixinConfig:
+    """Thresholds and selectors of the rules and dashboards, in one place."""
+
+    selector: str = ""  # extra label matchers for every syncmon series, e.g. 'cluster="eu"'
+    job_selector: str = 'job=~"syncmon.*"'
+    warning_low_s: float = WARNING_BAND.low_s
+    warning_high_s: float = WARNING_BAND.high_s
+    critical_low_s: float = CRITICAL_BAND.low_s
+    critical_high_s: float = CRITICAL_BAND.high_s
+    lipsync_for: str = "1m"
+    drift_s_per_min: float = 0.010
+    drift_for: str = "5m"
+    freeze_ratio: float = 0.02  # share of time frozen
+    freeze_for: str = "2m"
+    drop_ratio: float = 0.05
+    drop_for: str = "5m"
+    no_frames_s: float = 10.0
+    no_frames_for: str = "1m"
+    down_for: str = "2m"
+    runbook_base: str = "https://github.com/syncmon/syncmon/blob/main/docs/runbooks.md"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def sel(self, *matchers: str) -> str:
+        parts = [m for m in (self.selector, *matchers) if m]
+        return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def recording_rules(c: MixinConfig) -> dict[str, Any]:
+    by = "room, participant"
+    off = f"{n.AV_OFFSET}{c.sel(CONTENT)}"
+    frames = f"rate({n.VIDEO_FRAMES}{c.sel()}[5m])"
+    dropped = f"rate({n.VIDEO_DROPPED}{c.sel()}[5m])"
+    return {
+        "name": "syncmon.rules",
+        "rules": [
+            {
+                "record": "syncmon:av_offset_seconds:avg1m",
+                "expr": f"avg_over_time({n.AV_OFFSET}{c.sel()}[1m])",
+            },
+            {
+                "record": "syncmon:video_freeze_ratio:rate5m",
+                "expr": f"sum by ({by}) (rate({n.VIDEO_FREEZE_SECONDS}{c.sel()}[5m]))",
+            },
+            {
+                "record": "syncmon:video_drop_ratio:rate5m",
+                "expr": f"sum by ({by}) ({dropped}) / "
+                f"clamp_min(sum by ({by}) ({frames} + {dropped}), 1e-9)",
+            },
+            {
+                "record": "syncmon:rooms_out_of_tolerance:count",
+                "expr": f"count(({off} > {c.warning_high_s}) or ({off} < {c.warning_low_s})) "
+                "or vector(0)",
+            },
+        ],
+    }
+
+
+def _alert(
+    c: MixinConfig,
+    name: str,
+    expr: str,
+    for_: str,
+    severity: str,
+    summary: str,
+    description: str,
+    anchor: str,
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity, **c.extra},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{c.runbook_base}#{anchor}",
+        },
+    }
+
+
+def alert_rules(c: MixinConfig) -> dict[str, Any]:
+    off = f"{n.AV_OFFSET}{c.sel(CONTENT)}"
+    video = c.sel(VIDEO)
+    ms = "{{ $value | humanize }}s"
+    where = "{{ $labels.participant }} in room {{ $labels.room }}"
+    return {
+        "name": "syncmon.alerts",
+        "rules": [
+            _alert(
+                c,
+                "SyncmonLipSyncWarning",
+                f"{off} > {c.warning_high_s} or {off} < {c.warning_low_s}",
+                c.lipsync_for,
+                "warning",
+                "Lip-sync offset is noticeable",
+                f"The picture of {where} is off its voice by {ms} (t_video - t_audio; outside "
+                f"ITU-R BT.1359 detectability [{c.warning_low_s * 1000:g}, "
+                f"{c.warning_high_s * 1000:g}] ms).",
+                "lip-sync-offset",
+            ),
+            _alert(
+                c,
+                "SyncmonLipSyncCritical",
+                f"{off} > {c.critical_high_s} or {off} < {c.critical_low_s}",
+                c.lipsync_for,
+                "critical",
+                "Lip-sync offset is unacceptable",
+                f"The picture of {where} is off its voice by {ms} (t_video - t_audio; outside "
+                f"ITU-R BT.1359 acceptability [{c.critical_low_s * 1000:g}, "
+                f"{c.critical_high_s * 1000:g}] ms).",
+                "lip-sync-offset",
+            ),
+            _alert(
+                c,
+                "SyncmonLipSyncDriftGrowing",
+                f"abs({n.AV_DRIFT}{c.sel()}) > {c.drift_s_per_min}",
+                c.drift_for,
+                "warning",
+                "Lip-sync drifts apart over the session",
+                f"The offset of {where} changes by {{{{ $value | humanize }}}}s per minute.",
+                "drift",
+            ),
+            _alert(
+                c,
+                "SyncmonVideoFreezing",
+                f"syncmon:video_freeze_ratio:rate5m{c.sel()} > {c.freeze_ratio}",
+                c.freeze_for,
+                "warning",
+                "The avatar's picture freezes",
+                f"The picture of {where} has been frozen {{{{ $value | humanizePercentage }}}} "
+                "of the last 5 minutes.",
+                "freezes",
+            ),
+            _alert(
+                c,
+                "SyncmonFrameDrops",
+                f"syncmon:video_drop_ratio:rate5m{c.sel()} > {c.drop_ratio}",
+                c.drop_for,
+                "warning",
+                "The avatar's video loses frames",
+                f"{{{{ $value | humanizePercentage }}}} of the frames of {where} were lost "
+                "over the last 5 minutes.",
+                "frame-drops",
+            ),
+            _alert(
+                c,
+                "SyncmonNoVideoFrames",
+                f"{n.TRACK_UP}{video} == 0 or "
+                f"(time() - {n.LAST_FRAME_TIMESTAMP}{video}) > {c.no_frames_s}",
+                c.no_frames_for,
+                "critical",
+                "No video frames from the avatar",
+                f"{where} sends no video (track down or no frame for {c.no_frames_s:g} s).",
+                "no-frames",
+            ),
+            _alert(
+                c,
+                "SyncmonRoomDisconnected",
+                f"{n.ROOM_CONNECTED}{c.sel()} == 0",
+                c.down_for,
+                "warning",
+                "syncmon lost its room",
+                "syncmon has not been connected to room {{ $labels.room }} for "
+                f"{c.down_for}; it keeps retrying.",
+                "monitor-down",
+            ),
+            _alert(
+                c,
+                "SyncmonMonitorDown",
+                f"up{{{c.job_selector}}} == 0",
+                c.down_for,
+                "critical",
+                "syncmon is not scraped",
+                "Prometheus cannot scrape syncmon at {{ $labels.instance }}.",
+                "monitor-down",
+            ),
+        ],
+    }
+
+
+def rule_file(c: MixinConfig | None = None) -> dict[str, Any]:
+    c = c or MixinConfig()
+    return {"groups": [recording_rules(c), alert_rules(c)]}

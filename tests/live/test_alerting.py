@@ -1,0 +1,170 @@
+"""Dashboards and alerts end to end: livekit-server → syncmon → Prometheus → Alertmanager.
+
+Every query of every dashboard panel runs through Prometheus' HTTP API and must return data; a
++200 ms offset fires SyncmonLipSyncCritical, which reaches a real Alertmanager whose webhook
+receiver on loopback gets it; a 0 ms avatar in the same run fires nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from syncmon.live.localserver import LocalServer, free_port
+
+from .conftest import Proc, start_monitor, start_publisher, wait_for
+from .prom import Prometheus
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Webhook:
+    """Collects Alertmanager's webhook posts."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict] = []  # type: ignore[type-arg]
+        hook = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.alerts.extend(body.get("alerts", []))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", free_port()), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Alertmanager:
+    def __init__(self, webhook_url: str) -> None:
+        exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        assert exe, "alertmanager missing: run scripts/setup.sh"
+        self.dir = Path(tempfile.mkdtemp(prefix="syncmon-am-"))
+        cfg = {
+            "route": {
+                "receiver": "hook",
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+                "group_by": ["alertname", "room"],
+            },
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url}]}],
+        }
+        (self.dir / "am.yml").write_text(json.dumps(cfg))
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                f"--config.file={self.dir / 'am.yml'}",
+                f"--storage.path={self.dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def dashboard_queries(room: str, participant: str) -> list[tuple[str, str]]:
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        d = json.loads(path.read_text())
+        for p in d["panels"]:
+            for t in p["targets"]:
+                expr = t["expr"].replace("$room", room).replace("$participant", participant)
+                out.append((f"{path.name}: {p['title']}", expr))
+        for v in d["templating"]["list"]:
+            if v["type"] == "query":
+                out.append((f"{path.name}: ${v['name']}", v["definition"].replace("$room", room)))
+    return out
+
+
+def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    hook = Webhook()
+    am = Alertmanager(hook.url)
+    mon = start_monitor(procs, livekit, "late", "insync")
+    start_publisher(
+        procs, livekit, "late", "--offset-ms", "200", "--duration", "150", "--drop-rate", "0.02"
+    )
+    start_publisher(
+        procs, livekit, "insync", "--offset-ms", "0", "--duration", "150", identity="calm"
+    )
+    prom = Prometheus(
+        [mon.metrics_url.removeprefix("http://")],
+        rule_files=[str(ROOT / "deploy/prometheus/syncmon-rules.yml")],
+        alertmanager=am.addr,
+    )
+    try:
+        # the critical alert: estimates start ~10 s in, `for: 1m`, then Alertmanager
+        wait_for(
+            lambda: any(
+                a["labels"].get("alertname") == "SyncmonLipSyncCritical" for a in hook.alerts
+            ),
+            timeout=150,
+            every=2,
+        )
+        crit = [a for a in hook.alerts if a["labels"]["alertname"] == "SyncmonLipSyncCritical"]
+        assert {a["labels"]["room"] for a in crit} == {"late"}
+        assert crit[0]["status"] == "firing" and crit[0]["labels"]["severity"] == "critical"
+        assert "runbook_url" in crit[0]["annotations"]
+        # the 0 ms avatar fired nothing, in Prometheus or at the receiver
+        assert not [
+            a
+            for a in hook.alerts
+            if a["labels"].get("room") == "insync"
+            and a["labels"]["alertname"].startswith("SyncmonLipSync")
+        ]
+        firing = prom.query('ALERTS{alertstate="firing",room="insync"}')
+        assert not [f for f in firing if f["metric"]["alertname"].startswith("SyncmonLipSync")]
+
+        # every dashboard query returns data (the drift panel needs 45 s of estimates)
+        def without_data() -> list[str]:
+            empty = []
+            for title, expr in dashboard_queries("late", "avatar"):
+                if expr.startswith("label_values("):
+                    m = re.match(r"label_values\((.*), (\w+)\)$", expr)
+                    assert m, expr
+                    res = prom.query(f"count by ({m.group(2)}) ({m.group(1)})")
+                else:
+                    res = prom.query(expr)
+                if not res:
+                    empty.append(f"{title}: {expr}")
+            return empty
+
+        missing: list[str] = []
+
+        def all_have_data() -> bool:
+            missing[:] = without_data()
+            return not missing
+
+        try:
+            wait_for(all_have_data, timeout=45, every=3)
+        except AssertionError:
+            raise AssertionError("queries without data:\n" + "\n".join(missing)) from None
+    finally:
+        prom.stop()
+        am.stop()
+        hook.server.shutdown()
