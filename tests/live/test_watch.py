@@ -77,7 +77,9 @@ def test_freezes_and_drops_counted_from_frame_ids(
     dropped = sample(s, "syncmon_video_frames_dropped_total", room=room)
     assert dropped is not None and abs(dropped - truth.dropped) <= 1, (dropped, truth.dropped)
     frames = sample(s, "syncmon_video_frames_total", room=room)
-    assert frames is not None and abs(frames - truth.frames) <= 3
+    # the first frames go out before the subscription and its first keyframe (no impairment
+    # is injected in those first 40 slots)
+    assert frames is not None and truth.frames - 25 <= frames <= truth.frames
 
 
 def test_two_rooms_two_avatars_labels_kept_apart(
