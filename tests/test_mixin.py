@@ -123,3 +123,15 @@ def test_offset_panels_draw_the_atsc_and_itu_bands() -> None:
     panel = next(p for p in room["panels"] if p["title"].startswith("Lip-sync offset"))
     steps = [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert steps == [None, -0.185, -0.125, -0.045, 0.015, 0.045, 0.09]
+
+
+def test_every_runbook_url_has_its_section() -> None:
+    text = (ROOT / "docs/runbooks.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9-]", "", h.strip().lower().replace(" ", "-"))
+        for h in re.findall(r"^## (.+)$", text, flags=re.M)
+    }
+    for g in rule_groups():
+        for r in g["rules"]:
+            if "alert" in r:
+                assert r["annotations"]["runbook_url"].split("#")[1] in anchors, r["alert"]
