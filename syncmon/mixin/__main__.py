@@ -1,4 +1,4 @@
-"""``python -m syncmon.mixin [ROOT]``: write the rule files (Prometheus and Operator) and dashboards."""
+"""``python -m syncmon.mixin [ROOT]``: write the rule files and the dashboards."""
 
 from __future__ import annotations
 
