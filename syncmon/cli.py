@@ -339,6 +339,31 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return asyncio.run(run_watch(cfg))
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .live.config import parse_addr
+    from .live.room import WatchOptions
+    from .live.worker import WorkerConfig, run_worker
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
+    host, port = parse_addr(args.metrics_addr)
+    cfg = WorkerConfig(
+        creds=_creds(args),
+        agent_name=args.agent_name,
+        metrics_host=host,
+        metrics_port=port,
+        options=WatchOptions(
+            participant=args.participant,
+            calibration_s=args.calibration_ms / 1000.0,
+            linger_s=args.series_linger_s,
+        ),
+        max_rooms=args.max_rooms,
+    )
+    return asyncio.run(run_worker(cfg))
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -442,6 +467,28 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--table", action="store_true", help="print a table every second")
     w.add_argument("-v", "--verbose", action="store_true")
     w.set_defaults(func=cmd_watch)
+
+    wk = sub.add_parser(
+        "worker", help="scale-out: one monitor job per room via LiveKit agent dispatch"
+    )
+    _add_conn_args(wk, token=False)
+    wk.add_argument(
+        "--agent-name",
+        default="syncmon",
+        help="the agent name rooms are dispatched to (default %(default)s)",
+    )
+    wk.add_argument("--participant", default=None, help="avatar identity (default: discover)")
+    wk.add_argument("--metrics-addr", default="127.0.0.1:9464")
+    wk.add_argument("--calibration-ms", type=float, default=0.0)
+    wk.add_argument(
+        "--max-rooms",
+        type=int,
+        default=100,
+        help="rooms per worker; further dispatches go to other workers",
+    )
+    wk.add_argument("--series-linger-s", type=float, default=30.0)
+    wk.add_argument("-v", "--verbose", action="store_true")
+    wk.set_defaults(func=cmd_worker)
 
     pb = ref.add_parser("publish", help="publish the reference avatar live into a room")
     _add_conn_args(pb)

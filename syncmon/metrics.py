@@ -113,17 +113,20 @@ class MonitorState:
         self.rooms.pop(room, None)
 
     def avatars(self) -> Iterator[AvatarState]:
-        for r in self.rooms.values():
-            yield from r.avatars.values()
+        # snapshots: worker jobs change the dicts from their own threads
+        for r in list(self.rooms.values()):
+            yield from list(r.avatars.values())
 
     def report(self) -> dict[str, object]:
         return {
             "rooms": {
                 name: {
                     "connected": r.connected,
-                    "avatars": {a.participant: self.avatar_report(a) for a in r.avatars.values()},
+                    "avatars": {
+                        a.participant: self.avatar_report(a) for a in list(r.avatars.values())
+                    },
                 }
-                for name, r in self.rooms.items()
+                for name, r in list(self.rooms.items())
             }
         }
 
@@ -163,7 +166,7 @@ class MonitorCollector(Collector):
         reconnects = CounterMetricFamily(
             n.RECONNECTS.removesuffix("_total"), "Reconnections to the room", labels=[n.LABEL_ROOM]
         )
-        for name, r in st.rooms.items():
+        for name, r in list(st.rooms.items()):
             connected.add_metric([name], 1.0 if r.connected else 0.0)
             reconnects.add_metric([name], r.reconnects)
         yield connected

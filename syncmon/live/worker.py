@@ -1,0 +1,118 @@
+"""``syncmon worker``: one monitor job per room, spread by LiveKit's own agent dispatch.
+
+Each worker registers with the LiveKit server under ``agent_name`` (explicit dispatch: a room
+gets a monitor when the application dispatches ``agent_name`` to it, through the token's room
+config or the AgentDispatch API). Jobs run as threads of the worker process so that one
+``/metrics`` per worker exposes all its rooms.
+
+The job never calls ``ctx.connect()``: a job's own participant would be visible (kind agent) and
+frontends that look for "the agent" of a room could pick it. Instead each job joins with its own
+hidden, subscribe-only token exactly as ``syncmon watch`` does, so the room's users see nothing.
+When the room ends (or the worker drains) the job shuts itself down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+
+from livekit import agents
+
+from ..errors import ConnectError
+from ..metrics import MonitorState, make_registry
+from .config import LiveKitCredentials
+from .http import build_app, serve
+from .room import RoomMonitor, WatchOptions
+
+log = logging.getLogger(__name__)
+DEFAULT_AGENT_NAME = "syncmon"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    creds: LiveKitCredentials
+    agent_name: str = DEFAULT_AGENT_NAME
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    options: WatchOptions = WatchOptions()
+    max_rooms: int = 100
+    health_port: int = 0  # the agents framework's own health endpoint; 0 picks a free port
+
+
+async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) -> int:
+    if not (cfg.creds.api_key and cfg.creds.api_secret):
+        raise ConnectError("syncmon worker needs --api-key and --api-secret (not --token)")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    state = MonitorState(max_rooms=cfg.max_rooms)
+    runner = await serve(build_app(state, make_registry(state)), cfg.metrics_host, cfg.metrics_port)
+    print(
+        f"syncmon worker: metrics on http://{cfg.metrics_host}:{cfg.metrics_port}/metrics",
+        file=sys.stderr,
+    )
+
+    server = agents.AgentServer(
+        job_executor_type=agents.JobExecutorType.THREAD,
+        ws_url=cfg.creds.url,
+        api_key=cfg.creds.api_key,
+        api_secret=cfg.creds.api_secret,
+        port=cfg.health_port,
+        num_idle_processes=0,
+        # a monitor's load is its share of the room cap, not the host's CPU (which the avatars
+        # on the same host may well fill)
+        load_fnc=lambda: len(state.rooms) / max(1, state.max_rooms),
+        load_threshold=0.999,
+    )
+    monitors: dict[RoomMonitor, asyncio.AbstractEventLoop] = {}
+
+    async def on_request(req: agents.JobRequest) -> None:
+        if len(state.rooms) >= state.max_rooms:
+            state.rooms_rejected += 1
+            await req.reject(terminate=False)  # another worker may take it
+            return
+        await req.accept(name="syncmon")
+
+    async def entry(ctx: agents.JobContext) -> None:
+        room_name = ctx.job.room.name
+        mon = RoomMonitor(creds=cfg.creds, room_name=room_name, state=state, options=cfg.options)
+
+        async def on_shutdown(_reason: str = "") -> None:
+            mon.stop()
+
+        ctx.add_shutdown_callback(on_shutdown)
+        monitors[mon] = asyncio.get_running_loop()
+        try:
+            await mon.run()
+        except ConnectError as e:
+            log.error("monitor job for a room failed: %s", e)
+        finally:
+            monitors.pop(mon, None)
+            ctx.shutdown("syncmon: room monitoring ended")
+
+    server.rtc_session(entry, agent_name=cfg.agent_name, on_request=on_request)
+    task = asyncio.create_task(server.run())
+    try:
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if task.done() and task.exception() is not None:
+            raise ConnectError(f"agent worker failed: {task.exception()}")
+        return 0
+    finally:
+        # stop every job's monitor on its own loop first, so that jobs end at once
+        for mon, mon_loop in list(monitors.items()):
+            with contextlib.suppress(RuntimeError):
+                mon_loop.call_soon_threadsafe(mon.stop)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.aclose(), timeout=5)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await runner.cleanup()
