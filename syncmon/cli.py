@@ -518,9 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# commands that load the LiveKit native SDK: after their own orderly shutdown (rooms
+# disconnected, streams closed) they leave through os._exit, because the SDK's native runtime
+# sometimes aborts while Python finalizes ("panic in a function that cannot unwind", SIGABRT)
+_NATIVE_COMMANDS = {"watch", "worker", "demo", "reference publish"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    code = _run(args)
+    name = args.command + (f" {args.ref_command}" if args.command == "reference" else "")
+    if name in _NATIVE_COMMANDS and not getattr(args, "offline", False) and argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except SyncmonError as e:

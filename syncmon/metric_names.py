@@ -22,8 +22,6 @@ VIDEO_FRAME_INTERVAL = "syncmon_video_frame_interval_seconds"
 VIDEO_JITTER = "syncmon_video_jitter_seconds"
 VIDEO_FPS = "syncmon_video_fps"
 VIDEO_HARMONIC_FPS = "syncmon_video_harmonic_fps"
-# frames the monitor itself lost (its own queue); never blamed on the avatar
-MONITOR_FRAMES_DROPPED = "syncmon_monitor_frames_dropped_total"
 
 AUDIO_GAP_SECONDS = "syncmon_audio_gap_seconds_total"
 AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"

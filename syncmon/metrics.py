@@ -75,7 +75,6 @@ class AvatarState:
     track_up: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(KINDS, False))
     last_frame_unix: dict[str, float] = field(default_factory=dict)
     rtp: dict[str, RtpStats] = field(default_factory=lambda: {k: RtpStats() for k in KINDS})
-    monitor_dropped: int = 0
 
     def observe_offset(self, method: str, offset_s: float) -> None:
         self.offset_abs[method].observe(abs(offset_s))
@@ -134,7 +133,6 @@ class MonitorState:
     def avatar_report(a: AvatarState) -> dict[str, object]:
         rep = a.analyzer.report()
         rep["tracks_up"] = dict(a.track_up)
-        rep["monitor_frames_dropped"] = a.monitor_dropped
         return rep
 
 
@@ -187,7 +185,6 @@ class MonitorCollector(Collector):
         frames = c(n.VIDEO_FRAMES, "Video frames received")
         dropped = c(n.VIDEO_DROPPED, "Video frames the avatar's stream lost")
         dup = c(n.VIDEO_DUPLICATED, "Video frames whose picture did not change")
-        mon_drop = c(n.MONITOR_FRAMES_DROPPED, "Frames lost in syncmon's own queues")
         freezes = c(n.VIDEO_FREEZES, "Freezes (webrtc-stats freezeCount rule)")
         freeze_s = c(n.VIDEO_FREEZE_SECONDS, "Total freeze duration")
         pauses = c(n.VIDEO_PAUSES, "Pauses (no frame for over 5 s)")
@@ -223,7 +220,6 @@ class MonitorCollector(Collector):
             frames.add_metric(lv, v.frames)
             dropped.add_metric(lv, v.dropped)
             dup.add_metric(lv, v.duplicated)
-            mon_drop.add_metric(lv, a.monitor_dropped)
             freezes.add_metric(lv, v.freezes)
             freeze_s.add_metric(lv, v.freeze_seconds)
             pauses.add_metric(lv, v.pauses)
@@ -257,7 +253,6 @@ class MonitorCollector(Collector):
             frames,
             dropped,
             dup,
-            mon_drop,
             freezes,
             freeze_s,
             pauses,

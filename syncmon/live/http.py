@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import signal
+import sys
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..metrics import MonitorState
+from ..metrics import MonitorState, make_registry
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,23 @@ def build_app(state: MonitorState, registry: CollectorRegistry) -> web.Applicati
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/report", report)
     return app
+
+
+async def start_monitor_http(
+    state: MonitorState, host: str, port: int, *, what: str = "syncmon"
+) -> web.AppRunner:
+    """Serve ``state`` on host:port (its own registry) and say where on stderr."""
+    runner = await serve(build_app(state, make_registry(state)), host, port)
+    print(f"{what}: metrics on http://{host}:{port}/metrics", file=sys.stderr)
+    return runner
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a clean exit within the 2 s budget)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

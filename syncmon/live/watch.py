@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from ..errors import ConnectError
-from ..metrics import MonitorState, make_registry
+from ..metrics import MonitorState
 from .config import LiveKitCredentials
-from .http import build_app, serve
+from .http import start_monitor_http, stop_on_signals
 from .room import RoomMonitor, WatchOptions
 
 log = logging.getLogger(__name__)
@@ -92,15 +91,9 @@ async def run_watch(
 ) -> int:
     """Run until ``stop`` is set or a signal arrives; returns the exit code."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     state = MonitorState(max_rooms=cfg.max_rooms)
-    runner = await serve(build_app(state, make_registry(state)), cfg.metrics_host, cfg.metrics_port)
-    print(
-        f"syncmon: metrics on http://{cfg.metrics_host}:{cfg.metrics_port}/metrics", file=sys.stderr
-    )
+    runner = await start_monitor_http(state, cfg.metrics_host, cfg.metrics_port, what="syncmon")
     monitors: list[RoomMonitor] = []
     tasks: list[asyncio.Task[None]] = []
     try:

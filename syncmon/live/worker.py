@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
 from dataclasses import dataclass
 
 from livekit import agents
 
 from ..errors import ConnectError
-from ..metrics import MonitorState, make_registry
+from ..metrics import MonitorState
 from .config import LiveKitCredentials
-from .http import build_app, serve
+from .http import start_monitor_http, stop_on_signals
 from .room import RoomMonitor, WatchOptions
 
 log = logging.getLogger(__name__)
@@ -47,15 +45,10 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
     if not (cfg.creds.api_key and cfg.creds.api_secret):
         raise ConnectError("syncmon worker needs --api-key and --api-secret (not --token)")
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     state = MonitorState(max_rooms=cfg.max_rooms)
-    runner = await serve(build_app(state, make_registry(state)), cfg.metrics_host, cfg.metrics_port)
-    print(
-        f"syncmon worker: metrics on http://{cfg.metrics_host}:{cfg.metrics_port}/metrics",
-        file=sys.stderr,
+    runner = await start_monitor_http(
+        state, cfg.metrics_host, cfg.metrics_port, what="syncmon worker"
     )
 
     server = agents.AgentServer(
