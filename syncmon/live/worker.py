@@ -57,9 +57,7 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
         api_key=cfg.creds.api_key,
         api_secret=cfg.creds.api_secret,
         port=cfg.health_port,
-        # warm job runners (threads) ready: with none, a job in start-up marks the worker "full"
-        # and a room dispatched meanwhile is never offered again
-        num_idle_processes=4,
+        num_idle_processes=0,
         # a monitor's load is its share of the room cap, not the host's CPU (which the avatars
         # on the same host may well fill)
         load_fnc=lambda: len(state.rooms) / max(1, state.max_rooms),
