@@ -78,8 +78,9 @@ class SyncAnalyzer:
         self._on_estimate = on_estimate
         self.playout_source: str | None = None
         # the receiver's own A/V delay difference (video minus audio jitter buffer), which a
-        # viewer's player would equalize from RTCP; subtracted from content estimates
-        self.receiver_bias_s = 0.0
+        # viewer's player would equalize from RTCP; subtracted from content estimates. None: a
+        # live receiver has not measured it yet, and content estimates are withheld till it has
+        self.receiver_bias_s: float | None = 0.0
 
     def discontinuity(self) -> None:
         """The streams were interrupted (reconnect): start timing and windows afresh."""
@@ -121,7 +122,9 @@ class SyncAnalyzer:
         est = self.content.poll()
         if est is None:
             return
-        if est.offset_s is not None and self.receiver_bias_s:
+        if est.offset_s is not None:
+            if self.receiver_bias_s is None:
+                return
             est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
         state = self.offsets["content"]
         state.confidence = est.confidence

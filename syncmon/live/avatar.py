@@ -10,6 +10,7 @@ as the avatar's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -29,7 +30,10 @@ log = logging.getLogger(__name__)
 
 AUDIO_RATE = 16000
 AUDIO_FRAME_MS = 50
-STATS_INTERVAL_S = 5.0
+STATS_INTERVAL_S = 2.0
+# the receiver bias is averaged over the frames its jitter buffers emitted in this window (the
+# span of a content window), never over the stream's start-up
+BIAS_WINDOW_S = 8.0
 # a frame this dark and flat before the first real picture is the decoder's pre-roll
 PREROLL_MAX_MEAN = 20.0
 PREROLL_MAX_STD = 3.0
@@ -83,6 +87,9 @@ class AvatarMonitor:
         self._stats_interval = stats_interval_s
         self._stats_task: asyncio.Task[None] | None = None
         self._jb_prev: dict[str, tuple[float, int]] = {}
+        # per kind: (poll time, cumulative jitter_buffer_delay, cumulative emitted count)
+        self._jb_hist: dict[str, collections.deque[tuple[float, float, int]]] = {}
+        self.analyzer.receiver_bias_s = None
         self.malformed_frames = 0
 
     @property
@@ -108,6 +115,7 @@ class AvatarMonitor:
         self._tracks.pop(kind, None)
         self.state.track_up[kind] = False
         self._jb_prev.pop(kind, None)
+        self._jb_hist.pop(kind, None)
 
     def set_muted(self, kind: str, muted: bool) -> None:
         if kind in self._tracks:
@@ -189,6 +197,21 @@ class AvatarMonitor:
         finally:
             await stream.aclose()
 
+    def _windowed_jb(self, kind: str, now: float, delay: float, emitted: int) -> float | None:
+        """Average jitter-buffer delay of ``kind`` over the last ``BIAS_WINDOW_S``.
+
+        The first reading only sets the baseline: its cumulative average holds the stream's
+        start-up, when the buffers are still filling.
+        """
+        hist = self._jb_hist.setdefault(kind, collections.deque())
+        hist.append((now, delay, emitted))
+        while len(hist) > 2 and now - hist[1][0] >= BIAS_WINDOW_S:
+            hist.popleft()
+        _, d0, n0 = hist[0]
+        if emitted <= n0:
+            return None
+        return (delay - d0) / (emitted - n0)
+
     async def _poll_stats(self) -> None:
         await asyncio.sleep(min(1.0, self._stats_interval))
         while True:
@@ -199,6 +222,8 @@ class AvatarMonitor:
         """Read the subscriber's inbound-rtp stats of both tracks into the state."""
         playout: dict[str, float] = {}
         jb: dict[str, float] = {}
+        jb_window: dict[str, float] = {}
+        now = time.monotonic()
         for kind, track in list(self._tracks.items()):
             try:
                 stats = await track.get_stats()
@@ -224,6 +249,9 @@ class AvatarMonitor:
                     # the average over the last poll (over the whole stream at the first)
                     r.jitter_buffer_delay_s = (delay - prev[0]) / (emitted - prev[1])
                     jb[kind] = r.jitter_buffer_delay_s
+                avg = self._windowed_jb(kind, now, delay, emitted)
+                if avg is not None:
+                    jb_window[kind] = avg
                 if ib.inbound.estimated_playout_timestamp > 0:
                     playout[kind] = ib.inbound.estimated_playout_timestamp / 1000.0
         if len(playout) == 2:
@@ -234,10 +262,8 @@ class AvatarMonitor:
             # no playout clock (no audio device): the receiver's own contribution
             self.analyzer.set_offset("playout", jb["video"] - jb["audio"], 1.0)
             self.analyzer.playout_source = "jitter_buffer"
-        if len(jb) == 2:
-            bias = jb["video"] - jb["audio"]
-            prev_bias = self.analyzer.receiver_bias_s
-            self.analyzer.receiver_bias_s = bias if not prev_bias else 0.5 * (prev_bias + bias)
+        if len(jb_window) == 2:
+            self.analyzer.receiver_bias_s = jb_window["video"] - jb_window["audio"]
         if (
             "playout" in self.analyzer.offsets
             and self.analyzer.offsets["playout"].offset_s is not None

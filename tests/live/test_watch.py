@@ -109,7 +109,10 @@ def test_two_rooms_two_avatars_labels_kept_apart(
             and content_offset(mon.metrics_url, "room-b") is not None
         )
 
+    t0 = time.monotonic()
     wait_for(both, timeout=30)
+    # as in the single-room test: read from 15 s of speech on
+    time.sleep(max(0.0, 15.0 - (time.monotonic() - t0)))
     s = scrape(mon.metrics_url)
     a = sample(s, "syncmon_av_offset_seconds", room="room-a", participant="ava", method="content")
     b = sample(s, "syncmon_av_offset_seconds", room="room-b", participant="avb", method="content")
