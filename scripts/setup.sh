@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LIVEKIT_SERVER_VERSION="${LIVEKIT_SERVER_VERSION:-v1.13.5}"
 
-python -m pip install -q --disable-pip-version-check -e ".[test,agents,otel]"
+python -m pip install -q --disable-pip-version-check -e ".[test,agents,otel,bithuman]"
 
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
    || ! command -v prometheus-alertmanager >/dev/null; then

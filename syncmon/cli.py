@@ -393,6 +393,63 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_avatar(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from .live.config import parse_addr
+    from .live.token import publisher_token
+    from .reference.worker import WorkerProfile, run_reference_avatar
+
+    creds = _creds(args)
+    token = creds.token or publisher_token(
+        api_key=creds.api_key,
+        api_secret=creds.api_secret,
+        room=args.room,
+        identity=args.identity,
+    )
+    profile = WorkerProfile(
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        input_buffer=args.input_buffer,
+        output_buffer=args.output_buffer,
+        generator_delay_ms=args.generator_delay_ms,
+        video_lag_ms=args.video_lag_ms,
+        seed=args.seed,
+    )
+    tel = None
+    if not args.no_instrument:
+        from .instrument import AvatarInstrumentor
+        from .instrument.export import configure
+
+        tel = configure(
+            otlp=args.otlp,
+            prometheus_addr=(
+                parse_addr(args.otel_metrics_addr, "--otel-metrics-addr")
+                if args.otel_metrics_addr
+                else None
+            ),
+        )
+        AvatarInstrumentor().instrument(clock_shift_s=args.clock_shift_s)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_reference_avatar(
+            url=creds.url, token=token, profile=profile, duration_s=args.duration, stop=stop
+        )
+
+    try:
+        asyncio.run(main())
+    finally:
+        if tel is not None:
+            tel.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syncmon", description="Lip-sync and frame-timing monitor for AI avatars in LiveKit"
@@ -507,6 +564,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_impairment_args(pb)
     pb.set_defaults(func=cmd_publish)
 
+    av = ref.add_parser(
+        "avatar",
+        help="run the reference avatar through livekit-agents' AvatarRunner, instrumented",
+    )
+    _add_conn_args(av)
+    av.add_argument("--room", required=True)
+    av.add_argument("--identity", default="reference-avatar")
+    av.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    av.add_argument("--width", type=int, default=640)
+    av.add_argument("--height", type=int, default=360)
+    av.add_argument("--fps", type=float, default=25.0)
+    av.add_argument("--seed", type=int, default=1)
+    av.add_argument("--input-buffer", type=int, default=0, help="chunks (0: unbounded)")
+    av.add_argument("--output-buffer", type=int, default=3, help="frames rendered ahead")
+    av.add_argument("--generator-delay-ms", type=float, default=0.0, help="model latency")
+    av.add_argument(
+        "--video-lag-ms",
+        type=float,
+        default=0.0,
+        help="sender pacing skew: pictures leave the synchronizer this much late",
+    )
+    av.add_argument(
+        "--clock-shift-s",
+        type=float,
+        default=0.0,
+        help="shift the sender clock stamped into frames and timing marks",
+    )
+    av.add_argument(
+        "--otlp",
+        action="store_true",
+        help="export spans and metrics over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+    av.add_argument(
+        "--otel-metrics-addr", default=None, help="serve the OTel metrics for Prometheus here"
+    )
+    av.add_argument("--no-instrument", action="store_true", help="run without syncmon.instrument")
+    av.set_defaults(func=cmd_avatar)
+
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")
     d.add_argument("--offset-ms", type=float, default=60.0, help="injected offset (default 60)")
     d.add_argument("--metrics-addr", default="127.0.0.1:9464")
@@ -521,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
 # commands that load the LiveKit native SDK: after their own orderly shutdown (rooms
 # disconnected, streams closed) they leave through os._exit, because the SDK's native runtime
 # sometimes aborts while Python finalizes ("panic in a function that cannot unwind", SIGABRT)
-_NATIVE_COMMANDS = {"watch", "worker", "demo", "reference publish"}
+_NATIVE_COMMANDS = {"watch", "worker", "demo", "reference publish", "reference avatar"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

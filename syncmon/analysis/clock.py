@@ -11,7 +11,7 @@ than ``STALL_S`` (the stream stopped) re-anchors it.
 from __future__ import annotations
 
 LATE_WINDOW_S = 2.0
-LATE_SLACK_S = 0.005
+LATE_SLACK_S = 0.001
 STALL_S = 0.25
 
 

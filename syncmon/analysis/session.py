@@ -6,17 +6,22 @@ stream pair. It is what ``analyze``, ``watch`` and ``worker`` all feed; it does 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from ..marks import TimingMark
 from ..thresholds import verdict
 from .audio import AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
+from .timestamp import TimestampEstimate, TimestampOffsetEstimator
 from .video import VideoFrameEvent, VideoTimingAnalyzer, VideoTimingStats
+
+log = logging.getLogger(__name__)
 
 METHODS = ("content", "timestamp", "playout")
 # offsets kept for the median as a 1 ms histogram over ±1 s: bounded whatever the length
@@ -66,13 +71,15 @@ class SyncAnalyzer:
         config: AnalyzerConfig | None = None,
         *,
         audio_rate: int = 16000,
-        on_estimate: Callable[[str, LipSyncEstimate], None] | None = None,
+        on_estimate: Callable[[str, LipSyncEstimate | TimestampEstimate], None] | None = None,
     ) -> None:
         self.config = config or AnalyzerConfig()
         self.video = VideoTimingAnalyzer(nominal_fps=self.config.nominal_fps)
         self.audio = AudioAnalyzer(sample_rate=audio_rate)
         self.content = ContentOffsetEstimator(self.config.lipsync)
         self.drift = DriftEstimator(window_s=self.config.drift_window_s)
+        self.timestamp = TimestampOffsetEstimator(sample_rate=audio_rate)
+        self.last_timestamp: TimestampEstimate | None = None
         self.offsets: dict[str, OffsetState] = {m: OffsetState() for m in METHODS}
         self.content_median = OffsetHistogram()
         self._on_estimate = on_estimate
@@ -86,6 +93,7 @@ class SyncAnalyzer:
         """The streams were interrupted (reconnect): start timing and windows afresh."""
         self.video.restart()
         self.content.clear()
+        self.timestamp.clear()
 
     def add_video(
         self,
@@ -109,6 +117,7 @@ class SyncAnalyzer:
     ) -> VideoFrameEvent:
         event = self.video.add_frame(t, frame_id=frame_id, sender_time=sender_time, grid=grid)
         self.content.add_video(t, grid)
+        self.timestamp.add_video(t, frame_id, sender_time)
         self._poll()
         return event
 
@@ -117,6 +126,29 @@ class SyncAnalyzer:
         env = self.audio.add(samples, t_start)
         self.content.add_envelope(env.t, env.rms)
         self._poll()
+        if t_start is not None:
+            self._timestamp_estimates(self.timestamp.add_audio(samples, t_start))
+
+    def add_mark(self, mark: TimingMark) -> None:
+        """A timing mark from an instrumented avatar (``syncmon.marks``)."""
+        self._timestamp_estimates(self.timestamp.add_mark(mark))
+
+    def _timestamp_estimates(self, ests: list[TimestampEstimate]) -> None:
+        for est in ests:
+            if self.receiver_bias_s is None:
+                continue
+            est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
+            log.debug(
+                "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, r=%.3f)",
+                est.offset_s * 1000.0,
+                est.skew_s * 1000.0,
+                (est.offset_s - est.skew_s) * 1000.0,
+                est.correlation,
+            )
+            self.last_timestamp = est
+            self.offsets["timestamp"] = OffsetState(est.offset_s, est.correlation)
+            if self._on_estimate is not None:
+                self._on_estimate("timestamp", est)
 
     def _poll(self) -> None:
         est = self.content.poll()
@@ -184,6 +216,12 @@ class SyncAnalyzer:
             "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
             "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
             "content_estimates": self.content_median.count,
+            "timestamp_estimates": self.timestamp.matched,
+            "sender_skew_ms": (
+                None
+                if self.last_timestamp is None
+                else round(self.last_timestamp.skew_s * 1000.0, 1)
+            ),
             "playout_source": self.playout_source,
             "verdict": verdict(None if headline is None else headline / 1000.0),
         }

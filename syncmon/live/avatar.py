@@ -91,6 +91,7 @@ class AvatarMonitor:
         self._jb_hist: dict[str, collections.deque[tuple[float, float, int]]] = {}
         self.analyzer.receiver_bias_s = None
         self.malformed_frames = 0
+        self.malformed_marks = 0
 
     @property
     def analyzer(self) -> SyncAnalyzer:

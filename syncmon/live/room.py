@@ -23,6 +23,7 @@ from livekit.rtc._proto import participant_pb2
 from ..analysis.lipsync import LipSyncConfig
 from ..analysis.session import AnalyzerConfig, SyncAnalyzer
 from ..errors import ConnectError
+from ..marks import TOPIC, MarkError, TimingMark
 from ..metrics import AvatarState, MonitorState, RoomState
 from .avatar import AUDIO_RATE, AvatarMonitor
 from .config import LiveKitCredentials
@@ -277,6 +278,21 @@ class RoomMonitor:
         def _attrs(_changed: dict[str, str], p: rtc.Participant) -> None:
             if isinstance(p, rtc.RemoteParticipant):
                 self._consider(p)
+
+        @room.on("data_received")
+        def _data(packet: rtc.DataPacket) -> None:
+            if packet.topic != TOPIC or packet.participant is None:
+                return
+            am = self._avatars.get(packet.participant.identity)
+            if am is None:
+                return
+            try:
+                mark = TimingMark.decode(packet.data)
+            except MarkError as e:
+                am.malformed_marks += 1
+                log.warning("ignoring a timing mark from an avatar in %s: %s", self.room_name, e)
+                return
+            am.analyzer.add_mark(mark)
 
         @room.on("track_published")
         def _published(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:

@@ -1,0 +1,175 @@
+"""The ``timestamp`` lip-sync offset: sender times from an instrumented avatar (``syncmon.marks``).
+
+For an utterance whose first audio sample left the sender at ``S_a`` and whose picture of that
+instant left at ``S_a + skew`` (both on the sender's clock):
+
+    offset = transit_v - transit_a + skew
+    transit_v = R_v - S_v   (median over the frames around the utterance's first frame)
+    transit_a = R_a - S_a   (R_a: where the mark's envelope matches the received audio)
+
+R are receiver (monitor) times, S sender times: any offset between the two clocks is in both
+transits and cancels. The median makes ``transit_v`` robust to single late frames; the envelope
+match is a normalized cross-correlation on 2.5 ms blocks with parabolic peak interpolation.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..marks import ENV_BLOCK_S, TimingMark, envelope
+
+SEARCH_S = 0.5  # audio may arrive this much before or after video's transit predicts
+KEEP_S = 10.0  # received envelope kept; a mark older than this is given up
+MIN_CORR = 0.7
+FRAME_SPAN = 25  # frames either side of the utterance's first frame for the median transit
+MAX_TRANSITS = 600
+SMOOTH_BLOCKS = 4
+
+
+@dataclass(frozen=True)
+class TimestampEstimate:
+    t: float  # receiver time of the utterance start
+    offset_s: float
+    correlation: float
+    transit_v_s: float
+    transit_a_s: float
+    skew_s: float
+
+
+def _smooth(env: np.ndarray) -> np.ndarray:
+    k = np.ones(SMOOTH_BLOCKS) / SMOOTH_BLOCKS
+    return np.asarray(np.sqrt(np.convolve(env * env, k, mode="same")))
+
+
+class TimestampOffsetEstimator:
+    """Matches timing marks to received audio and frame metadata to received video."""
+
+    def __init__(self, sample_rate: int = 16000) -> None:
+        self.sample_rate = sample_rate
+        self._block = int(round(ENV_BLOCK_S * sample_rate))
+        self._transits: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=MAX_TRANSITS
+        )
+        self._env_t: collections.deque[np.ndarray] = collections.deque()
+        self._env_v: collections.deque[np.ndarray] = collections.deque()
+        self._pending: list[TimingMark] = []
+        self._carry = np.zeros(0, dtype=np.float32)
+        self._carry_t = 0.0
+        self.matched = 0
+        self.unmatched = 0
+
+    def clear(self) -> None:
+        """A discontinuity: forget received audio and frames (pending marks stay)."""
+        self._transits.clear()
+        self._env_t.clear()
+        self._env_v.clear()
+        self._carry = np.zeros(0, dtype=np.float32)
+
+    def add_video(self, t: float, frame_id: int | None, sender_time: float | None) -> None:
+        if frame_id is not None and sender_time is not None:
+            self._transits.append((frame_id, t - sender_time))
+
+    def add_audio(self, samples: np.ndarray, t_start: float) -> list[TimestampEstimate]:
+        """Received mono audio whose first sample arrived at ``t_start``."""
+        if (
+            self._carry.size
+            and abs(self._carry_t + self._carry.size / self.sample_rate - t_start) < 0.01
+        ):
+            x = np.concatenate([self._carry, samples])
+            t0 = self._carry_t
+        else:
+            x, t0 = samples, t_start
+        env = envelope(x, self.sample_rate)
+        used = env.size * self._block
+        self._carry, self._carry_t = x[used:], t0 + used / self.sample_rate
+        if env.size:
+            self._env_t.append(t0 + np.arange(env.size) * self._block / self.sample_rate)
+            self._env_v.append(env)
+        while self._env_t and self._env_t[-1][-1] - self._env_t[0][-1] > KEEP_S:
+            self._env_t.popleft()
+            self._env_v.popleft()
+        return self._try_pending()
+
+    def add_mark(self, mark: TimingMark) -> list[TimestampEstimate]:
+        self._pending.append(mark)
+        return self._try_pending()
+
+    def _try_pending(self) -> list[TimestampEstimate]:
+        out: list[TimestampEstimate] = []
+        keep: list[TimingMark] = []
+        for m in self._pending:
+            res = self._match(m)
+            if res is None:
+                keep.append(m)
+            elif isinstance(res, TimestampEstimate):
+                out.append(res)
+                self.matched += 1
+            else:
+                self.unmatched += 1
+        self._pending = keep
+        return out
+
+    def _transit_v(self, frame_id: int) -> float | None:
+        near = [tr for fid, tr in self._transits if abs(fid - frame_id) <= FRAME_SPAN]
+        if len(near) < 3:
+            return None
+        return float(np.median(near))
+
+    def _match(self, m: TimingMark) -> TimestampEstimate | bool | None:
+        """An estimate; ``None`` to wait for more data; ``False`` if it will never match."""
+        if not self._env_t:
+            return None
+        transit_v = self._transit_v(m.frame_id)
+        latest = float(self._env_t[-1][-1])
+        if transit_v is None:
+            newest = max((fid for fid, _ in self._transits), default=None)
+            if newest is not None and newest > m.frame_id + 4 * FRAME_SPAN:
+                return False  # its frames are gone
+            return None
+        s_a = m.t_audio_us / 1e6
+        expected = s_a + transit_v
+        tmpl = np.asarray(m.env)
+        span = tmpl.size * ENV_BLOCK_S
+        if latest < expected + SEARCH_S + span:
+            if latest - expected > KEEP_S:
+                return False
+            return None
+        t = np.concatenate(list(self._env_t))
+        v = np.concatenate(list(self._env_v))
+        lo = int(np.searchsorted(t, expected - SEARCH_S))
+        hi = int(np.searchsorted(t, expected + SEARCH_S + span))
+        seg_t, seg = t[lo:hi], v[lo:hi]
+        if seg.size < tmpl.size + 3 or np.any(np.diff(seg_t) > 2 * ENV_BLOCK_S):
+            return False  # the received audio has a hole there
+        # a 10 ms moving RMS on both sides: the 2.5 ms blocks alone ripple with the pitch
+        tmpl, seg = _smooth(tmpl), _smooth(seg)
+        win = sliding_window_view(seg, tmpl.size)
+        a = tmpl - tmpl.mean()
+        w = win - win.mean(axis=1, keepdims=True)
+        denom = np.sqrt((a * a).sum() * (w * w).sum(axis=1)) + 1e-12
+        corr = (w @ a) / denom
+        k = int(np.argmax(corr))
+        peak = float(corr[k])
+        if peak < MIN_CORR:
+            return False
+        frac = 0.0
+        if 0 < k < corr.size - 1:
+            y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
+            den = y0 - 2 * y1 + y2
+            if den < 0:
+                frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
+        r_a = float(seg_t[k]) + frac * ENV_BLOCK_S
+        transit_a = r_a - s_a
+        skew = m.skew_us / 1e6
+        return TimestampEstimate(
+            t=r_a,
+            offset_s=transit_v - transit_a + skew,
+            correlation=peak,
+            transit_v_s=transit_v,
+            transit_a_s=transit_a,
+            skew_s=skew,
+        )

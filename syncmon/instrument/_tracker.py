@@ -1,0 +1,337 @@
+"""Per-``AvatarRunner`` bookkeeping: what the instrumentor's hooks feed and what OTel reads.
+
+Media time within an utterance is the generator's own timeline: its first audio output of a
+segment is t = 0, its video frames are 1/fps apart from the frame generated just before that
+first audio (the generator emits a frame and then its audio, as bitHuman's runtime does). A frame
+at media time t is compared, for processing time, with the moment the audio of t was pushed into
+the generator and, for sender A/V skew, with the moment the audio of t leaves the audio source
+(its push time plus the source's queued duration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..marks import ENV_BLOCK_S, ENV_LEN_S, TOPIC, TimingMark, envelope
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Histogram
+    from opentelemetry.trace import Span, Tracer
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_FRAMES = 256
+ATTR_ROOM = "lk.room_name"
+ATTR_IDENTITY = "lk.participant_identity"
+ATTR_TRACK = "lk.track_sid"
+ATTR_GENERATOR = "syncmon.generator"
+
+
+@dataclass
+class FrameInfo:
+    out_t: float  # monotonic, when the generator yielded it
+    media_t: float | None = None  # within the utterance; None: idle frame
+    processing_s: float | None = None
+    anchor: bool = False
+
+
+@dataclass
+class InputSegment:
+    """Audio pushed into the generator for one utterance: (media end, push time) per chunk."""
+
+    ends: list[float] = field(default_factory=list)
+    pushed_at: list[float] = field(default_factory=list)
+    media_s: float = 0.0
+    closed: bool = False
+
+    def push_time(self, media_t: float) -> float | None:
+        i = bisect.bisect_right(self.ends, media_t)
+        return self.pushed_at[i] if i < len(self.pushed_at) else None
+
+
+@dataclass
+class Instruments:
+    tracer: Tracer
+    processing: Histogram
+    skew: Histogram
+    frames: Any  # Counter
+    utterances: Any  # Counter
+    frame_event_every: int
+    clock: Callable[[], float]  # the sender clock stamped into FrameMetadata and marks
+    timing_marks: bool
+
+
+class RunnerTracker:
+    """Everything the hooks learn about one runner, its generator and its sources."""
+
+    def __init__(self, ins: Instruments, runner: Any) -> None:
+        self.ins = ins
+        self._runner = weakref.ref(runner)
+        self.room = runner._room
+        self.audio_source = runner._audio_source
+        self.video_source = runner._video_source
+        self.generator = runner._video_gen
+        self.fps = float(runner._options.video_fps)
+        self.track_sid: str | None = None
+        self.extra_attrs: dict[str, Any] = {}
+        # input side
+        self._inputs: collections.deque[InputSegment] = collections.deque()
+        # output side
+        self._out_active = False
+        self._out_frames = 0
+        self._out_audio_s = 0.0
+        self._leave_starts: list[float] = []
+        self._leave_at: list[float] = []
+        self._last_video: FrameInfo | None = None
+        self._pending: collections.OrderedDict[int, FrameInfo] = collections.OrderedDict()
+        self._span: Span | None = None
+        self._frames_in_span = 0
+        self._proc_sum = 0.0
+        self._proc_n = 0
+        # timing mark of the current utterance
+        self._mark_seq = 0
+        self._mark_env: list[np.ndarray] = []
+        self._mark_env_s = 0.0
+        self._mark_rate = 0
+        self._mark_anchor: tuple[int, float] | None = None  # frame_id, S_v
+        self._mark_sent = True
+        self._next_frame_id = 1
+        self.errors = 0
+        self.marks_sent = 0
+        self.last_skew_s: float | None = None
+        self.last_utterance_skew_s: float | None = None
+
+    @property
+    def av_sync(self) -> Any:
+        runner = self._runner()
+        return None if runner is None else runner._av_sync
+
+    # -- attributes ------------------------------------------------------------------------
+    def attributes(self) -> dict[str, Any]:
+        a: dict[str, Any] = {ATTR_GENERATOR: type(self.generator).__name__}
+        try:
+            a[ATTR_ROOM] = self.room.name
+            if self.room.isconnected():
+                a[ATTR_IDENTITY] = self.room.local_participant.identity
+        except Exception:  # not connected yet
+            pass
+        if self.track_sid:
+            a[ATTR_TRACK] = self.track_sid
+        a.update(self.extra_attrs)
+        return a
+
+    # -- queues (read by observable gauges) ------------------------------------------------
+    def audio_backlog_s(self) -> float:
+        """Audio pushed into the generator that has not come out of it yet."""
+        pushed = sum(s.media_s for s in self._inputs)
+        return max(0.0, pushed - (self._out_audio_s if self._out_active else 0.0))
+
+    def sync_video_queue(self) -> int:
+        sync = self.av_sync
+        return 0 if sync is None else int(sync._video_queue.qsize())
+
+    def audio_source_queued_s(self) -> float:
+        return float(self.audio_source.queued_duration)
+
+    def runtime_queues(self) -> dict[str, tuple[int, int]]:
+        """The generator's own queues: name -> (depth, capacity)."""
+        probe = getattr(self.generator, "syncmon_queues", None)
+        if callable(probe):
+            return dict(probe())
+        runtime = getattr(self.generator, "_runtime", None)  # bitHuman's AsyncBithuman
+        out: dict[str, tuple[int, int]] = {}
+        for name, attr in (("input", "_in_queue"), ("output", "_out_queue")):
+            q = getattr(runtime, attr, None)
+            if q is not None and hasattr(q, "qsize"):
+                out[name] = (int(q.qsize()), int(getattr(q, "maxsize", 0)))
+        return out
+
+    # -- hooks -----------------------------------------------------------------------------
+    def on_push_audio(self, frame: Any, is_end: bool) -> None:
+        if is_end:
+            if self._inputs and not self._inputs[-1].closed:
+                self._inputs[-1].closed = True
+            return
+        if not self._inputs or self._inputs[-1].closed:
+            self._inputs.append(InputSegment())
+            while len(self._inputs) > 8:  # an output that never ends its segments
+                self._inputs.popleft()
+        seg = self._inputs[-1]
+        seg.media_s += float(frame.duration)
+        seg.ends.append(seg.media_s)
+        seg.pushed_at.append(time.monotonic())
+
+    def on_output(self, item: Any, kind: str) -> None:
+        now = time.monotonic()
+        if kind == "video":
+            info = FrameInfo(out_t=now)
+            if self._out_active:
+                info.media_t = self._out_frames / self.fps
+                self._out_frames += 1
+                self._processing(info)
+            self._pending[id(item)] = info
+            while len(self._pending) > MAX_PENDING_FRAMES:
+                self._pending.popitem(last=False)
+            self._last_video = info
+            self.ins.frames.add(1, self.attributes())
+        elif kind == "audio":
+            if not self._out_active:
+                self._start_utterance(now)
+            queued = self.audio_source_queued_s()
+            self._leave_starts.append(self._out_audio_s)
+            self._leave_at.append(self.ins.clock() + queued)
+            self._out_audio_s += float(item.duration)
+            self._collect_mark_audio(item)
+        else:
+            self._end_utterance()
+
+    def on_capture(self, frame: Any, metadata: Any) -> tuple[int, float]:
+        """A frame leaves through the video source: its FrameMetadata id and sender time."""
+        s_v = self.ins.clock()
+        frame_id = self._next_frame_id
+        if metadata is not None and metadata.HasField("frame_id"):
+            frame_id = int(metadata.frame_id)
+        self._next_frame_id = frame_id + 1
+        info = self._pending.pop(id(frame), None)
+        if info is not None and info.media_t is not None:
+            s_a = self._audio_leave(info.media_t)
+            if s_a is not None:
+                skew = s_v - s_a
+                self.last_skew_s = skew
+                self.ins.skew.record(skew, self.attributes())
+                if info.anchor:
+                    self._mark_anchor = (frame_id, s_v)
+                    self.last_utterance_skew_s = skew
+                    self._maybe_send_mark()
+                self._frame_event(frame_id, info, skew)
+        return frame_id, s_v
+
+    # -- internals -------------------------------------------------------------------------
+    def _processing(self, info: FrameInfo) -> None:
+        seg = self._inputs[0] if self._inputs else None
+        if seg is None or info.media_t is None:
+            return
+        pushed = seg.push_time(info.media_t)
+        if pushed is None:
+            return
+        info.processing_s = info.out_t - pushed
+        self._proc_sum += info.processing_s
+        self._proc_n += 1
+        self.ins.processing.record(info.processing_s, self.attributes())
+
+    def _audio_leave(self, media_t: float) -> float | None:
+        i = bisect.bisect_right(self._leave_starts, media_t) - 1
+        if i < 0:
+            return None
+        offset = media_t - self._leave_starts[i]
+        if i == len(self._leave_starts) - 1 and media_t >= self._out_audio_s:
+            return None  # its audio has not come out yet
+        return self._leave_at[i] + offset
+
+    def _start_utterance(self, now: float) -> None:
+        self._out_active = True
+        self._out_audio_s = 0.0
+        self._leave_starts.clear()
+        self._leave_at.clear()
+        self._out_frames = 0
+        last = self._last_video
+        if last is not None and last.media_t is None and now - last.out_t < 1.5 / self.fps:
+            # the frame generated with this audio: media time 0
+            last.media_t = 0.0
+            last.anchor = True
+            self._out_frames = 1
+            self._processing(last)
+        self._mark_seq += 1
+        self._mark_env = []
+        self._mark_env_s = 0.0
+        self._mark_anchor = None
+        self._mark_sent = not self.ins.timing_marks
+        self._frames_in_span = 0
+        self._proc_sum, self._proc_n = 0.0, 0
+        attrs = self.attributes()
+        attrs["syncmon.utterance"] = self._mark_seq
+        self._span = self.ins.tracer.start_span("avatar.utterance", attributes=attrs)
+        self.ins.utterances.add(1, self.attributes())
+
+    def _end_utterance(self) -> None:
+        if self._inputs:
+            self._inputs.popleft()
+        if not self._out_active:
+            return
+        self._out_active = False
+        span, self._span = self._span, None
+        if span is not None:
+            span.set_attribute("syncmon.frames", self._out_frames)
+            span.set_attribute("syncmon.audio_seconds", round(self._out_audio_s, 4))
+            if self._proc_n:
+                span.set_attribute(
+                    "syncmon.processing_time_ms_mean", 1000.0 * self._proc_sum / self._proc_n
+                )
+            if self.last_utterance_skew_s is not None:
+                span.set_attribute("syncmon.sender_av_skew_ms", 1000.0 * self.last_utterance_skew_s)
+            span.end()
+
+    def _frame_event(self, frame_id: int, info: FrameInfo, skew: float) -> None:
+        self._frames_in_span += 1
+        span = self._span
+        if span is None or (self._frames_in_span - 1) % self.ins.frame_event_every:
+            return
+        attrs: dict[str, Any] = {
+            "syncmon.frame_id": frame_id,
+            "syncmon.media_time_ms": round(1000.0 * (info.media_t or 0.0), 1),
+            "syncmon.sender_av_skew_ms": round(1000.0 * skew, 2),
+            "syncmon.sync_video_queue_frames": self.sync_video_queue(),
+            "syncmon.audio_source_queued_ms": round(1000.0 * self.audio_source_queued_s(), 1),
+        }
+        if info.processing_s is not None:
+            attrs["syncmon.processing_time_ms"] = round(1000.0 * info.processing_s, 2)
+        span.add_event("avatar.frame", attrs)
+
+    def _collect_mark_audio(self, frame: Any) -> None:
+        if self._mark_sent or self._mark_env_s >= ENV_LEN_S:
+            return
+        x = np.frombuffer(frame.data, dtype=np.int16)
+        if frame.num_channels > 1:
+            x = x.reshape(-1, frame.num_channels).mean(axis=1)
+        self._mark_env.append(x.astype(np.float32) / 32768.0)
+        self._mark_rate = int(frame.sample_rate)
+        self._mark_env_s += float(frame.duration)
+        self._maybe_send_mark()
+
+    def _maybe_send_mark(self) -> None:
+        if self._mark_sent or self._mark_anchor is None or self._mark_env_s < ENV_LEN_S:
+            return
+        self._mark_sent = True
+        frame_id, s_v = self._mark_anchor
+        s_a = self._leave_at[0]
+        env = envelope(np.concatenate(self._mark_env), self._mark_rate)
+        n = int(round(ENV_LEN_S / ENV_BLOCK_S))
+        mark = TimingMark(
+            seq=self._mark_seq,
+            t_audio_us=int(round(s_a * 1e6)),
+            skew_us=int(round((s_v - s_a) * 1e6)),
+            frame_id=frame_id,
+            env=tuple(float(v) for v in env[:n]),
+        )
+        self._mark_env = []
+
+        async def send() -> None:
+            try:
+                await self.room.local_participant.publish_data(
+                    mark.encode(), reliable=True, topic=TOPIC
+                )
+                self.marks_sent += 1
+            except Exception as e:  # a mark lost costs one estimate, never the avatar
+                log.debug("timing mark not sent: %s", e)
+
+        asyncio.get_running_loop().create_task(send())
