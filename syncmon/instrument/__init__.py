@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 _INSTRUMENTS = ("livekit-agents >= 1.8, < 1.9",)
 VERSION = "0.1.0"
+PROCESSING_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5, 0.75, 1.0, 2.0)
+# DESIGN.md's bands: ATSC [-45, +15] ms, ITU detectability [-125, +45], acceptability [-185, +90]
+SKEW_BUCKETS = (-0.185, -0.125, -0.045, -0.015, 0.0, 0.015, 0.045, 0.09, 0.125, 0.185, 0.3, 0.5)
 
 
 def _agents_tracer_provider() -> trace_api.TracerProvider | None:
@@ -94,12 +97,14 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 "syncmon.agent.processing_time",
                 unit="s",
                 description="Audio pushed into the avatar generator to its video frame out",
+                explicit_bucket_boundaries_advisory=PROCESSING_BUCKETS,
             ),
             skew=meter.create_histogram(
                 "syncmon.agent.sender_av_skew",
                 unit="s",
                 description="A frame's picture leaving the video source minus its audio "
                 "leaving the audio source (positive: picture late)",
+                explicit_bucket_boundaries_advisory=SKEW_BUCKETS,
             ),
             frames=meter.create_counter(
                 "syncmon.agent.frames", unit="1", description="Video frames generated"

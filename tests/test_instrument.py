@@ -1,0 +1,175 @@
+"""syncmon.instrument on real OTel SDK providers (in-memory exporter and reader) and the real
+livekit-agents AvatarRunner, A/V synchronizer and native sources. The room is not connected: the
+test runs the runner's forwarding loop itself (generator -> synchronizer), which is what
+``AvatarRunner._forward_video`` does once its tracks are published."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from syncmon.instrument import AvatarInstrumentor
+from syncmon.instrument._tracker import RunnerTracker
+from syncmon.reference.worker import ReferenceGenerator, WorkerProfile, make_runner
+
+
+class Otel:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tp = TracerProvider()
+        self.tp.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.mp = MeterProvider(metric_readers=[self.reader])
+        self.snapshot: Any = None
+
+    def collect(self) -> None:
+        """Read the metrics now, while the runner (held weakly by the gauges) is alive."""
+        self.snapshot = self.reader.get_metrics_data()
+
+    def points(self, name: str) -> list[Any]:
+        data = self.snapshot
+        out: list[Any] = []
+        if data is None:
+            return out
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == name:
+                        out.extend(m.data.data_points)
+        return out
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    o = Otel()
+    inst = AvatarInstrumentor()
+    inst.instrument(tracer_provider=o.tp, meter_provider=o.mp, frame_event_every=5)
+    try:
+        yield o
+    finally:
+        inst.uninstrument()
+
+
+async def drive(runner: AvatarRunner, seconds: float, utterances: int = 1) -> list[Any]:
+    """The runner's own loops, without publishing: audio in, generator out to the sync."""
+    items: list[Any] = []
+
+    async def forward() -> None:
+        async for f in runner._video_gen:
+            items.append(f)
+            if isinstance(f, AudioSegmentEnd):
+                continue
+            await runner._av_sync.push(f)
+
+    async def feed() -> None:
+        async for f in runner._audio_recv:
+            await runner._video_gen.push_audio(f)
+
+    tasks = [asyncio.create_task(forward()), asyncio.create_task(feed())]
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner._av_sync.aclose()
+    return items
+
+
+PROFILE = WorkerProfile(
+    width=320, height=180, input_buffer=4, output_buffer=2, video_lag_ms=100.0, pause_s=(0.3, 0.4)
+)
+
+
+def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
+    async def main() -> tuple[list[Any], RunnerTracker]:
+        runner = await make_runner(rtc.Room(), PROFILE)
+        tracker = AvatarInstrumentor().trackers()[-1]
+        items = await drive(runner, 6.0)
+        otel.collect()
+        return items, tracker
+
+    items, tracker = asyncio.run(main())
+    assert any(isinstance(i, AudioSegmentEnd) for i in items)
+    spans = [s for s in otel.spans.get_finished_spans() if s.name == "avatar.utterance"]
+    assert spans, "no utterance span"
+    s = spans[0]
+    attrs = dict(s.attributes or {})
+    assert attrs["syncmon.generator"] == "ReferenceGenerator"
+    assert attrs["reference.output_buffer"] == 2
+    assert attrs["reference.input_buffer"] == 4
+    assert attrs["syncmon.frames"] > 10
+    # the injected pacing skew: pictures leave 100 ms late (no network here: nothing else)
+    assert 95.0 <= attrs["syncmon.sender_av_skew_ms"] <= 100.0 + 60.0
+    events = [e for e in s.events if e.name == "avatar.frame"]
+    assert events and all("syncmon.processing_time_ms" in dict(e.attributes or {}) for e in events)
+
+    skew = otel.points("syncmon.agent.sender_av_skew")
+    assert skew and skew[0].count > 10
+    assert 0.095 <= skew[0].sum / skew[0].count <= 0.160
+    proc = otel.points("syncmon.agent.processing_time")
+    assert proc and proc[0].count > 10 and proc[0].min >= 0.0
+    caps = {
+        p.attributes["queue"]: p.value for p in otel.points("syncmon.agent.runtime_queue_capacity")
+    }
+    assert caps == {"input": 4, "output": 2}
+    depth = {p.attributes["queue"]: p.value for p in otel.points("syncmon.agent.runtime_queue")}
+    assert 0 <= depth["output"] <= 2 and 0 <= depth["input"] <= 4
+    assert [p.value for p in otel.points("syncmon.agent.sync_video_queue")][0] >= 0
+    frames = otel.points("syncmon.agent.frames")
+    assert frames and frames[0].value >= 100  # 25 fps for 6 s, idle frames included
+    # every frame that left was stamped with FrameMetadata ids in order
+    assert tracker._next_frame_id > 100
+
+
+def test_uninstrument_leaves_no_wrapper_and_reinstrument_works() -> None:
+    targets = [
+        (AvatarRunner, "__init__"),
+        (rtc.VideoSource, "capture_frame"),
+        (rtc.LocalParticipant, "publish_track"),
+    ]
+    before = {t: vars(t[0])[t[1]] for t in targets}
+    o = Otel()
+    inst = AvatarInstrumentor()
+    for _ in range(2):
+        inst.instrument(tracer_provider=o.tp, meter_provider=o.mp)
+
+        async def build() -> None:
+            await make_runner(rtc.Room(), WorkerProfile(width=160, height=90))
+
+        asyncio.run(build())
+        assert all(getattr(vars(c)[n], "__syncmon_wrapper__", False) for c, n in targets)
+        assert getattr(vars(ReferenceGenerator)["push_audio"], "__syncmon_wrapper__", False)
+        inst.uninstrument()
+        assert {t: vars(t[0])[t[1]] for t in targets} == before
+        for name in ("push_audio", "__aiter__"):
+            assert not hasattr(vars(ReferenceGenerator)[name], "__syncmon_wrapper__")
+
+
+def test_an_error_in_the_instrumentation_never_breaks_the_avatar(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: Any, **__: Any) -> None:
+        raise RuntimeError("instrumentation bug")
+
+    monkeypatch.setattr(RunnerTracker, "on_output", boom)
+    monkeypatch.setattr(RunnerTracker, "on_push_audio", boom)
+    monkeypatch.setattr(RunnerTracker, "on_capture", boom)
+
+    async def main() -> list[Any]:
+        runner = await make_runner(rtc.Room(), PROFILE)
+        return await drive(runner, 3.0)
+
+    items = asyncio.run(main())
+    video = [i for i in items if isinstance(i, rtc.VideoFrame)]
+    audio = [i for i in items if isinstance(i, rtc.AudioFrame)]
+    assert len(video) >= 60 and len(audio) >= 10
+    assert AvatarInstrumentor().errors > 0
