@@ -393,6 +393,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lags(text: str) -> tuple[float, ...]:
+    try:
+        lags = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of milliseconds: {text!r}") from None
+    if any(x < 0 or x > 5000 for x in lags):
+        raise argparse.ArgumentTypeError(f"lags must lie in [0, 5000] ms: {text!r}")
+    return lags
+
+
 def cmd_avatar(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -416,6 +426,7 @@ def cmd_avatar(args: argparse.Namespace) -> int:
         output_buffer=args.output_buffer,
         generator_delay_ms=args.generator_delay_ms,
         video_lag_ms=args.video_lag_ms,
+        lag_period_s=args.lag_period_s,
         seed=args.seed,
     )
     tel = None
@@ -581,10 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--generator-delay-ms", type=float, default=0.0, help="model latency")
     av.add_argument(
         "--video-lag-ms",
-        type=float,
-        default=0.0,
-        help="sender pacing skew: pictures leave the synchronizer this much late",
+        type=_lags,
+        default=(0.0,),
+        help="sender pacing skew: pictures leave the synchronizer this much late; a comma "
+        "list (e.g. 40,120) takes each in turn for --lag-period-s",
     )
+    av.add_argument("--lag-period-s", type=float, default=10.0)
     av.add_argument(
         "--clock-shift-s",
         type=float,

@@ -85,7 +85,12 @@ async def drive(runner: AvatarRunner, seconds: float, utterances: int = 1) -> li
 
 
 PROFILE = WorkerProfile(
-    width=320, height=180, input_buffer=4, output_buffer=2, video_lag_ms=100.0, pause_s=(0.3, 0.4)
+    width=320,
+    height=180,
+    input_buffer=4,
+    output_buffer=2,
+    video_lag_ms=(100.0,),
+    pause_s=(0.3, 0.4),
 )
 
 

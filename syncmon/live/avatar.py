@@ -34,6 +34,11 @@ STATS_INTERVAL_S = 2.0
 # the receiver bias is averaged over the frames its jitter buffers emitted in this window (the
 # span of a content window), never over the stream's start-up
 BIAS_WINDOW_S = 8.0
+# VideoFrameEvent.timestamp_us is WebRTC's render time: the decoded frame's arrival plus the
+# timing model's render delay (kDefaultRenderDelayMs = 10; measured here: 6.4-9.6 ms ahead of
+# the frame reaching Python). Audio is timed by when it is pulled out of the jitter buffer, so
+# video is timed by arrival too: the render delay is taken off.
+RENDER_DELAY_S = 0.010
 # a frame this dark and flat before the first real picture is the decoder's pre-roll
 PREROLL_MAX_MEAN = 20.0
 PREROLL_MAX_STD = 3.0
@@ -167,7 +172,7 @@ class AvatarMonitor:
                         frame_id = int(md.frame_id)
                     if md.HasField("user_timestamp"):
                         sender_t = md.user_timestamp / 1e6
-                t = ev.timestamp_us / 1e6
+                t = ev.timestamp_us / 1e6 - RENDER_DELAY_S
                 event = self.analyzer.add_video(t, luma, frame_id=frame_id, sender_time=sender_t)
                 if event.interval_s is not None:
                     self.state.frame_interval.observe(event.interval_s)

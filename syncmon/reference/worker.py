@@ -56,7 +56,8 @@ class WorkerProfile:
     input_buffer: int = 0
     output_buffer: int = 3
     generator_delay_ms: float = 0.0
-    video_lag_ms: float = 0.0
+    video_lag_ms: tuple[float, ...] = (0.0,)  # several: taken in turn, lag_period_s each
+    lag_period_s: float = 10.0
     tts_lead_s: float = 0.5
     pause_s: tuple[float, float] = (0.4, 0.9)
     seed: int = 1
@@ -276,11 +277,16 @@ class ReferenceGenerator(VideoGenerator):
 
 
 class LaggedSynchronizer(rtc.AVSynchronizer):
-    """An ``AVSynchronizer`` whose pictures leave ``lag_s`` late: a known sender pacing skew."""
+    """An ``AVSynchronizer`` whose pictures leave late: a known sender pacing skew.
 
-    def __init__(self, *, lag_s: float, **kwargs: Any) -> None:
+    ``lags_s`` are taken in turn, ``period_s`` each, so a test sees the skew change.
+    """
+
+    def __init__(self, *, lags_s: tuple[float, ...], period_s: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._lag = lag_s
+        self._lags = lags_s
+        self._period = period_s
+        self._t0 = time.monotonic()
         # unbounded: a frame enters the synchronizer's own queue exactly ``lag_s`` late (the
         # generator upstream is paced by its audio and, when idle, by its own frame clock)
         self._delay_line: asyncio.Queue[tuple[float, rtc.VideoFrame, float | None]] = (
@@ -291,10 +297,12 @@ class LaggedSynchronizer(rtc.AVSynchronizer):
     async def push(
         self, frame: rtc.VideoFrame | rtc.AudioFrame, timestamp: float | None = None
     ) -> None:
-        if isinstance(frame, rtc.AudioFrame) or self._lag <= 0:
+        if isinstance(frame, rtc.AudioFrame):
             await super().push(frame, timestamp)
             return
-        await self._delay_line.put((time.monotonic() + self._lag, frame, timestamp))
+        now = time.monotonic()
+        lag = self._lags[int((now - self._t0) / self._period) % len(self._lags)]
+        await self._delay_line.put((now + lag, frame, timestamp))
 
     async def _move(self) -> None:
         while True:
@@ -344,10 +352,11 @@ async def make_runner(room: rtc.Room, profile: WorkerProfile) -> AvatarRunner:
         audio_channels=1,
     )
     runner = ReferenceAvatarRunner(room, audio_recv=recv, video_gen=gen, options=opts)
-    if profile.video_lag_ms > 0:
+    if any(lag > 0 for lag in profile.video_lag_ms):
         old = runner._av_sync
         runner._av_sync = LaggedSynchronizer(
-            lag_s=profile.video_lag_ms / 1000.0,
+            lags_s=tuple(lag / 1000.0 for lag in profile.video_lag_ms),
+            period_s=profile.lag_period_s,
             audio_source=runner._audio_source,
             video_source=runner._video_source,
             video_fps=profile.fps,

@@ -1,0 +1,136 @@
+"""End to end through the real livekit-server: the instrumented reference avatar (livekit-agents
+AvatarRunner) with a sender clock 3 s off and an injected pacing skew, the monitor's
+``timestamp`` offset, and the spans and metrics reaching an OTLP/HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from syncmon.live.localserver import LocalServer
+
+from .conftest import Proc, lk_env, sample, scrape, start_monitor, wait_for
+from .otlp import OtlpReceiver
+
+LAGS_MS = (40, 120)  # taken in turn, 10 s each: the sender skew changes under the monitor
+
+
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    r = OtlpReceiver()
+    yield r
+    r.close()
+
+
+def avatar_report(url: str, room: str, identity: str) -> dict[str, Any] | None:
+    with urllib.request.urlopen(url + "/report", timeout=5) as r:
+        rep = json.load(r)
+    a: dict[str, Any] | None = rep["rooms"].get(room, {}).get("avatars", {}).get(identity)
+    return a
+
+
+def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
+    livekit: LocalServer, procs: Callable[..., Proc], otlp: OtlpReceiver
+) -> None:
+    room, identity = "instrumented", "av"
+    mon = start_monitor(procs, livekit, room)
+    env = {
+        **lk_env(livekit),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+        "OTEL_SERVICE_NAME": "reference-avatar",
+    }
+    av = procs(
+        "reference",
+        "avatar",
+        "--room",
+        room,
+        "--identity",
+        identity,
+        "--video-lag-ms",
+        ",".join(str(x) for x in LAGS_MS),
+        "--clock-shift-s",
+        "3",
+        "--otlp",
+        "--duration",
+        "75",
+        env=env,
+    )
+
+    def estimates() -> int:
+        a = avatar_report(mon.metrics_url, room, identity)
+        return 0 if a is None else int(a["timestamp_estimates"])
+
+    wait_for(estimates, timeout=30)
+    # one estimate per utterance: collect each new one for 40 s
+    pairs: dict[int, tuple[float, float]] = {}
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and av.proc.poll() is None:
+        a = avatar_report(mon.metrics_url, room, identity)
+        assert a is not None
+        n = int(a["timestamp_estimates"])
+        if n not in pairs and a["offset_ms"]["timestamp"] is not None:
+            pairs[n] = (a["offset_ms"]["timestamp"], a["sender_skew_ms"])
+        time.sleep(0.25)
+    assert len(pairs) >= 8, pairs
+    ts = np.array([p[0] for p in pairs.values()])
+    skew = np.array([p[1] for p in pairs.values()])
+    # the injected pacing skew is in what the sender measured (plus its own pacing), both lags
+    assert np.all(skew >= min(LAGS_MS) - 5) and np.all(skew <= max(LAGS_MS) + 80), skew
+    # (the synchronizer's frame clock rounds the lag to its own pacing: not exactly 80 ms apart)
+    assert skew.max() - skew.min() >= 30, skew
+    # truth: the monitor's offset = the sender's skew + the transport's own A/V difference, a
+    # constant of the path (Opus packetization and look-ahead against video encode/decode; a few
+    # ms to ~-20 ms on loopback). The sender clock's +3 s cancels out, and the timestamp offset
+    # follows every change of the sender skew within 5 ms
+    transport = ts - skew
+    assert -30.0 <= float(np.median(transport)) <= 10.0, list(zip(ts, skew, strict=True))
+    err = np.abs(transport - np.median(transport))
+    assert np.percentile(err, 95) <= 5.0, list(zip(ts, skew, strict=True))
+
+    s = scrape(mon.metrics_url)
+    off = sample(
+        s, "syncmon_av_offset_seconds", room=room, participant=identity, method="timestamp"
+    )
+    assert off is not None and abs(off * 1000 - float(ts[-1])) <= 0.1
+    content = sample(
+        s, "syncmon_av_offset_seconds", room=room, participant=identity, method="content"
+    )
+    # the reference generator's mouth follows its audio with zero phase: content agrees with
+    # the timestamp offset of the same moment
+    assert content is not None and abs(content * 1000 - float(ts[-1])) <= 25
+
+    # spans and metrics over OTLP/HTTP, joined to the monitor's labels
+    av.stop()
+    wait_for(lambda: any(sp["name"] == "avatar.utterance" for sp in otlp.spans), timeout=10)
+    utt = [sp for sp in otlp.spans if sp["name"] == "avatar.utterance"]
+    assert len(utt) >= 8
+    for sp in utt:
+        a = sp["attributes"]
+        assert a["lk.room_name"] == room
+        assert a["lk.participant_identity"] == identity
+        assert str(a["lk.track_sid"]).startswith("TR_")
+        assert sp["resource"]["service.name"] == "reference-avatar"
+    assert any(e[0] == "avatar.frame" for sp in utt for e in sp["events"])
+    span_skews = [sp["attributes"]["syncmon.sender_av_skew_ms"] for sp in utt]
+    # the spans carry the same sender skews the marks did, utterance by utterance
+    for k in skew:
+        assert min(abs(k - x) for x in span_skews) <= 0.1, (k, span_skews)
+    for name in (
+        "syncmon.agent.processing_time",
+        "syncmon.agent.sender_av_skew",
+        "syncmon.agent.sync_video_queue",
+        "syncmon.agent.audio_source_queued",
+        "syncmon.agent.runtime_queue",
+    ):
+        points = otlp.metrics.get(name)
+        assert points, f"{name} not received"
+        assert all(p.get("lk.room_name") == room for p in points)
+        assert any(p.get("lk.participant_identity") == identity for p in points)
+    assert mon.stop() == 0
