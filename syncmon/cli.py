@@ -221,23 +221,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pub_args = [
         "--offset-ms",
         str(args.offset_ms),
+        "--video-lag-ms",
+        "40",
         "--drop-rate",
         "0.01",
         "--freeze",
         "20:0.6",
         "--freeze",
         "50:0.6",
+        "--otel-metrics-addr",
+        args.agent_metrics_addr,
     ]
     if args.duration:
         pub_args += ["--duration", str(args.duration + 2)]
     pub = subprocess.Popen(
-        [sys.executable, "-m", "syncmon.cli", "reference", "publish", "--room", "demo", *pub_args],
+        [sys.executable, "-m", "syncmon.cli", "reference", "avatar", "--room", "demo", *pub_args],
         env=env,
         stdin=subprocess.DEVNULL,
     )
     print(
-        f"reference avatar publishing into room 'demo' with a {args.offset_ms:+g} ms offset, "
-        "1 % dropped frames and 0.6 s freezes at 20 s and 50 s; Ctrl-C stops",
+        "reference avatar (livekit-agents AvatarRunner, instrumented) in room 'demo': its model "
+        f"shows the mouth {args.offset_ms:+g} ms late, its synchronizer holds pictures 40 ms, "
+        "1 % of pictures are lost and two 0.6 s freezes come at 20 s and 50 s. content = "
+        "what a viewer sees; timestamp = the pipeline without the model's error. Avatar "
+        f"metrics (OTel) on http://{args.agent_metrics_addr}/metrics; Ctrl-C stops",
         file=sys.stderr,
     )
     cfg = WatchConfig(
@@ -427,6 +434,9 @@ def cmd_avatar(args: argparse.Namespace) -> int:
         generator_delay_ms=args.generator_delay_ms,
         video_lag_ms=args.video_lag_ms,
         lag_period_s=args.lag_period_s,
+        model_offset_ms=args.offset_ms,
+        freezes=tuple(args.freeze),
+        drop_rate=args.drop_rate,
         seed=args.seed,
     )
     tel = None
@@ -599,6 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     av.add_argument("--lag-period-s", type=float, default=10.0)
     av.add_argument(
+        "--offset-ms",
+        type=float,
+        default=0.0,
+        help="the model's own lip-sync error: the mouth shows the audio this late",
+    )
+    av.add_argument(
+        "--freeze",
+        type=_span,
+        action="append",
+        default=[],
+        metavar="START:DURATION",
+        help="no pictures for DURATION s from START s (repeatable)",
+    )
+    av.add_argument("--drop-rate", type=float, default=0.0, help="pictures lost at random")
+    av.add_argument(
         "--clock-shift-s",
         type=float,
         default=0.0,
@@ -618,6 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")
     d.add_argument("--offset-ms", type=float, default=60.0, help="injected offset (default 60)")
     d.add_argument("--metrics-addr", default="127.0.0.1:9464")
+    d.add_argument(
+        "--agent-metrics-addr",
+        default="127.0.0.1:9465",
+        help="where the instrumented avatar serves its OTel metrics",
+    )
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument(
         "--offline", action="store_true", help="render a clip and analyze it instead (no server)"

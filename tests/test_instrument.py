@@ -178,3 +178,35 @@ def test_an_error_in_the_instrumentation_never_breaks_the_avatar(
     audio = [i for i in items if isinstance(i, rtc.AudioFrame)]
     assert len(video) >= 60 and len(audio) >= 10
     assert AvatarInstrumentor().errors > 0
+
+
+def test_frame_ids_leave_a_gap_for_every_picture_lost_after_the_generator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+    original = rtc.VideoSource.capture_frame
+
+    def record(self: rtc.VideoSource, frame: rtc.VideoFrame, **kw: Any) -> None:
+        seen.append(int(kw["metadata"].frame_id))
+        original(self, frame, **kw)
+
+    monkeypatch.setattr(rtc.VideoSource, "capture_frame", record)
+    o = Otel()
+    inst = AvatarInstrumentor()
+    inst.instrument(tracer_provider=o.tp, meter_provider=o.mp)
+    try:
+        profile = WorkerProfile(width=160, height=90, drop_rate=0.1, video_lag_ms=(40.0,), seed=3)
+
+        async def main() -> int:
+            runner = await make_runner(rtc.Room(), profile)
+            await drive(runner, 5.0)
+            return int(runner._av_sync.dropped)
+
+        dropped = asyncio.run(main())
+    finally:
+        inst.uninstrument()
+    assert dropped >= 5
+    gaps = sum(b - a - 1 for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b > a for a, b in zip(seen, seen[1:], strict=False))
+    # frames still in the delay line at the end are neither captured nor counted lost
+    assert dropped - 1 <= gaps <= dropped, (dropped, gaps)

@@ -40,6 +40,7 @@ ATTR_GENERATOR = "syncmon.generator"
 @dataclass
 class FrameInfo:
     out_t: float  # monotonic, when the generator yielded it
+    frame_id: int = 0  # the generator's frame index: a frame lost downstream leaves a gap
     media_t: float | None = None  # within the utterance; None: idle frame
     processing_s: float | None = None
     anchor: bool = False
@@ -174,7 +175,8 @@ class RunnerTracker:
     def on_output(self, item: Any, kind: str) -> None:
         now = time.monotonic()
         if kind == "video":
-            info = FrameInfo(out_t=now)
+            info = FrameInfo(out_t=now, frame_id=self._next_frame_id)
+            self._next_frame_id += 1
             if self._out_active:
                 info.media_t = self._out_frames / self.fps
                 self._out_frames += 1
@@ -198,11 +200,14 @@ class RunnerTracker:
     def on_capture(self, frame: Any, metadata: Any) -> tuple[int, float]:
         """A frame leaves through the video source: its FrameMetadata id and sender time."""
         s_v = self.ins.clock()
-        frame_id = self._next_frame_id
+        info = self._pending.pop(id(frame), None)
         if metadata is not None and metadata.HasField("frame_id"):
             frame_id = int(metadata.frame_id)
-        self._next_frame_id = frame_id + 1
-        info = self._pending.pop(id(frame), None)
+        elif info is not None:
+            frame_id = info.frame_id
+        else:  # a frame that did not come out of the generator
+            frame_id = self._next_frame_id
+            self._next_frame_id += 1
         if info is not None and info.media_t is not None:
             s_a = self._audio_leave(info.media_t)
             if s_a is not None:

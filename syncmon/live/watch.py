@@ -57,7 +57,7 @@ async def wait_for_room(creds: LiveKitCredentials, room: str, stop: asyncio.Even
 def format_table(state: MonitorState) -> str:
     """One line per avatar: what the demo prints every second."""
     head = (
-        f"{'room':<14}{'avatar':<18}{'content':>9}{'conf':>6}{'playout':>9}{'fps':>6}"
+        f"{'room':<14}{'avatar':<18}{'content':>9}{'conf':>6}{'tstamp':>9}{'playout':>9}{'fps':>6}"
         f"{'jitter':>8}{'drops':>6}{'dups':>5}{'frz':>4}{'frz s':>7}{'drift':>8}  verdict"
     )
     lines = [head]
@@ -70,7 +70,7 @@ def format_table(state: MonitorState) -> str:
 
         lines.append(
             f"{a.room[:13]:<14}{a.participant[:17]:<18}{ms(off['content']):>9}"
-            f"{r['confidence']['content']:>6.2f}{ms(off['playout']):>9}"
+            f"{r['confidence']['content']:>6.2f}{ms(off['timestamp']):>9}{ms(off['playout']):>9}"
             f"{(v['fps'] or 0):>6.1f}{v['jitter_ms']:>6.1f}ms{v['dropped']:>6}{v['duplicated']:>5}"
             f"{v['freezes']:>4}{v['freeze_seconds']:>7.2f}"
             f"{'-' if r['drift_ms_per_min'] is None else format(r['drift_ms_per_min'], '+.1f'):>8}"

@@ -58,6 +58,9 @@ class WorkerProfile:
     generator_delay_ms: float = 0.0
     video_lag_ms: tuple[float, ...] = (0.0,)  # several: taken in turn, lag_period_s each
     lag_period_s: float = 10.0
+    model_offset_ms: float = 0.0  # the model's own lip-sync error: the mouth shows audio this late
+    freezes: tuple[tuple[float, float], ...] = ()  # (start s, duration s): no pictures
+    drop_rate: float = 0.0  # generated pictures lost at random in the synchronizer
     tts_lead_s: float = 0.5
     pause_s: tuple[float, float] = (0.4, 0.9)
     seed: int = 1
@@ -119,8 +122,13 @@ class ReferenceGenerator(VideoGenerator):
         self._slot = 0
         self._t0 = time.monotonic()
         half = int(4 * MOUTH_SIGMA_S * SAMPLE_RATE)
-        self._look = half
-        self._history = np.zeros(half, dtype=np.float32)  # audio just before the current chunk
+        shift = int(round(profile.model_offset_ms / 1000.0 * SAMPLE_RATE))
+        if not -0.3 * SAMPLE_RATE <= shift <= 0.5 * SAMPLE_RATE:
+            raise ValueError(f"model offset {profile.model_offset_ms} ms outside [-300, +500]")
+        self._shift = shift  # the mouth shows the audio this many samples before the frame's
+        self._look = half + max(0, -shift)
+        # audio just before the current chunk (the mouth window, and a late mouth)
+        self._history = np.zeros(half + max(0, shift), dtype=np.float32)
 
     # -- the runtime's queues, for syncmon.instrument --------------------------------------
     def syncmon_queues(self) -> dict[str, tuple[int, int]]:
@@ -173,11 +181,18 @@ class ReferenceGenerator(VideoGenerator):
                 if wait > 0:
                     await asyncio.sleep(wait)
                 for x in item:
+                    if isinstance(x, rtc.VideoFrame) and self._frozen(due):
+                        continue
                     yield x
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
+
+    def _frozen(self, due: float) -> bool:
+        """An injected freeze: the runtime stalls, no picture is generated."""
+        t = due - self._t0
+        return any(start <= t < start + d for start, d in self.profile.freezes)
 
     # -- rendering ---------------------------------------------------------------------------
     def _take(self, n: int) -> tuple[np.ndarray, float, bool]:
@@ -216,7 +231,7 @@ class ReferenceGenerator(VideoGenerator):
         """Mouth opening at the chunk's start -- the frame's media time -- from a Gaussian window
         centred there (zero phase), as the file renderer does for its frames' PTS."""
         x = np.concatenate([self._history, chunk, ahead]).astype(np.float64)
-        centre = self._history.size
+        centre = self._history.size - self._shift
         idx = np.arange(x.size) - centre
         w = np.exp(-0.5 * (idx / (MOUTH_SIGMA_S * SAMPLE_RATE)) ** 2)
         rms = float(np.sqrt(np.sum(w * x * x) / np.sum(w)))
@@ -267,7 +282,7 @@ class ReferenceGenerator(VideoGenerator):
                     await asyncio.sleep(max(0.0, ready - time.monotonic()))
                     due = max(due, ready)
                 mouth = self._mouth(chunk, self._peek(self._look))
-                self._history = chunk[-self._history.size :].copy()
+                self._history = np.concatenate([self._history, chunk])[-self._history.size :]
                 pcm = np.clip(chunk * 32767.0, -32768, 32767).astype(np.int16)
                 audio = rtc.AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, spf)
                 await self._out.put((due, (self._video(mouth), audio)))
@@ -279,11 +294,23 @@ class ReferenceGenerator(VideoGenerator):
 class LaggedSynchronizer(rtc.AVSynchronizer):
     """An ``AVSynchronizer`` whose pictures leave late: a known sender pacing skew.
 
-    ``lags_s`` are taken in turn, ``period_s`` each, so a test sees the skew change.
+    ``lags_s`` are taken in turn, ``period_s`` each, so a test sees the skew change; a share
+    ``drop_rate`` of the pictures is lost (after the generator: their frame ids leave gaps).
     """
 
-    def __init__(self, *, lags_s: tuple[float, ...], period_s: float = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        lags_s: tuple[float, ...],
+        period_s: float = 10.0,
+        drop_rate: float = 0.0,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self._drop_rate = drop_rate
+        self._rng = np.random.default_rng(seed + 99)
+        self.dropped = 0
         self._lags = lags_s
         self._period = period_s
         self._t0 = time.monotonic()
@@ -299,6 +326,9 @@ class LaggedSynchronizer(rtc.AVSynchronizer):
     ) -> None:
         if isinstance(frame, rtc.AudioFrame):
             await super().push(frame, timestamp)
+            return
+        if self._drop_rate > 0 and self._rng.random() < self._drop_rate:
+            self.dropped += 1
             return
         now = time.monotonic()
         lag = self._lags[int((now - self._t0) / self._period) % len(self._lags)]
@@ -352,11 +382,13 @@ async def make_runner(room: rtc.Room, profile: WorkerProfile) -> AvatarRunner:
         audio_channels=1,
     )
     runner = ReferenceAvatarRunner(room, audio_recv=recv, video_gen=gen, options=opts)
-    if any(lag > 0 for lag in profile.video_lag_ms):
+    if any(lag > 0 for lag in profile.video_lag_ms) or profile.drop_rate > 0:
         old = runner._av_sync
         runner._av_sync = LaggedSynchronizer(
             lags_s=tuple(lag / 1000.0 for lag in profile.video_lag_ms),
             period_s=profile.lag_period_s,
+            drop_rate=profile.drop_rate,
+            seed=profile.seed,
             audio_source=runner._audio_source,
             video_source=runner._video_source,
             video_fps=profile.fps,
