@@ -117,9 +117,11 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     events = [e for e in s.events if e.name == "avatar.frame"]
     assert events and all("syncmon.processing_time_ms" in dict(e.attributes or {}) for e in events)
 
-    skew = otel.points("syncmon.agent.sender_av_skew")
+    skew = otel.points("syncmon.agent.sender_av_skew_abs")
     assert skew and skew[0].count > 10
     assert 0.095 <= skew[0].sum / skew[0].count <= 0.160
+    signed = otel.points("syncmon.agent.sender_av_skew")
+    assert signed and 0.095 <= signed[0].value <= 0.160
     proc = otel.points("syncmon.agent.processing_time")
     assert proc and proc[0].count > 10 and proc[0].min >= 0.0
     caps = {

@@ -10,8 +10,9 @@ What it records, per runner, with ``lk.room_name``, ``lk.participant_identity`` 
   ``AudioSegmentEnd``), with one ``avatar.frame`` event every ``frame_event_every`` frames
   (default 25: one a second at 25 fps) -- a span per frame would be 25 spans a second per avatar;
 - histograms ``syncmon.agent.processing_time`` (audio pushed into the generator -> its frame out)
-  and ``syncmon.agent.sender_av_skew`` (a frame's picture leaves the video source minus its
-  audio leaves the audio source; positive: picture late, as the monitor's offsets);
+  and ``syncmon.agent.sender_av_skew_abs``, with the gauge ``syncmon.agent.sender_av_skew``
+  (a frame's picture leaves the video source minus its audio leaves the audio source; positive:
+  picture late, as the monitor's offsets; OTel histograms take no negative values);
 - gauges of the buffers: ``syncmon.agent.audio_backlog`` (audio in the generator, s),
   ``syncmon.agent.sync_video_queue`` (the A/V synchronizer's queued frames),
   ``syncmon.agent.audio_source_queued`` (s), ``syncmon.agent.runtime_queue`` and its
@@ -52,8 +53,8 @@ log = logging.getLogger(__name__)
 _INSTRUMENTS = ("livekit-agents >= 1.8, < 1.9",)
 VERSION = "0.1.0"
 PROCESSING_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5, 0.75, 1.0, 2.0)
-# DESIGN.md's bands: ATSC [-45, +15] ms, ITU detectability [-125, +45], acceptability [-185, +90]
-SKEW_BUCKETS = (-0.185, -0.125, -0.045, -0.015, 0.0, 0.015, 0.045, 0.09, 0.125, 0.185, 0.3, 0.5)
+# the monitor's |offset| buckets (DESIGN.md's band edges: 15, 45, 90, 125, 185 ms)
+SKEW_BUCKETS = (0.005, 0.015, 0.03, 0.045, 0.06, 0.09, 0.125, 0.185, 0.25, 0.35, 0.5)
 
 
 def _agents_tracer_provider() -> trace_api.TracerProvider | None:
@@ -100,10 +101,10 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 explicit_bucket_boundaries_advisory=PROCESSING_BUCKETS,
             ),
             skew=meter.create_histogram(
-                "syncmon.agent.sender_av_skew",
+                "syncmon.agent.sender_av_skew_abs",
                 unit="s",
-                description="A frame's picture leaving the video source minus its audio "
-                "leaving the audio source (positive: picture late)",
+                description="|sender A/V skew| per frame (OTel histograms take no negative "
+                "values; the signed skew is the gauge syncmon.agent.sender_av_skew)",
                 explicit_bucket_boundaries_advisory=SKEW_BUCKETS,
             ),
             frames=meter.create_counter(
@@ -125,6 +126,13 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped: list[tuple[type, str, Any]] = []
         self.errors = 0
 
+        meter.create_observable_gauge(
+            "syncmon.agent.sender_av_skew",
+            [self._observe(lambda t: t.last_skew_s)],
+            unit="s",
+            description="A frame's picture leaving the video source minus its audio leaving "
+            "the audio source, latest frame (positive: picture late, as the monitor's offsets)",
+        )
         meter.create_observable_gauge(
             "syncmon.agent.audio_backlog",
             [self._observe(lambda t: t.audio_backlog_s())],
@@ -331,13 +339,15 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return list(self._live)
 
     def _observe(
-        self, read: Callable[[RunnerTracker], float]
+        self, read: Callable[[RunnerTracker], float | None]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def cb(_: CallbackOptions) -> Iterable[Observation]:
             out = []
             for t in self._trackers_alive():
                 try:
-                    out.append(Observation(read(t), t.attributes()))
+                    v = read(t)
+                    if v is not None:  # unknown is absent, never a made-up zero
+                        out.append(Observation(v, t.attributes()))
                 except Exception as e:
                     self._fail("gauge", e)
             return out

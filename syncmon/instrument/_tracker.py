@@ -213,7 +213,7 @@ class RunnerTracker:
             if s_a is not None:
                 skew = s_v - s_a
                 self.last_skew_s = skew
-                self.ins.skew.record(skew, self.attributes())
+                self.ins.skew.record(abs(skew), self.attributes())
                 if info.anchor:
                     self._mark_anchor = (frame_id, s_v)
                     self.last_utterance_skew_s = skew

@@ -125,6 +125,7 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     for name in (
         "syncmon.agent.processing_time",
         "syncmon.agent.sender_av_skew",
+        "syncmon.agent.sender_av_skew_abs",
         "syncmon.agent.sync_video_queue",
         "syncmon.agent.audio_source_queued",
         "syncmon.agent.runtime_queue",
