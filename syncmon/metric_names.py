@@ -43,3 +43,19 @@ LABEL_KIND = "kind"
 
 OFFSET_ABS_BUCKETS = (0.005, 0.015, 0.03, 0.045, 0.06, 0.09, 0.125, 0.185, 0.25, 0.35, 0.5)
 FRAME_INTERVAL_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.067, 0.08, 0.1, 0.15, 0.2, 0.5, 1.0)
+
+# syncmon.instrument's OTel metrics as the OTel Prometheus exporter renders them (dots to
+# underscores, unit suffix, _total on counters); labels lk_room_name, lk_participant_identity,
+# lk_track_sid, queue (runtime queues) and the generator's configuration
+AGENT_PROCESSING_TIME = "syncmon_agent_processing_time_seconds"
+AGENT_SENDER_SKEW = "syncmon_agent_sender_av_skew_seconds"
+AGENT_SENDER_SKEW_ABS = "syncmon_agent_sender_av_skew_abs_seconds"
+AGENT_AUDIO_BACKLOG = "syncmon_agent_audio_backlog_seconds"
+AGENT_SYNC_VIDEO_QUEUE = "syncmon_agent_sync_video_queue"
+AGENT_AUDIO_SOURCE_QUEUED = "syncmon_agent_audio_source_queued_seconds"
+AGENT_RUNTIME_QUEUE = "syncmon_agent_runtime_queue"
+AGENT_RUNTIME_QUEUE_CAPACITY = "syncmon_agent_runtime_queue_capacity"
+AGENT_FRAMES = "syncmon_agent_frames_total"
+AGENT_UTTERANCES = "syncmon_agent_utterances_total"
+AGENT_LABEL_ROOM = "lk_room_name"
+AGENT_LABEL_PARTICIPANT = "lk_participant_identity"

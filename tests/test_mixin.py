@@ -37,7 +37,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules() -> None:
     p = promtool("check", "rules", str(RULES))
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 12 rules found" in p.stdout
+    assert "SUCCESS: 14 rules found" in p.stdout
 
 
 def test_promtool_unit_tests_fire_and_stay_quiet() -> None:
@@ -103,7 +103,8 @@ def test_dashboard_structure(name: str) -> None:
         assert p["datasource"]["uid"] == "${datasource}" and p["targets"], p["title"]
         for t in p["targets"]:
             assert t["expr"] and t["refId"] and t["datasource"]
-            for used in re.findall(r"\$(\w+)", t["expr"]):
+            # ($1 is a label_replace group reference, not a variable)
+            for used in re.findall(r"\$([A-Za-z_]\w*)", t["expr"]):
                 assert used in variables, f"{p['title']}: ${used} undefined"
         g = p["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import metric_names as n
 from ..thresholds import ATSC_IS191, ITU_ACCEPTABILITY, ITU_DETECTABILITY
-from .rules import MixinConfig
+from .rules import MixinConfig, offset_decomposition
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
@@ -124,6 +124,64 @@ def _offset_thresholds() -> dict[str, Any]:
         "thresholds": {"mode": "absolute", "steps": steps},
         "custom": {"thresholdsStyle": {"mode": "line+area"}},
     }
+
+
+def _agent_sel(c: MixinConfig, *extra: str) -> str:
+    return c.sel(
+        f'{n.AGENT_LABEL_ROOM}="$room"', f'{n.AGENT_LABEL_PARTICIPANT}="$participant"', *extra
+    )
+
+
+def _agent_panels(g: _Grid, c: MixinConfig, *, w: int = 8) -> list[dict[str, Any]]:
+    """The avatar worker's own view (syncmon.instrument), beside the monitor's."""
+    a = _agent_sel(c)
+
+    def q(p: float) -> str:
+        return (
+            f"histogram_quantile({p}, sum by (le) (rate({n.AGENT_PROCESSING_TIME}_bucket{a}[1m])))"
+        )
+
+    return [
+        _panel(
+            g,
+            "timeseries",
+            "Agent: sender A/V skew",
+            [(f"{n.AGENT_SENDER_SKEW}{a}", "picture leaves minus its audio leaves")],
+            w=w,
+            unit="s",
+            extra={"defaults": _offset_thresholds()},
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Agent: processing time (audio in -> frame out)",
+            [(q(0.5), "p50"), (q(0.95), "p95")],
+            w=w,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Agent: buffers",
+            [
+                (f"{n.AGENT_AUDIO_BACKLOG}{a}", "audio in the generator (s)"),
+                (f"{n.AGENT_AUDIO_SOURCE_QUEUED}{a}", "audio source queue (s)"),
+            ],
+            w=w,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Agent: runtime queues (depth / capacity)",
+            [
+                (f"{n.AGENT_RUNTIME_QUEUE}{a}", "{{queue}} depth"),
+                (f"{n.AGENT_RUNTIME_QUEUE_CAPACITY}{a}", "{{queue}} capacity"),
+                (f"{n.AGENT_SYNC_VIDEO_QUEUE}{a}", "synchronizer video queue"),
+            ],
+            w=w,
+        ),
+    ]
 
 
 def overview(c: MixinConfig) -> dict[str, Any]:
@@ -305,6 +363,22 @@ def room(c: MixinConfig) -> dict[str, Any]:
             unit="s",
         ),
     ]
+    model, transport = offset_decomposition(c, 'room="$room"', 'participant="$participant"')
+    panels.append(
+        _panel(
+            g,
+            "timeseries",
+            "Where the offset comes from",
+            [
+                (model, "avatar model (content - timestamp)"),
+                (transport, "transport (timestamp - sender skew)"),
+                (f"{n.AGENT_SENDER_SKEW}{_agent_sel(c)}", "sender pacing skew"),
+            ],
+            w=24,
+            unit="s",
+        )
+    )
+    panels.extend(_agent_panels(g, c, w=12))
     del rp_m
     room_sel = '{room="$room"}'
     variables = [
@@ -317,6 +391,91 @@ def room(c: MixinConfig) -> dict[str, Any]:
     return _dashboard("syncmon-room", "syncmon / Room", panels, variables)
 
 
+def agent(c: MixinConfig) -> dict[str, Any]:
+    """The avatar worker's pipeline from syncmon.instrument's metrics."""
+    g = _Grid()
+    a = _agent_sel(c)
+    panels = [
+        _panel(
+            g,
+            "stat",
+            "Frames generated per second",
+            [(f"sum(rate({n.AGENT_FRAMES}{a}[1m]))", "fps")],
+            w=6,
+            h=5,
+        ),
+        _panel(
+            g,
+            "stat",
+            "Utterances per minute",
+            [(f"sum(increase({n.AGENT_UTTERANCES}{a}[1m]))", "utterances")],
+            w=6,
+            h=5,
+        ),
+        _panel(
+            g,
+            "stat",
+            "Sender A/V skew",
+            [(f"{n.AGENT_SENDER_SKEW}{a}", "skew")],
+            w=6,
+            h=5,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "stat",
+            "Processing time p95 (5m)",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (le) "
+                    f"(rate({n.AGENT_PROCESSING_TIME}_bucket{a}[5m])))",
+                    "p95",
+                )
+            ],
+            w=6,
+            h=5,
+            unit="s",
+        ),
+        *_agent_panels(g, c, w=12),
+        _panel(
+            g,
+            "timeseries",
+            "|sender skew| p50 / p95 (5m)",
+            [
+                (
+                    f"histogram_quantile({p}, sum by (le) "
+                    f"(rate({n.AGENT_SENDER_SKEW_ABS}_bucket{a}[5m])))",
+                    f"p{int(p * 100)}",
+                )
+                for p in (0.5, 0.95)
+            ],
+            unit="s",
+        ),
+        _panel(
+            g,
+            "table",
+            "Runtime queue sizes as configured",
+            [(f"max by (queue) ({n.AGENT_RUNTIME_QUEUE_CAPACITY}{a})", "{{queue}}")],
+            extra={"options": {"showHeader": True}},
+        ),
+    ]
+    variables = [
+        _var_datasource(),
+        _var_query("room", f"label_values({n.AGENT_FRAMES}, {n.AGENT_LABEL_ROOM})", "Room"),
+        _var_query(
+            "participant",
+            f'label_values({n.AGENT_FRAMES}{{{n.AGENT_LABEL_ROOM}="$room"}}, '
+            f"{n.AGENT_LABEL_PARTICIPANT})",
+            "Avatar",
+        ),
+    ]
+    return _dashboard("syncmon-agent", "syncmon / Agent pipeline", panels, variables)
+
+
 def dashboards(c: MixinConfig | None = None) -> dict[str, dict[str, Any]]:
     c = c or MixinConfig()
-    return {"syncmon-overview.json": overview(c), "syncmon-room.json": room(c)}
+    return {
+        "syncmon-overview.json": overview(c),
+        "syncmon-room.json": room(c),
+        "syncmon-agent.json": agent(c),
+    }

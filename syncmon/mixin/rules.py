@@ -13,6 +13,7 @@ from .. import metric_names as n
 from ..thresholds import CRITICAL_BAND, WARNING_BAND
 
 CONTENT = 'method="content"'
+TIMESTAMP = 'method="timestamp"'
 VIDEO = 'kind="video"'
 
 
@@ -44,6 +45,33 @@ class MixinConfig:
         return "{" + ",".join(parts) + "}" if parts else ""
 
 
+def agent_as_monitor(expr: str) -> str:
+    """An agent-side (OTel) series relabelled to the monitor's ``room``/``participant``."""
+    return (
+        f'label_replace(label_replace({expr}, "room", "$1", "{n.AGENT_LABEL_ROOM}", "(.*)"), '
+        f'"participant", "$1", "{n.AGENT_LABEL_PARTICIPANT}", "(.*)")'
+    )
+
+
+def offset_decomposition(c: MixinConfig, *matchers: str) -> tuple[str, str]:
+    """(avatar model's own error, transport) in seconds, by room and participant.
+
+    content - timestamp: what the viewer sees minus the pipeline's timing, i.e. the model's
+    mouth against its own audio; timestamp - sender skew: what the network and the receiver add.
+    """
+    by = "room, participant"
+    content = f"max by ({by}) ({n.AV_OFFSET}{c.sel(CONTENT, *matchers)})"
+    ts = f"max by ({by}) ({n.AV_OFFSET}{c.sel(TIMESTAMP, *matchers)})"
+    agent_m = [
+        m.replace("room=", f"{n.AGENT_LABEL_ROOM}=").replace(
+            "participant=", f"{n.AGENT_LABEL_PARTICIPANT}="
+        )
+        for m in matchers
+    ]
+    skew = f"max by ({by}) ({agent_as_monitor(n.AGENT_SENDER_SKEW + c.sel(*agent_m))})"
+    return f"{content} - on ({by}) {ts}", f"{ts} - on ({by}) {skew}"
+
+
 def recording_rules(c: MixinConfig) -> dict[str, Any]:
     by = "room, participant"
     off = f"{n.AV_OFFSET}{c.sel(CONTENT)}"
@@ -64,6 +92,14 @@ def recording_rules(c: MixinConfig) -> dict[str, Any]:
                 "record": "syncmon:video_drop_ratio:rate5m",
                 "expr": f"sum by ({by}) ({dropped}) / "
                 f"clamp_min(sum by ({by}) ({frames} + {dropped}), 1e-9)",
+            },
+            {
+                "record": "syncmon:avatar_model_offset_seconds",
+                "expr": offset_decomposition(c)[0],
+            },
+            {
+                "record": "syncmon:transport_offset_seconds",
+                "expr": offset_decomposition(c)[1],
             },
             {
                 "record": "syncmon:rooms_out_of_tolerance:count",
