@@ -22,6 +22,7 @@ class Prometheus:
         *,
         rule_files: list[str] | None = None,
         alertmanager: str | None = None,
+        jobs: dict[str, list[str]] | None = None,
     ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
@@ -32,6 +33,8 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "syncmon", "static_configs": [{"targets": targets}]}],
         }
+        for job, more in (jobs or {}).items():
+            cfg["scrape_configs"].append({"job_name": job, "static_configs": [{"targets": more}]})
         if rule_files:
             cfg["rule_files"] = rule_files
         if alertmanager:

@@ -1,8 +1,9 @@
 """Dashboards and alerts end to end: livekit-server → syncmon → Prometheus → Alertmanager.
 
-Every query of every dashboard panel runs through Prometheus' HTTP API and must return data; a
-+200 ms offset fires SyncmonLipSyncCritical, which reaches a real Alertmanager whose webhook
-receiver on loopback gets it; a 0 ms avatar in the same run fires nothing.
+Every query of every dashboard panel (the Agent pipeline's too: the late avatar is the
+instrumented AvatarRunner, its OTel metrics scraped) runs through Prometheus' HTTP API and must
+return data; a +200 ms offset fires SyncmonLipSyncCritical, which reaches a real Alertmanager
+whose webhook receiver on loopback gets it; a 0 ms avatar in the same run fires nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 from syncmon.live.localserver import LocalServer, free_port
 
-from .conftest import Proc, start_monitor, start_publisher, wait_for
+from .conftest import Proc, lk_env, start_monitor, start_publisher, wait_for
 from .prom import Prometheus
 
 pytestmark = pytest.mark.slow
@@ -106,8 +107,25 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
     hook = Webhook()
     am = Alertmanager(hook.url)
     mon = start_monitor(procs, livekit, "late", "insync")
-    start_publisher(
-        procs, livekit, "late", "--offset-ms", "200", "--duration", "150", "--drop-rate", "0.02"
+    # room "late": the instrumented reference avatar (livekit-agents AvatarRunner) whose model
+    # shows the mouth 200 ms late, its OTel metrics served for Prometheus (the Agent dashboard)
+    agent_port = free_port()
+    procs(
+        "reference",
+        "avatar",
+        "--room",
+        "late",
+        "--identity",
+        "avatar",
+        "--offset-ms",
+        "200",
+        "--drop-rate",
+        "0.02",
+        "--duration",
+        "150",
+        "--otel-metrics-addr",
+        f"127.0.0.1:{agent_port}",
+        env=lk_env(livekit),
     )
     start_publisher(
         procs, livekit, "insync", "--offset-ms", "0", "--duration", "150", identity="calm"
@@ -116,6 +134,7 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
         [mon.metrics_url.removeprefix("http://")],
         rule_files=[str(ROOT / "deploy/prometheus/syncmon-rules.yml")],
         alertmanager=am.addr,
+        jobs={"avatar": [f"127.0.0.1:{agent_port}"]},
     )
     try:
         # the critical alert: estimates start ~10 s in, `for: 1m`, then Alertmanager
