@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 
 from livekit import agents
@@ -59,9 +60,16 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
         port=cfg.health_port,
         num_idle_processes=0,
         # a monitor's load is its share of the room cap, not the host's CPU (which the avatars
-        # on the same host may well fill)
+        # on the same host may well fill); it is reported to the server, which prefers the less
+        # loaded worker
         load_fnc=lambda: len(state.rooms) / max(1, state.max_rooms),
-        load_threshold=0.999,
+        # no threshold: agents 1.8 reserves, for every request being answered, a share of the
+        # threshold of threshold / num_idle_processes (all of it with no idle processes), so a
+        # second room dispatched while the first job starts was refused by every worker and
+        # never offered again. The room cap is enforced in on_request instead, which leaves a
+        # refused room to another worker. (agents logs that a production threshold should be
+        # below 1: here it is deliberate.)
+        load_threshold=math.inf,
     )
     monitors: dict[RoomMonitor, asyncio.AbstractEventLoop] = {}
 
