@@ -12,10 +12,8 @@ from syncmon.live.localserver import LocalServer, free_port
 from .conftest import Proc, lk_env, sample, scrape, start_publisher, wait_for
 
 pytestmark = pytest.mark.slow
-# One room: with two or more rooms dispatched at once on this 2-core machine, neither worker
-# received a job request in 40 s (open finding, see the README); one room is dispatched to
-# exactly one of the two workers.
-ROOMS = ["w-room-1"]
+# four rooms dispatched at once to two workers: each monitored exactly once
+ROOMS = [f"w-room-{i}" for i in range(1, 5)]
 
 
 def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
@@ -40,7 +38,7 @@ def rooms_of(url: str) -> set[str]:
     }
 
 
-def test_dispatched_room_is_monitored_by_exactly_one_worker_and_unseen(
+def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
     workers = []
@@ -77,11 +75,13 @@ def test_dispatched_room_is_monitored_by_exactly_one_worker_and_unseen(
         a, b = (rooms_of(w.metrics_url) for w in workers)
         return (a | b) == set(ROOMS)
 
-    wait_for(spread, timeout=40)
+    wait_for(spread, timeout=60)
     a, b = (rooms_of(w.metrics_url) for w in workers)
     assert a & b == set(), f"rooms monitored twice: {a & b}"
     assert len(a) + len(b) == len(ROOMS)
-    # each worker's /metrics measures its rooms' avatars
+    # both workers serve /metrics (a worker with no room answers too); each measures its rooms
+    for w in workers:
+        assert sample(scrape(w.metrics_url), "syncmon_rooms_rejected_total") == 0
     for w, rooms in zip(workers, (a, b), strict=True):
         for r in rooms:
             wait_for(
@@ -102,5 +102,8 @@ def test_dispatched_room_is_monitored_by_exactly_one_worker_and_unseen(
             return [p.identity for p in res.participants if not p.permission.hidden]
 
     assert asyncio.run(participants()) == ["avatar0"]
+    # and nothing is lost or doubled once the rooms settle
+    a2, b2 = (rooms_of(w.metrics_url) for w in workers)
+    assert (a2, b2) == (a, b)
     for w in workers:
         assert w.stop() == 0
