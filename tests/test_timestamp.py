@@ -1,0 +1,137 @@
+"""The monitor's side of the timestamp method, against known transits and a sender clock that is
+off by seconds; the timing-mark format and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from syncmon.analysis.session import SyncAnalyzer
+from syncmon.analysis.timestamp import TimestampOffsetEstimator
+from syncmon.marks import ENV_LEN_S, MarkError, TimingMark, envelope
+from syncmon.reference.speech import synth_phrase
+
+SR = 16000
+FPS = 25
+
+
+def scenario(
+    est: TimestampOffsetEstimator | SyncAnalyzer,
+    *,
+    transit_v: float,
+    transit_a: float,
+    skew: float,
+    clock_shift: float,
+    utterances: int = 4,
+) -> None:
+    """Sender audio with utterances; the receiver gets it ``transit_a`` later and the frames
+    ``transit_v`` later (monitor clock); sender times are read on a clock ``clock_shift`` off."""
+    rng = np.random.default_rng(4)
+    audio = [np.zeros(SR // 2, dtype=np.float32)]
+    starts = []
+    pos = SR // 2
+    for _ in range(utterances):
+        ph = synth_phrase(rng, SR).astype(np.float32)
+        starts.append(pos)
+        audio += [ph, np.zeros(SR // 2, dtype=np.float32)]
+        pos += ph.size + SR // 2
+    x = np.concatenate(audio)
+    dur = x.size / SR
+    send0 = 1000.0  # the sender's true time of sample 0
+    marks = []
+    for i, s in enumerate(starts):
+        s_a = send0 + s / SR
+        frame_id = int(round((s_a + skew - send0) * FPS))
+        env = envelope(x[s : s + int(ENV_LEN_S * SR)], SR)
+        marks.append(
+            TimingMark(
+                seq=i + 1,
+                t_audio_us=int(round((s_a + clock_shift) * 1e6)),
+                skew_us=int(round(skew * 1e6)),
+                frame_id=frame_id,
+                env=tuple(float(v) for v in env),
+            )
+        )
+    fed_audio = fed_marks = 0
+    chunk = SR // 20  # the monitor's 50 ms audio frames
+    luma = np.full((90, 160), 100, np.uint8)
+    for k in range(int(dur * FPS)):
+        s_v = send0 + k / FPS
+        if isinstance(est, SyncAnalyzer):
+            est.add_video(s_v + transit_v, luma, frame_id=k, sender_time=s_v + clock_shift)
+        else:
+            est.add_video(s_v + transit_v, k, s_v + clock_shift)
+        while fed_audio * chunk < min(x.size, (k + 1) * SR // FPS):
+            seg = x[fed_audio * chunk : (fed_audio + 1) * chunk]
+            est.add_audio(seg, send0 + fed_audio * chunk / SR + transit_a)
+            fed_audio += 1
+        # a mark is sent once its utterance has started (data arrives before the audio)
+        while fed_marks < len(marks) and marks[fed_marks].t_audio_us / 1e6 - clock_shift < s_v:
+            est.add_mark(marks[fed_marks])
+            fed_marks += 1
+
+
+@pytest.mark.parametrize(
+    ("transit_v", "transit_a", "skew", "shift"),
+    [(0.080, 0.060, 0.040, 3.0), (0.050, 0.120, -0.030, -7.5), (0.200, 0.200, 0.0, 0.0)],
+)
+def test_offset_is_transit_difference_plus_skew_whatever_the_sender_clock(
+    transit_v: float, transit_a: float, skew: float, shift: float
+) -> None:
+    got = []
+    est = TimestampOffsetEstimator(SR)
+    orig = est._try_pending
+
+    def capture() -> list:  # type: ignore[type-arg]
+        res = orig()
+        got.extend(res)
+        return res
+
+    est._try_pending = capture  # type: ignore[method-assign]
+    scenario(est, transit_v=transit_v, transit_a=transit_a, skew=skew, clock_shift=shift)
+    assert len(got) == 4, got
+    truth = transit_v - transit_a + skew
+    for e in got:
+        assert e.offset_s == pytest.approx(truth, abs=0.0015)
+        assert e.correlation > 0.95
+
+
+def test_analyzer_reports_timestamp_offset_less_receiver_bias() -> None:
+    an = SyncAnalyzer(audio_rate=SR)
+    an.receiver_bias_s = 0.010
+    scenario(an, transit_v=0.090, transit_a=0.050, skew=0.020, clock_shift=2.0)
+    rep = an.report()
+    assert rep["timestamp_estimates"] == 4
+    assert rep["offset_ms"]["timestamp"] == pytest.approx(90 - 50 + 20 - 10, abs=1.5)
+    assert rep["sender_skew_ms"] == pytest.approx(20.0, abs=0.1)
+
+
+def test_no_estimate_while_the_receiver_bias_is_unknown() -> None:
+    an = SyncAnalyzer(audio_rate=SR)
+    an.receiver_bias_s = None  # a live monitor before its first stats window
+    scenario(an, transit_v=0.090, transit_a=0.050, skew=0.0, clock_shift=0.0, utterances=2)
+    assert an.report()["offset_ms"]["timestamp"] is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"v": 9}', "version 9"),
+        (b'{"v": 1, "seq": 1}', "missing or malformed"),
+        (
+            b'{"v":1,"seq":1,"t_audio_us":1,"skew_us":0,"frame_id":1,"env":[0.1]}',
+            "1 usable blocks",
+        ),
+        (b"x" * 9000, "exceeds"),
+    ],
+)
+def test_malformed_marks_are_refused_with_what_was_wrong(payload: bytes, message: str) -> None:
+    with pytest.raises(MarkError, match=message):
+        TimingMark.decode(payload)
+
+
+def test_mark_round_trip() -> None:
+    m = TimingMark(seq=3, t_audio_us=12345678, skew_us=-4000, frame_id=77, env=(0.1,) * 160)
+    assert TimingMark.decode(m.encode()) == m
