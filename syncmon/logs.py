@@ -44,3 +44,5 @@ def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # -v: syncmon's own details (each timestamp estimate, ...), the SDK's at INFO
+    logging.getLogger("syncmon").setLevel(logging.DEBUG if verbose else logging.NOTSET)

