@@ -34,6 +34,7 @@ STATS_INTERVAL_S = 2.0
 # the receiver bias is averaged over the frames its jitter buffers emitted in this window (the
 # span of a content window), never over the stream's start-up
 BIAS_WINDOW_S = 8.0
+BIAS_MIN_SPAN_S = 6.0  # no bias (and so no live content/timestamp offset) from less than this
 # VideoFrameEvent.timestamp_us is WebRTC's render time: the decoded frame's arrival plus the
 # timing model's render delay (kDefaultRenderDelayMs = 10; measured here: 6.4-9.6 ms ahead of
 # the frame reaching Python). Audio is timed by when it is pulled out of the jitter buffer, so
@@ -207,14 +208,15 @@ class AvatarMonitor:
         """Average jitter-buffer delay of ``kind`` over the last ``BIAS_WINDOW_S``.
 
         The first reading only sets the baseline: its cumulative average holds the stream's
-        start-up, when the buffers are still filling.
+        start-up, when the buffers are still filling; a window shorter than
+        ``BIAS_MIN_SPAN_S`` is too noisy to use.
         """
         hist = self._jb_hist.setdefault(kind, collections.deque())
         hist.append((now, delay, emitted))
         while len(hist) > 2 and now - hist[1][0] >= BIAS_WINDOW_S:
             hist.popleft()
-        _, d0, n0 = hist[0]
-        if emitted <= n0:
+        t0, d0, n0 = hist[0]
+        if emitted <= n0 or now - t0 < BIAS_MIN_SPAN_S:
             return None
         return (delay - d0) / (emitted - n0)
 
