@@ -105,6 +105,11 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
         stop_wait.cancel()
         if task.done() and task.exception() is not None:
             raise ConnectError(f"agent worker failed: {task.exception()}")
+        if task.done() and not stop.is_set():
+            # the agents server ended on its own (its connection to LiveKit gave up): exit
+            # non-zero so that a supervisor restarts the worker
+            log.error("the agent worker stopped by itself (connection to LiveKit lost?)")
+            return 1
         return 0
     finally:
         # stop every job's monitor on its own loop first, so that jobs end at once

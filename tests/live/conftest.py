@@ -115,6 +115,10 @@ def sample(
     return None
 
 
+class ProcessDied(Exception):
+    """A process a condition waits on has exited: waiting longer is no use."""
+
+
 def wait_for(pred: Callable[[], object], timeout: float, every: float = 0.5) -> object:
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -123,6 +127,8 @@ def wait_for(pred: Callable[[], object], timeout: float, every: float = 0.5) -> 
             v = pred()
             if v:
                 return v
+        except ProcessDied:
+            raise
         except Exception as e:  # not up yet
             last_exc = e
         time.sleep(every)

@@ -18,7 +18,7 @@ from syncmon.live.localserver import LocalServer
 from .conftest import Proc, lk_env, sample, scrape, start_monitor, wait_for
 from .otlp import OtlpReceiver
 
-LAGS_MS = (40, 120)  # taken in turn, 10 s each: the sender skew changes under the monitor
+LAGS_MS = (0, 160)  # taken in turn, 10 s each: the sender skew changes under the monitor
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     # the injected pacing skew is in what the sender measured (plus its own pacing), both lags
     assert np.all(skew >= min(LAGS_MS) - 5) and np.all(skew <= max(LAGS_MS) + 80), skew
     # (the synchronizer's frame clock rounds the lag to its own pacing: not exactly 80 ms apart)
-    assert skew.max() - skew.min() >= 30, skew
+    assert skew.max() - skew.min() >= 60, skew
     # truth: the monitor's offset = the sender's skew (measured exactly on the sender's clock) +
     # the transport's own A/V difference (Opus packetization and look-ahead against video
     # encode/decode, and the receiver's jitter buffers: a few ms to ~-30 ms on loopback). The

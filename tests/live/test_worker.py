@@ -9,7 +9,7 @@ import pytest
 
 from syncmon.live.localserver import LocalServer, free_port
 
-from .conftest import Proc, lk_env, sample, scrape, start_publisher, wait_for
+from .conftest import Proc, ProcessDied, lk_env, sample, scrape, start_publisher, wait_for
 
 pytestmark = pytest.mark.slow
 # four rooms dispatched at once to two workers: each monitored exactly once
@@ -29,6 +29,20 @@ def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
                 )
 
     asyncio.run(go())
+
+
+def visible(srv: LocalServer, room: str) -> list[str]:
+    """The participants of ``room`` that frontends see (hidden ones are not shown)."""
+    from livekit import api
+
+    async def go() -> list[str]:
+        async with api.LiveKitAPI(
+            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
+        ) as lk:
+            res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            return [p.identity for p in res.participants if not p.permission.hidden]
+
+    return asyncio.run(go())
 
 
 def rooms_of(url: str) -> set[str]:
@@ -69,13 +83,19 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
             identity=f"avatar{i}",
         )
     wait_for(lambda: all(scrape(w.metrics_url) is not None for w in workers), timeout=20)
+    # dispatch once every room has its avatar (slow to start when the machine is loaded)
+    wait_for(lambda: all(visible(livekit, r) for r in ROOMS), timeout=60)
     dispatch(livekit, ROOMS, "syncmon-test")
 
     def spread() -> bool:
+        for w in workers:
+            if w.proc.poll() is not None:
+                err = w.proc.stderr.read() if w.proc.stderr else ""
+                raise ProcessDied(f"a worker exited ({w.proc.returncode}): {err[-3000:]}")
         a, b = (rooms_of(w.metrics_url) for w in workers)
         return (a | b) == set(ROOMS)
 
-    wait_for(spread, timeout=60)
+    wait_for(spread, timeout=90)
     a, b = (rooms_of(w.metrics_url) for w in workers)
     assert a & b == set(), f"rooms monitored twice: {a & b}"
     assert len(a) + len(b) == len(ROOMS)
@@ -91,17 +111,8 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
                 timeout=30,
             )
     # the monitor jobs are invisible to frontends: no visible participant of theirs
-    from livekit import api
-
-    async def participants() -> list[str]:
-        async with api.LiveKitAPI(
-            livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret
-        ) as lk:
-            res = await lk.room.list_participants(api.ListParticipantsRequest(room=ROOMS[0]))
-            # what frontends see: hidden participants are not shown to other participants
-            return [p.identity for p in res.participants if not p.permission.hidden]
-
-    assert asyncio.run(participants()) == ["avatar0"]
+    for i, r in enumerate(ROOMS):
+        assert visible(livekit, r) == [f"avatar{i}"]
     # and nothing is lost or doubled once the rooms settle
     a2, b2 = (rooms_of(w.metrics_url) for w in workers)
     assert (a2, b2) == (a, b)
