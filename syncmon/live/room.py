@@ -116,8 +116,11 @@ class RoomMonitor:
         self._wire(room)
         opts = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT_S)
         try:
+            # a safety net only: the SDK's own connect_timeout answers first. Cancelling a
+            # connect the SDK has completed makes its FFI panic (and end the process) when the
+            # room's ready request never follows, which a loaded host hit at 3 x 5 s
             await asyncio.wait_for(
-                room.connect(self.creds.url, self._token(), opts), timeout=3 * CONNECT_TIMEOUT_S
+                room.connect(self.creds.url, self._token(), opts), timeout=12 * CONNECT_TIMEOUT_S
             )
         except asyncio.TimeoutError:
             await _quiet_disconnect(room)
