@@ -93,7 +93,7 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     # sender clock's +3 s cancels out (else every value would be 3000 ms off).
     transport = ts - skew
     pairs_txt = list(zip(ts, skew, strict=True))
-    assert -40.0 <= float(np.median(transport)) <= 10.0, pairs_txt
+    assert -40.0 <= float(np.median(transport)) <= 20.0, pairs_txt
     # the monitor sees the sender's skew change exactly: between the two lags the timestamp
     # offset moves as much as the sender skew did, within 10 ms (the transport moves meanwhile)
     hi = skew > (skew.min() + skew.max()) / 2
