@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 ATTR_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 CONNECT_TIMEOUT_S = 5.0
+# one room connect at a time per process: with several rooms connecting at once from the
+# threads of a loaded worker, the SDK's FFI timed out waiting for a room's ready request after
+# its connect callback and panicked, ending the process
+_CONNECT_GATE = threading.Lock()
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
 _ROOM_GONE = {
@@ -119,9 +124,14 @@ class RoomMonitor:
             # a safety net only: the SDK's own connect_timeout answers first. Cancelling a
             # connect the SDK has completed makes its FFI panic (and end the process) when the
             # room's ready request never follows, which a loaded host hit at 3 x 5 s
-            await asyncio.wait_for(
-                room.connect(self.creds.url, self._token(), opts), timeout=12 * CONNECT_TIMEOUT_S
-            )
+            await asyncio.to_thread(_CONNECT_GATE.acquire)
+            try:
+                await asyncio.wait_for(
+                    room.connect(self.creds.url, self._token(), opts),
+                    timeout=12 * CONNECT_TIMEOUT_S,
+                )
+            finally:
+                _CONNECT_GATE.release()
         except asyncio.TimeoutError:
             await _quiet_disconnect(room)
             raise ConnectError(f"timed out connecting to {self.creds.url}") from None

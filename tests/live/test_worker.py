@@ -27,6 +27,7 @@ def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
                 await lk.agent_dispatch.create_dispatch(
                     api.CreateAgentDispatchRequest(agent_name=agent_name, room=r)
                 )
+                await asyncio.sleep(0.5)  # four requests within 2 s: they overlap
 
     asyncio.run(go())
 
