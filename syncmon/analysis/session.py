@@ -88,6 +88,11 @@ class SyncAnalyzer:
         # viewer's player would equalize from RTCP; subtracted from content estimates. None: a
         # live receiver has not measured it yet, and content estimates are withheld till it has
         self.receiver_bias_s: float | None = 0.0
+        # False while the receiver's jitter buffers re-adapt (the bias above lags them):
+        # timestamp estimates, exact to a few ms otherwise, are withheld meanwhile
+        self.receiver_steady = True
+        self.timestamp_published = 0
+        self.timestamp_withheld = 0
 
     def discontinuity(self) -> None:
         """The streams were interrupted (reconnect): start timing and windows afresh."""
@@ -135,17 +140,25 @@ class SyncAnalyzer:
 
     def _timestamp_estimates(self, ests: list[TimestampEstimate]) -> None:
         for est in ests:
-            if self.receiver_bias_s is None:
+            if self.receiver_bias_s is None or not self.receiver_steady:
+                self.timestamp_withheld += 1
+                log.debug(
+                    "timestamp estimate withheld: the receiver's jitter buffers %s",
+                    "not measured yet" if self.receiver_bias_s is None else "re-adapting",
+                )
                 continue
+            self.timestamp_published += 1
             est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
             log.debug(
                 "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, receiver "
-                "bias %.1f ms, r=%.3f)",
+                "bias %.1f ms, r=%.3f, transit v %.1f a %.1f ms)",
                 est.offset_s * 1000.0,
                 est.skew_s * 1000.0,
                 (est.offset_s - est.skew_s) * 1000.0,
                 self.receiver_bias_s * 1000.0,
                 est.correlation,
+                est.transit_v_s * 1000.0,
+                est.transit_a_s * 1000.0,
             )
             self.last_timestamp = est
             self.offsets["timestamp"] = OffsetState(est.offset_s, est.correlation)
@@ -218,7 +231,8 @@ class SyncAnalyzer:
             "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
             "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
             "content_estimates": self.content_median.count,
-            "timestamp_estimates": self.timestamp.matched,
+            "timestamp_estimates": self.timestamp_published,
+            "timestamp_withheld": self.timestamp_withheld,
             "sender_skew_ms": (
                 None
                 if self.last_timestamp is None

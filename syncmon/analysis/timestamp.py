@@ -45,36 +45,37 @@ def _smooth(env: np.ndarray) -> np.ndarray:
     return np.asarray(np.sqrt(np.convolve(env * env, k, mode="same")))
 
 
-class TimestampOffsetEstimator:
-    """Matches timing marks to received audio and frame metadata to received video."""
+class EnvelopeTrack:
+    """The RMS envelope (2.5 ms blocks) of a stream of timestamped audio, kept for ``keep_s``,
+    and where a template envelope matches it.
 
-    def __init__(self, sample_rate: int = 16000) -> None:
+    The monitor finds a timing mark's utterance in the audio it received with it; the
+    instrumented sender finds the same utterance in the audio that left its audio source. Both
+    sides match the same way, so whatever the match itself adds (smoothing, block phase)
+    cancels in the difference.
+    """
+
+    def __init__(self, sample_rate: int, keep_s: float = KEEP_S) -> None:
         self.sample_rate = sample_rate
+        self.keep_s = keep_s
         self._block = int(round(ENV_BLOCK_S * sample_rate))
-        self._transits: collections.deque[tuple[int, float]] = collections.deque(
-            maxlen=MAX_TRANSITS
-        )
-        self._env_t: collections.deque[np.ndarray] = collections.deque()
-        self._env_v: collections.deque[np.ndarray] = collections.deque()
-        self._pending: list[TimingMark] = []
+        self._t: collections.deque[np.ndarray] = collections.deque()
+        self._v: collections.deque[np.ndarray] = collections.deque()
         self._carry = np.zeros(0, dtype=np.float32)
         self._carry_t = 0.0
-        self.matched = 0
-        self.unmatched = 0
 
     def clear(self) -> None:
-        """A discontinuity: forget received audio and frames (pending marks stay)."""
-        self._transits.clear()
-        self._env_t.clear()
-        self._env_v.clear()
+        self._t.clear()
+        self._v.clear()
         self._carry = np.zeros(0, dtype=np.float32)
 
-    def add_video(self, t: float, frame_id: int | None, sender_time: float | None) -> None:
-        if frame_id is not None and sender_time is not None:
-            self._transits.append((frame_id, t - sender_time))
+    @property
+    def latest(self) -> float | None:
+        """Time of the newest envelope block."""
+        return float(self._t[-1][-1]) if self._t else None
 
-    def add_audio(self, samples: np.ndarray, t_start: float) -> list[TimestampEstimate]:
-        """Received mono audio whose first sample arrived at ``t_start``."""
+    def add(self, samples: np.ndarray, t_start: float) -> None:
+        """Mono audio whose first sample is at ``t_start``."""
         if (
             self._carry.size
             and abs(self._carry_t + self._carry.size / self.sample_rate - t_start) < 0.01
@@ -87,11 +88,81 @@ class TimestampOffsetEstimator:
         used = env.size * self._block
         self._carry, self._carry_t = x[used:], t0 + used / self.sample_rate
         if env.size:
-            self._env_t.append(t0 + np.arange(env.size) * self._block / self.sample_rate)
-            self._env_v.append(env)
-        while self._env_t and self._env_t[-1][-1] - self._env_t[0][-1] > KEEP_S:
-            self._env_t.popleft()
-            self._env_v.popleft()
+            self._t.append(t0 + np.arange(env.size) * self._block / self.sample_rate)
+            self._v.append(env)
+        while self._t and self._t[-1][-1] - self._t[0][-1] > self.keep_s:
+            self._t.popleft()
+            self._v.popleft()
+
+    def match(
+        self, template: np.ndarray, expected: float, search_s: float
+    ) -> tuple[float, float] | bool | None:
+        """Where ``template`` starts, searched within ``expected +- search_s``.
+
+        ``(time, correlation)``; ``None`` while the audio there has not all arrived; ``False``
+        if it never will match (gone, a hole in the audio, or no correlation above
+        ``MIN_CORR``).
+        """
+        latest = self.latest
+        if latest is None:
+            return None
+        span = template.size * ENV_BLOCK_S
+        if latest < expected + search_s + span:
+            if latest - expected > self.keep_s:
+                return False
+            return None
+        t = np.concatenate(list(self._t))
+        v = np.concatenate(list(self._v))
+        lo = int(np.searchsorted(t, expected - search_s))
+        hi = int(np.searchsorted(t, expected + search_s + span))
+        seg_t, seg = t[lo:hi], v[lo:hi]
+        if seg.size < template.size + 3 or np.any(np.diff(seg_t) > 2 * ENV_BLOCK_S):
+            return False  # the audio has a hole there
+        # a 10 ms moving RMS on both sides: the 2.5 ms blocks alone ripple with the pitch
+        tmpl, seg = _smooth(np.asarray(template, dtype=np.float64)), _smooth(seg)
+        win = sliding_window_view(seg, tmpl.size)
+        a = tmpl - tmpl.mean()
+        w = win - win.mean(axis=1, keepdims=True)
+        denom = np.sqrt((a * a).sum() * (w * w).sum(axis=1)) + 1e-12
+        corr = (w @ a) / denom
+        k = int(np.argmax(corr))
+        peak = float(corr[k])
+        if peak < MIN_CORR:
+            return False
+        frac = 0.0
+        if 0 < k < corr.size - 1:
+            y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
+            den = y0 - 2 * y1 + y2
+            if den < 0:
+                frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
+        return float(seg_t[k]) + frac * ENV_BLOCK_S, peak
+
+
+class TimestampOffsetEstimator:
+    """Matches timing marks to received audio and frame metadata to received video."""
+
+    def __init__(self, sample_rate: int = 16000) -> None:
+        self.sample_rate = sample_rate
+        self.audio = EnvelopeTrack(sample_rate)
+        self._transits: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=MAX_TRANSITS
+        )
+        self._pending: list[TimingMark] = []
+        self.matched = 0
+        self.unmatched = 0
+
+    def clear(self) -> None:
+        """A discontinuity: forget received audio and frames (pending marks stay)."""
+        self._transits.clear()
+        self.audio.clear()
+
+    def add_video(self, t: float, frame_id: int | None, sender_time: float | None) -> None:
+        if frame_id is not None and sender_time is not None:
+            self._transits.append((frame_id, t - sender_time))
+
+    def add_audio(self, samples: np.ndarray, t_start: float) -> list[TimestampEstimate]:
+        """Received mono audio whose first sample arrived at ``t_start``."""
+        self.audio.add(samples, t_start)
         return self._try_pending()
 
     def add_mark(self, mark: TimingMark) -> list[TimestampEstimate]:
@@ -121,48 +192,19 @@ class TimestampOffsetEstimator:
 
     def _match(self, m: TimingMark) -> TimestampEstimate | bool | None:
         """An estimate; ``None`` to wait for more data; ``False`` if it will never match."""
-        if not self._env_t:
+        if self.audio.latest is None:
             return None
         transit_v = self._transit_v(m.frame_id)
-        latest = float(self._env_t[-1][-1])
         if transit_v is None:
             newest = max((fid for fid, _ in self._transits), default=None)
             if newest is not None and newest > m.frame_id + 4 * FRAME_SPAN:
                 return False  # its frames are gone
             return None
         s_a = m.t_audio_us / 1e6
-        expected = s_a + transit_v
-        tmpl = np.asarray(m.env)
-        span = tmpl.size * ENV_BLOCK_S
-        if latest < expected + SEARCH_S + span:
-            if latest - expected > KEEP_S:
-                return False
-            return None
-        t = np.concatenate(list(self._env_t))
-        v = np.concatenate(list(self._env_v))
-        lo = int(np.searchsorted(t, expected - SEARCH_S))
-        hi = int(np.searchsorted(t, expected + SEARCH_S + span))
-        seg_t, seg = t[lo:hi], v[lo:hi]
-        if seg.size < tmpl.size + 3 or np.any(np.diff(seg_t) > 2 * ENV_BLOCK_S):
-            return False  # the received audio has a hole there
-        # a 10 ms moving RMS on both sides: the 2.5 ms blocks alone ripple with the pitch
-        tmpl, seg = _smooth(tmpl), _smooth(seg)
-        win = sliding_window_view(seg, tmpl.size)
-        a = tmpl - tmpl.mean()
-        w = win - win.mean(axis=1, keepdims=True)
-        denom = np.sqrt((a * a).sum() * (w * w).sum(axis=1)) + 1e-12
-        corr = (w @ a) / denom
-        k = int(np.argmax(corr))
-        peak = float(corr[k])
-        if peak < MIN_CORR:
-            return False
-        frac = 0.0
-        if 0 < k < corr.size - 1:
-            y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
-            den = y0 - 2 * y1 + y2
-            if den < 0:
-                frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
-        r_a = float(seg_t[k]) + frac * ENV_BLOCK_S
+        res = self.audio.match(np.asarray(m.env), s_a + transit_v, SEARCH_S)
+        if not isinstance(res, tuple):
+            return res
+        r_a, peak = res
         transit_a = r_a - s_a
         skew = m.skew_us / 1e6
         return TimestampEstimate(

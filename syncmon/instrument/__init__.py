@@ -22,7 +22,10 @@ What it records, per runner, with ``lk.room_name``, ``lk.participant_identity`` 
 It also stamps every video frame with FrameMetadata (``frame_id``, ``user_timestamp`` = sender
 time in microseconds), asks for those features when the avatar publishes its video, and sends
 one timing mark per utterance (``syncmon.marks``), so that the monitor reports the ``timestamp``
-offset. A failure inside a hook is counted and logged at debug level; the avatar goes on.
+offset. When the audio leaves is measured, not estimated: a sink on the published audio track
+(``audio_tap=False`` turns it off) sees the source's output, and each utterance's first audio is
+found in it (``syncmon.instrument._leave``). A failure inside a hook is counted and logged at
+debug level; the avatar goes on.
 
 Providers: the ``tracer_provider`` / ``meter_provider`` arguments; else the tracer provider
 given to livekit-agents' ``telemetry.set_tracer_provider``; else the global ones. It never sets
@@ -44,6 +47,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from ._leave import AudioLeaveTap
 from ._tracker import Instruments, RunnerTracker
 
 __all__ = ["AvatarInstrumentor", "RunnerTracker"]
@@ -123,6 +127,7 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._by_source: weakref.WeakKeyDictionary[Any, RunnerTracker] = weakref.WeakKeyDictionary()
         self._by_generator_cls: set[tuple[type, str]] = set()
         self._live: list[RunnerTracker] = []
+        self._audio_tap = bool(kwargs.get("audio_tap", True)) and self._ins.timing_marks
         self._wrapped: list[tuple[type, str, Any]] = []
         self.errors = 0
 
@@ -301,12 +306,11 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             owner: RunnerTracker | None = None
             try:
-                if isinstance(track, rtc.LocalVideoTrack):
-                    for t in inst._live:
-                        if t.room.isconnected() and t.room.local_participant is participant:
-                            owner = t
-                            break
-                if owner is not None:
+                for t in inst._live:
+                    if t.room.isconnected() and t.room.local_participant is participant:
+                        owner = t
+                        break
+                if owner is not None and isinstance(track, rtc.LocalVideoTrack):
                     opts = rtc.TrackPublishOptions()
                     if options is not None:
                         opts.CopyFrom(options)
@@ -326,7 +330,16 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 pub = await original(participant, track, options)
             if owner is not None:
                 try:
-                    owner.track_sid = pub.sid
+                    if isinstance(track, rtc.LocalVideoTrack):
+                        owner.track_sid = pub.sid
+                    elif (
+                        isinstance(track, rtc.LocalAudioTrack)
+                        and inst._audio_tap
+                        and owner.tap is None
+                    ):
+                        tap = AudioLeaveTap(track, inst._ins.clock)
+                        owner.attach_tap(tap)
+                        tap.start()
                 except Exception as e:
                     inst._fail("publish_track", e)
             return pub

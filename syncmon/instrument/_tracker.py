@@ -4,8 +4,12 @@ Media time within an utterance is the generator's own timeline: its first audio 
 segment is t = 0, its video frames are 1/fps apart from the frame generated just before that
 first audio (the generator emits a frame and then its audio, as bitHuman's runtime does). A frame
 at media time t is compared, for processing time, with the moment the audio of t was pushed into
-the generator and, for sender A/V skew, with the moment the audio of t leaves the audio source
-(its push time plus the source's queued duration).
+the generator and, for sender A/V skew, with the moment the audio of t leaves the audio source.
+
+That moment is first estimated (push time plus the source's queued duration), then, once the
+utterance's first audio shows up in the tap on the published track (``_leave.AudioLeaveTap``),
+measured: the utterance's audio leaves from there on one sample per sample period, as long as
+the estimate does not fall behind that (the source ran dry: the estimate is used again).
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram
     from opentelemetry.trace import Span, Tracer
 
+    from ._leave import AudioLeaveTap
+
 log = logging.getLogger(__name__)
 
 MAX_PENDING_FRAMES = 256
+MARK_WAIT_S = 2.0  # a mark whose audio the tap has not shown by then goes with the estimate
+UNDERRUN_S = 0.015  # the estimated leave this much after the measured one: the source ran dry
 ATTR_ROOM = "lk.room_name"
 ATTR_IDENTITY = "lk.participant_identity"
 ATTR_TRACK = "lk.track_sid"
@@ -106,6 +114,11 @@ class RunnerTracker:
         self._mark_rate = 0
         self._mark_anchor: tuple[int, float] | None = None  # frame_id, S_v
         self._mark_sent = True
+        # a mark waiting for the tap: seq, template, estimated S_a, frame_id, S_v, give-up time
+        self._mark_wait: tuple[int, np.ndarray, float, int, float, float] | None = None
+        self._leave0: float | None = None  # measured leave of this utterance's first audio
+        self.tap: AudioLeaveTap | None = None
+        self.leave_corrections: collections.deque[float] = collections.deque(maxlen=64)
         self._next_frame_id = 1
         self.errors = 0
         self.marks_sent = 0
@@ -241,7 +254,12 @@ class RunnerTracker:
         offset = media_t - self._leave_starts[i]
         if i == len(self._leave_starts) - 1 and media_t >= self._out_audio_s:
             return None  # its audio has not come out yet
-        return self._leave_at[i] + offset
+        estimate = self._leave_at[i] + offset
+        if self._leave0 is not None:
+            measured = self._leave0 + media_t
+            if estimate - measured <= UNDERRUN_S:
+                return measured
+        return estimate
 
     def _start_utterance(self, now: float) -> None:
         self._out_active = True
@@ -261,6 +279,7 @@ class RunnerTracker:
         self._mark_env_s = 0.0
         self._mark_anchor = None
         self._mark_sent = not self.ins.timing_marks
+        self._leave0 = None
         self._frames_in_span = 0
         self._proc_sum, self._proc_n = 0.0, 0
         attrs = self.attributes()
@@ -313,22 +332,59 @@ class RunnerTracker:
         self._mark_env_s += float(frame.duration)
         self._maybe_send_mark()
 
+    def attach_tap(self, tap: AudioLeaveTap) -> None:
+        self.tap = tap
+        tap.on_audio(self._resolve_mark)
+
+        def closed(*_: Any) -> None:
+            asyncio.ensure_future(tap.aclose())
+
+        self.room.on("disconnected", closed)
+
     def _maybe_send_mark(self) -> None:
         if self._mark_sent or self._mark_anchor is None or self._mark_env_s < ENV_LEN_S:
             return
         self._mark_sent = True
+        if self._mark_wait is not None:  # the last utterance's mark is still waiting: send it
+            self._send_mark(self._mark_wait[2])
         frame_id, s_v = self._mark_anchor
-        s_a = self._leave_at[0]
         env = envelope(np.concatenate(self._mark_env), self._mark_rate)
         n = int(round(ENV_LEN_S / ENV_BLOCK_S))
+        self._mark_env = []
+        self._mark_wait = (self._mark_seq, env[:n], self._leave_at[0], frame_id, s_v, 0.0)
+        if self.tap is None:
+            self._send_mark(self._leave_at[0])
+        else:
+            self._mark_wait = self._mark_wait[:5] + (self.ins.clock() + MARK_WAIT_S,)
+            self._resolve_mark()
+
+    def _resolve_mark(self) -> None:
+        """The tap has more audio: has the waiting mark's utterance left yet?"""
+        if self._mark_wait is None or self.tap is None:
+            return
+        _, tmpl, s_a_est, _, _, give_up = self._mark_wait
+        res = self.tap.find(tmpl, s_a_est)
+        if isinstance(res, tuple):
+            self.leave_corrections.append(res[0] - s_a_est)
+            self._send_mark(res[0])
+        elif res is False or self.ins.clock() > give_up:
+            log.debug("utterance not found in the audio tap: its mark goes with the estimate")
+            self._send_mark(s_a_est)
+
+    def _send_mark(self, s_a: float) -> None:
+        assert self._mark_wait is not None
+        seq, tmpl, _, frame_id, s_v, _ = self._mark_wait
+        self._mark_wait = None
+        if seq == self._mark_seq and self._out_active:
+            self._leave0 = s_a
+            self.last_utterance_skew_s = s_v - s_a
         mark = TimingMark(
-            seq=self._mark_seq,
+            seq=seq,
             t_audio_us=int(round(s_a * 1e6)),
             skew_us=int(round((s_v - s_a) * 1e6)),
             frame_id=frame_id,
-            env=tuple(float(v) for v in env[:n]),
+            env=tuple(float(v) for v in tmpl),
         )
-        self._mark_env = []
 
         async def send() -> None:
             try:

@@ -34,6 +34,7 @@ STATS_INTERVAL_S = 2.0
 # the receiver bias is averaged over the frames its jitter buffers emitted in this window (the
 # span of a content window), never over the stream's start-up
 BIAS_WINDOW_S = 8.0
+STEADY_S = 0.002  # a jitter buffer whose last poll is this close to its window's is steady
 BIAS_MIN_SPAN_S = 6.0  # no bias (and so no live content/timestamp offset) from less than this
 # VideoFrameEvent.timestamp_us is WebRTC's render time: the decoded frame's arrival plus the
 # timing model's render delay (kDefaultRenderDelayMs = 10; measured here: 6.4-9.8 ms ahead of
@@ -97,6 +98,8 @@ class AvatarMonitor:
         self._jb_prev: dict[str, tuple[float, int]] = {}
         # per kind: (poll time, cumulative jitter_buffer_delay, cumulative emitted count)
         self._jb_hist: dict[str, collections.deque[tuple[float, float, int]]] = {}
+        # (poll time, net seconds NetEq stretched the audio by: inserted + concealed - removed)
+        self._stretch_hist: collections.deque[tuple[float, float]] = collections.deque()
         self.analyzer.receiver_bias_s = None
         self.malformed_frames = 0
         self.malformed_marks = 0
@@ -125,6 +128,8 @@ class AvatarMonitor:
         self.state.track_up[kind] = False
         self._jb_prev.pop(kind, None)
         self._jb_hist.pop(kind, None)
+        if kind == "audio":
+            self._stretch_hist.clear()
 
     def set_muted(self, kind: str, muted: bool) -> None:
         if kind in self._tracks:
@@ -222,6 +227,34 @@ class AvatarMonitor:
             return None
         return (delay - d0) / (emitted - n0)
 
+    def _stretched(self, now: float, ib: Any) -> None:
+        """Record how far NetEq has moved the audio's timeline (time-stretching, concealment).
+
+        Each inserted or concealed sample delays the audio after it by one sample period, each
+        removed one advances it; the stats count them exactly, while the jitter-buffer delay
+        averages follow only over the bias window.
+        """
+        rate = (
+            ib.total_samples_received / ib.total_samples_duration
+            if ib.total_samples_duration > 0 and ib.total_samples_received > 0
+            else 48000.0
+        )
+        net = (
+            ib.inserted_samples_for_deceleration
+            + ib.concealed_samples
+            - ib.removed_samples_for_acceleration
+        ) / rate
+        self._stretch_hist.append((now, net))
+        while len(self._stretch_hist) > 2 and now - self._stretch_hist[1][0] >= BIAS_WINDOW_S:
+            self._stretch_hist.popleft()
+
+    def _audio_unstretched(self) -> bool:
+        """The audio's timeline moved by no more than ``STEADY_S`` over the bias window."""
+        if not self._stretch_hist:
+            return True
+        nets = [n for _, n in self._stretch_hist]
+        return max(nets) - min(nets) <= STEADY_S
+
     async def _poll_stats(self) -> None:
         await asyncio.sleep(min(1.0, self._stats_interval))
         while True:
@@ -249,6 +282,7 @@ class AvatarMonitor:
                 r.packets_lost = int(ib.received.packets_lost)
                 if kind == "audio":
                     r.concealed_samples = int(ib.inbound.concealed_samples)
+                    self._stretched(now, ib.inbound)
                 delay, emitted = (
                     ib.inbound.jitter_buffer_delay,
                     ib.inbound.jitter_buffer_emitted_count,
@@ -274,6 +308,17 @@ class AvatarMonitor:
             self.analyzer.playout_source = "jitter_buffer"
         if len(jb_window) == 2:
             self.analyzer.receiver_bias_s = jb_window["video"] - jb_window["audio"]
+            # the last poll's delays against the window's: a buffer that moved since is still
+            # re-adapting, and the window's average lags it
+            self.analyzer.receiver_steady = self._audio_unstretched() and all(
+                abs(jb[k] - jb_window[k]) <= STEADY_S for k in jb_window if k in jb
+            )
+        log.debug(
+            "jitter buffers (ms): last poll %s, window %s, steady %s",
+            {k: round(v * 1000, 1) for k, v in jb.items()},
+            {k: round(v * 1000, 1) for k, v in jb_window.items()},
+            self.analyzer.receiver_steady,
+        )
         if (
             "playout" in self.analyzer.offsets
             and self.analyzer.offsets["playout"].offset_s is not None

@@ -68,7 +68,7 @@ class WatchOptions:
 
     participant: str | None = None
     calibration_s: float = 0.0
-    stats_interval_s: float = 5.0
+    stats_interval_s: float = 2.0
     # how long the series of an avatar that left (or a room that ended) stay, so that the
     # next Prometheus scrape still sees their final values
     linger_s: float = 30.0

@@ -69,7 +69,8 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
 
     wait_for(estimates, timeout=30)
     # the receiver's jitter buffers settle over the first seconds (the bias subtracted is
-    # averaged over 8 s): then one estimate per utterance, each new one collected for 40 s
+    # averaged over 8 s): then one estimate per utterance (none while the receiver's jitter
+    # buffers re-adapt), each new one collected for 40 s
     time.sleep(20)
     pairs: dict[int, tuple[float, float]] = {}
     deadline = time.monotonic() + 40
@@ -85,29 +86,20 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     skew = np.array([p[1] for p in pairs.values()])
     # the injected pacing skew is in what the sender measured (plus its own pacing), both lags
     assert np.all(skew >= min(LAGS_MS) - 5) and np.all(skew <= max(LAGS_MS) + 80), skew
-    # (the synchronizer's frame clock rounds the lag to its own pacing: not exactly 80 ms apart)
-    assert skew.max() - skew.min() >= 60, skew
-    # truth: the monitor's offset = the sender's skew (measured exactly on the sender's clock) +
-    # the transport's own A/V difference (Opus packetization and look-ahead against video
-    # encode/decode, and the receiver's jitter buffers: a few ms to ~-30 ms on loopback). The
+    # (the synchronizer's frame clock rounds the lag to its own pacing: not exactly 160 ms apart)
+    assert skew.max() - skew.min() >= 100, skew
+    # truth: the sender's skew, utterance by utterance, measured on the sender's clock (its
+    # audio timed where it leaves the audio source), plus the transport's own A/V difference,
+    # constant on loopback (Opus packetization against video encode/decode, a few ms). The
     # sender clock's +3 s cancels out (else every value would be 3000 ms off).
     transport = ts - skew
     pairs_txt = list(zip(ts, skew, strict=True))
-    assert -40.0 <= float(np.median(transport)) <= 20.0, pairs_txt
-    # the monitor sees the sender's skew change exactly: between the two lags the timestamp
-    # offset moves as much as the sender skew did, within 10 ms (the transport moves meanwhile)
-    hi = skew > (skew.min() + skew.max()) / 2
-    assert hi.any() and (~hi).any(), pairs_txt
-    d_ts = float(np.median(ts[hi]) - np.median(ts[~hi]))
-    d_skew = float(np.median(skew[hi]) - np.median(skew[~hi]))
-    assert abs(d_ts - d_skew) <= 10.0, (d_ts, d_skew, pairs_txt)
-    # estimate by estimate the transport itself moves as the receiver's audio jitter buffer
-    # re-adapts: 1-2 ms in a quiet run, but under CI load single estimates deviate by 10-50 ms
-    # (the +-5 ms p95 goal is not met, see README). Half of them stay within 5 ms; none is a
-    # gross mismatch (an utterance matched to the wrong audio would be off by 100s of ms)
-    err = np.abs(transport - np.median(transport))
-    assert np.median(err) <= 5.0, pairs_txt
-    assert np.max(err) <= 80.0, pairs_txt
+    t0 = float(np.median(transport))
+    assert -12.0 <= t0 <= 6.0, pairs_txt
+    err = np.abs(transport - t0)
+    # the goal: within 5 ms of the truth at p95 -- while the sender's skew swings by 100+ ms
+    assert float(np.percentile(err, 95)) <= 5.0, (float(np.percentile(err, 95)), pairs_txt)
+    assert np.max(err) <= 15.0, pairs_txt
 
     s = scrape(mon.metrics_url)
     off = sample(

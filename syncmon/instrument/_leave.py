@@ -1,0 +1,123 @@
+"""When the avatar's audio really leaves: a tap on the published audio track.
+
+The audio source of livekit's SDK hands its buffer to WebRTC in 10 ms steps on a native timer.
+From Python, the moment a sample leaves can only be estimated (push time plus the source's
+``queued_duration``), and the estimate misses the timer's phase: up to 10 ms, different for
+every utterance -- as much as the whole error budget of the ``timestamp`` offset. So the
+instrumentor subscribes a sink to the local audio track (``rtc.AudioStream`` on it), stamps the
+audio that comes out of the source with a sample clock steered by the earliest arrivals (the
+monitor's own ``SampleClock``), and finds each utterance's first audio in it with the same
+envelope match the monitor uses. Both ends then time the same samples the same way.
+
+Unlike a receiver's, the source's output stops between utterances. The envelope is therefore
+kept on the tap's sample count (gaps squeezed out) and turned into sender time only when a match
+is asked for, with the clock as refined by then for that stretch of audio (the clock re-anchors
+on the first, possibly late, arrival after a gap and is pulled earlier by the next ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..analysis.clock import SampleClock
+from ..analysis.timestamp import EnvelopeTrack
+
+log = logging.getLogger(__name__)
+
+TAP_RATE = 16000  # what the monitor asks its audio in: the same resampler on both ends
+TAP_FRAME_MS = 50
+TAP_KEEP_S = 5.0
+SEARCH_S = 0.1  # the estimate is late or early by a timer step and the queue's rounding
+
+
+class AudioLeaveTap:
+    """Audio as it leaves one local audio track, on the sender clock."""
+
+    def __init__(self, track: Any, clock: Callable[[], float]) -> None:
+        self._track = track
+        self._clock = clock
+        self.audio = EnvelopeTrack(TAP_RATE, keep_s=TAP_KEEP_S)
+        self._sample_clock = SampleClock(TAP_RATE)
+        self._n = 0  # samples seen
+        # stretches of gapless audio: (sample-count time of their start, sender time of sample 0)
+        self._segments: list[list[float]] = []
+        self._reanchors = -1
+        self._listeners: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.chunks = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="syncmon-audio-tap")
+
+    def on_audio(self, cb: Callable[[], None]) -> None:
+        self._listeners.append(cb)
+
+    def find(self, template: np.ndarray, expected: float) -> tuple[float, float] | bool | None:
+        """Sender time at which ``template``'s audio left, near ``expected`` (see
+        ``EnvelopeTrack.match``)."""
+        if not self._segments:
+            return None
+        # the stretch the expected time falls in, or the next one if it falls in a gap
+        seg = self._segments[0]
+        for s in self._segments:
+            if s[0] + s[1] <= expected + SEARCH_S:
+                seg = s
+        res = self.audio.match(template, expected - seg[1], SEARCH_S)
+        if not isinstance(res, tuple):
+            return res
+        tau, corr = res
+        t0 = next(s[1] for s in reversed(self._segments) if s[0] <= tau + 1e-9)
+        return tau + t0, corr
+
+    def add(self, x: np.ndarray, arrival: float) -> None:
+        """``x`` has just arrived from the source (at ``arrival``, sender clock)."""
+        start = self._sample_clock.chunk(arrival, x.size)
+        tau = self._n / TAP_RATE
+        t0 = start - tau
+        if self._sample_clock.reanchors != self._reanchors or not self._segments:
+            self._reanchors = self._sample_clock.reanchors
+            self._segments.append([tau, t0])
+            oldest = tau - TAP_KEEP_S
+            while len(self._segments) > 1 and self._segments[1][0] <= oldest:
+                self._segments.pop(0)
+        else:
+            self._segments[-1][1] = t0  # the clock refined: the whole stretch moves with it
+        self.audio.add(x, tau)
+        self._n += x.size
+        self.chunks += 1
+        for cb in self._listeners:
+            try:
+                cb()
+            except Exception as e:  # a listener's failure never stops the tap
+                log.debug("audio tap listener failed: %s", e)
+
+    async def _run(self) -> None:
+        from livekit import rtc
+
+        stream = rtc.AudioStream(
+            self._track,
+            sample_rate=TAP_RATE,
+            num_channels=1,
+            capacity=0,
+            frame_size_ms=TAP_FRAME_MS,
+        )
+        try:
+            async for ev in stream:
+                arrival = self._clock()
+                x = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.float32) / 32768.0
+                self.add(x, arrival)
+        finally:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
