@@ -18,8 +18,9 @@ STALL_S = 0.25
 class SampleClock:
     """Maps a running sample count to receiver time (seconds, monotonic)."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, stall_s: float = STALL_S) -> None:
         self.sample_rate = sample_rate
+        self.stall_s = stall_s
         self._t0: float | None = None  # time of sample 0
         self._n = 0
         self._min_late = float("inf")
@@ -36,7 +37,7 @@ class SampleClock:
         late = start_arrival - predicted
         if late < 0:
             self._t0 += late  # earlier than possible: the clock was behind
-        elif late > STALL_S:
+        elif late > self.stall_s:
             self._t0 += late
             self.reanchors += 1
         else:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..analysis.clock import SampleClock
 from ..analysis.timestamp import EnvelopeTrack
+from ..marks import ENV_BLOCK_S
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ TAP_RATE = 16000  # what the monitor asks its audio in: the same resampler on bo
 TAP_FRAME_MS = 50
 TAP_KEEP_S = 5.0
 SEARCH_S = 0.1  # the estimate is late or early by a timer step and the queue's rounding
+# the source's output has gaps (between utterances, or when it runs dry): audio this much later
+# than the clock predicts starts a new stretch (a late delivery taken for a gap costs nothing:
+# the next timely chunk pulls the stretch's clock back)
+GAP_S = 0.03
 
 
 class AudioLeaveTap:
@@ -43,7 +48,7 @@ class AudioLeaveTap:
         self._track = track
         self._clock = clock
         self.audio = EnvelopeTrack(TAP_RATE, keep_s=TAP_KEEP_S)
-        self._sample_clock = SampleClock(TAP_RATE)
+        self._sample_clock = SampleClock(TAP_RATE, stall_s=GAP_S)
         self._n = 0  # samples seen
         # stretches of gapless audio: (sample-count time of their start, sender time of sample 0)
         self._segments: list[list[float]] = []
@@ -63,17 +68,29 @@ class AudioLeaveTap:
         ``EnvelopeTrack.match``)."""
         if not self._segments:
             return None
-        # the stretch the expected time falls in, or the next one if it falls in a gap
-        seg = self._segments[0]
-        for s in self._segments:
-            if s[0] + s[1] <= expected + SEARCH_S:
-                seg = s
-        res = self.audio.match(template, expected - seg[1], SEARCH_S)
+        res = self.audio.match(template, self._tau_of(expected), SEARCH_S)
         if not isinstance(res, tuple):
             return res
         tau, corr = res
-        t0 = next(s[1] for s in reversed(self._segments) if s[0] <= tau + 1e-9)
+        # (an utterance starts a stretch: a match a hair before its start is that start)
+        t0 = next(
+            (s[1] for s in reversed(self._segments) if s[0] <= tau + ENV_BLOCK_S),
+            self._segments[0][1],
+        )
         return tau + t0, corr
+
+    def _tau_of(self, t: float) -> float:
+        """The sample-count time of sender time ``t``; a time in a gap maps to the start of
+        the audio after it (an utterance starts a stretch: its audio may leave later than
+        estimated, by more than the search window, when the source waits for it)."""
+        segs = self._segments
+        for k, (tau, t0) in enumerate(segs):
+            end = segs[k + 1][0] + t0 if k + 1 < len(segs) else float("inf")
+            if t < tau + t0:
+                return tau  # before this stretch (in the gap before it)
+            if t <= end:
+                return t - t0
+        return t - segs[-1][1]
 
     def add(self, x: np.ndarray, arrival: float) -> None:
         """``x`` has just arrived from the source (at ``arrival``, sender clock)."""
