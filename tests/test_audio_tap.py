@@ -47,7 +47,9 @@ def test_tap_finds_each_utterance_where_it_left_within_a_millisecond() -> None:
     for seed in (1, 2, 3):
         tap = AudioLeaveTap(track=None, clock=lambda: 0.0)
 
-        def check(t_true: float, ph: np.ndarray) -> None:
+        def check(
+            t_true: float, ph: np.ndarray, tap: AudioLeaveTap = tap, seed: int = seed
+        ) -> None:
             # the estimate the tracker starts from: early by a timer step, late, or far off
             for guess in (t_true - 0.007, t_true + 0.004, t_true - 0.3):
                 res = tap.find(template(ph), guess)
