@@ -371,10 +371,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(cfg))
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .live.publisher import ReferencePublisher
+def _publisher_creds(args: argparse.Namespace) -> tuple[Any, str]:
+    """Credentials and a publisher token for ``--room`` / ``--identity`` (or the given token)."""
     from .live.token import publisher_token
 
     creds = _creds(args)
@@ -384,6 +382,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
         room=args.room,
         identity=args.identity,
     )
+    return creds, token
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .live.publisher import ReferencePublisher
+
+    creds, token = _publisher_creds(args)
     pub = ReferencePublisher(
         build_avatar(args), url=creds.url, token=token, clock_shift_s=args.clock_shift_s
     )
@@ -414,17 +421,13 @@ def cmd_avatar(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
     from .live.config import parse_addr
-    from .live.token import publisher_token
     from .reference.worker import WorkerProfile, run_reference_avatar
 
-    creds = _creds(args)
-    token = creds.token or publisher_token(
-        api_key=creds.api_key,
-        api_secret=creds.api_secret,
-        room=args.room,
-        identity=args.identity,
-    )
+    creds, token = _publisher_creds(args)
     profile = WorkerProfile(
         width=args.width,
         height=args.height,
@@ -452,7 +455,9 @@ def cmd_avatar(args: argparse.Namespace) -> int:
                 else None
             ),
         )
-        AvatarInstrumentor().instrument(clock_shift_s=args.clock_shift_s)
+        AvatarInstrumentor().instrument(
+            clock_shift_s=args.clock_shift_s, audio_tap=not args.no_audio_tap
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -638,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--otel-metrics-addr", default=None, help="serve the OTel metrics for Prometheus here"
     )
     av.add_argument("--no-instrument", action="store_true", help="run without syncmon.instrument")
+    av.add_argument("-v", "--verbose", action="store_true")
+    av.add_argument(
+        "--no-audio-tap",
+        action="store_true",
+        help="estimate when the audio leaves instead of timing it on the published track",
+    )
     av.set_defaults(func=cmd_avatar)
 
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")

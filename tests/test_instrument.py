@@ -255,3 +255,49 @@ print("kept")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "kept", out.stderr
+
+
+def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(otel: Otel) -> None:
+    """The real audio source and a real sink on its track: the tracker times the first
+    utterances on its tap, learns the phase of the source's 10 ms timer, closes the tap, and
+    from then on models each utterance's leave from its capture -- checked against a second,
+    independent tap that stays open."""
+    from syncmon.instrument._leave import AudioLeaveTap
+
+    profile = WorkerProfile(width=160, height=90, pause_s=(0.3, 0.5))
+    sent: list[tuple[Any, float, float, bool]] = []
+    firsts: list[Any] = []
+
+    async def main() -> tuple[RunnerTracker, AudioLeaveTap]:
+        runner = await make_runner(rtc.Room(), profile)
+        tracker = AvatarInstrumentor().trackers()[-1]
+        track = rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
+        ref = AudioLeaveTap(track, tracker.ins.clock, keep_s=60.0)
+        ref.start()
+        tracker.attach_audio_track(track)
+        original = tracker._send_mark
+
+        def send_mark(s_a: float) -> None:
+            m = tracker._mark_wait
+            assert m is not None
+            sent.append((m.template, m.estimate, s_a, tracker.tick_phase is not None))
+            firsts.append(tracker._first_capture)
+            original(s_a)
+
+        tracker._send_mark = send_mark  # type: ignore[method-assign]
+        await drive(runner, 30.0)
+        await ref.aclose()
+        return tracker, ref
+
+    tracker, ref = asyncio.run(main())
+    assert tracker.tick_phase is not None and tracker.tap is None
+    assert tracker.taps_opened == 1
+    modelled = [x for x in sent if x[3]]
+    assert len(sent) >= 7 and len(modelled) >= 3, sent
+    errors = []
+    for tmpl, estimate, s_a, _ in sent:
+        res = ref.find(tmpl, estimate)
+        assert isinstance(res, tuple), res
+        errors.append(round(s_a - res[0], 5))
+    # measured or modelled, each utterance's leave within a millisecond of the independent tap
+    assert max(abs(e) for e in errors) <= 0.001, (errors, [x[3] for x in sent], firsts)

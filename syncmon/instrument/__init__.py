@@ -47,7 +47,6 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from ._leave import AudioLeaveTap
 from ._tracker import Instruments, RunnerTracker
 
 __all__ = ["AvatarInstrumentor", "RunnerTracker"]
@@ -171,6 +170,7 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         self._wrap(AvatarRunner, "__init__", self._runner_init)
         self._wrap(rtc.VideoSource, "capture_frame", self._capture_frame)
+        self._wrap(rtc.AudioSource, "capture_frame", self._capture_audio)
         self._wrap(rtc.LocalParticipant, "publish_track", self._publish_track)
         try:
             from livekit.plugins.bithuman.avatar import BithumanGenerator
@@ -224,6 +224,7 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             try:
                 t = RunnerTracker(inst._ins, runner)
                 inst._by_source[runner._video_source] = t
+                inst._by_source[runner._audio_source] = t
                 inst._live = [x for x in inst._live if x._runner() is not None] + [t]
                 inst._wrap_generator_cls(type(runner._video_gen))
                 t.extra_attrs.update(_generator_attributes(runner._video_gen))
@@ -297,6 +298,22 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         return capture_frame
 
+    def _capture_audio(self, original: Any) -> Any:
+        inst = self
+
+        async def capture_frame(source: Any, frame: Any) -> None:
+            t = inst._by_source.get(source)
+            if t is None:
+                return await original(source, frame)  # type: ignore[no-any-return]
+            t_call = t.ins.clock()
+            await original(source, frame)
+            try:  # the audio went into the source's buffer between the two
+                t.on_audio_capture(frame, t_call, t.ins.clock())
+            except Exception as e:
+                inst._fail("AudioSource.capture_frame", e)
+
+        return capture_frame
+
     def _publish_track(self, original: Any) -> Any:
         inst = self
 
@@ -332,14 +349,8 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 try:
                     if isinstance(track, rtc.LocalVideoTrack):
                         owner.track_sid = pub.sid
-                    elif (
-                        isinstance(track, rtc.LocalAudioTrack)
-                        and inst._audio_tap
-                        and owner.tap is None
-                    ):
-                        tap = AudioLeaveTap(track, inst._ins.clock)
-                        owner.attach_tap(tap)
-                        tap.start()
+                    elif isinstance(track, rtc.LocalAudioTrack) and inst._audio_tap:
+                        owner.attach_audio_track(track)
                 except Exception as e:
                     inst._fail("publish_track", e)
             return pub

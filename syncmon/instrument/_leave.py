@@ -9,6 +9,11 @@ audio that comes out of the source with a sample clock steered by the earliest a
 monitor's own ``SampleClock``), and finds each utterance's first audio in it with the same
 envelope match the monitor uses. Both ends then time the same samples the same way.
 
+A subscribed stream costs the worker ~3.5 % of a core for as long as it runs (the SDK's
+per-chunk work, not syncmon's), so a tap lives for one utterance: it subscribes when the
+generator hands out the utterance's first audio (before that audio reaches the source) and
+closes once the utterance is found, about 0.6 s later.
+
 Unlike a receiver's, the source's output stops between utterances. The envelope is therefore
 kept on the tap's sample count (gaps squeezed out) and turned into sender time only when a match
 is asked for, with the clock as refined by then for that stretch of audio (the clock re-anchors
@@ -18,6 +23,7 @@ on the first, possibly late, arrival after a gap and is pulled earlier by the ne
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -39,26 +45,46 @@ SEARCH_S = 0.1  # the estimate is late or early by a timer step and the queue's 
 # than the clock predicts starts a new stretch (a late delivery taken for a gap costs nothing:
 # the next timely chunk pulls the stretch's clock back)
 GAP_S = 0.03
+TICK_S = 0.01  # the source's native timer sends 10 ms per tick, phase-locked for its lifetime
+PHASE_MIN_CHUNKS = 60  # chunks seen before the timer's phase is estimated
+PHASE_HIT_S = 0.003
+PHASE_HIT_SHARE = 0.8  # of the chunks within PHASE_HIT_S after the phase: the timer is there
 
 
 class AudioLeaveTap:
     """Audio as it leaves one local audio track, on the sender clock."""
 
-    def __init__(self, track: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, track: Any, clock: Callable[[], float], keep_s: float = TAP_KEEP_S) -> None:
         self._track = track
         self._clock = clock
-        self.audio = EnvelopeTrack(TAP_RATE, keep_s=TAP_KEEP_S)
+        self.keep_s = keep_s
+        self.audio = EnvelopeTrack(TAP_RATE, keep_s=keep_s)
         self._sample_clock = SampleClock(TAP_RATE, stall_s=GAP_S)
         self._n = 0  # samples seen
         # stretches of gapless audio: (sample-count time of their start, sender time of sample 0)
         self._segments: list[list[float]] = []
         self._reanchors = -1
+        # per chunk: where its arrival puts its stretch's start, modulo one timer step
+        self._phases: collections.deque[float] = collections.deque(maxlen=4000)
         self._listeners: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self.chunks = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="syncmon-audio-tap")
+        """Subscribe now (the sink is in place when this returns: audio captured after it is
+        seen) and read in a task."""
+        from livekit import rtc
+
+        stream = rtc.AudioStream(
+            self._track,
+            sample_rate=TAP_RATE,
+            num_channels=1,
+            capacity=0,
+            frame_size_ms=TAP_FRAME_MS,
+        )
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(stream), name="syncmon-audio-tap"
+        )
 
     def on_audio(self, cb: Callable[[], None]) -> None:
         self._listeners.append(cb)
@@ -78,6 +104,28 @@ class AudioLeaveTap:
             self._segments[0][1],
         )
         return tau + t0, corr
+
+    def timer_phase(self) -> float | None:
+        """The phase (sender time modulo 10 ms) of the source's timer, or None while unknown.
+
+        A stretch of audio starts on a tick, and every chunk's arrival is late by some delay
+        >= 0: the phases the arrivals imply pile up just after the true one. The estimate is
+        the 2nd percentile of the pile around its densest millisecond; ``None`` unless most
+        chunks sit within a few ms of it (no such timer, e.g. a source without a queue).
+        """
+        if len(self._phases) < PHASE_MIN_CHUNKS:
+            return None
+        ph = np.asarray(self._phases)
+        bins = np.histogram(ph, bins=100, range=(0.0, TICK_S))[0]
+        dens = np.convolve(np.concatenate([bins, bins[:10]]), np.ones(10), mode="valid")[:100]
+        mode = (int(np.argmax(dens)) + 5) * TICK_S / 100  # centre of the densest 1 ms
+        # unwrap around the mode: (mode - 5 ms, mode + 5 ms]
+        un = (ph - mode + TICK_S / 2) % TICK_S - TICK_S / 2 + mode
+        phase = float(np.percentile(un, 2))
+        hits = float(np.mean((un >= phase) & (un <= phase + PHASE_HIT_S)))
+        if hits < PHASE_HIT_SHARE:
+            return None
+        return phase % TICK_S
 
     def _tau_of(self, t: float) -> float:
         """The sample-count time of sender time ``t``; a time in a gap maps to the start of
@@ -100,12 +148,15 @@ class AudioLeaveTap:
         if self._sample_clock.reanchors != self._reanchors or not self._segments:
             self._reanchors = self._sample_clock.reanchors
             self._segments.append([tau, t0])
-            oldest = tau - TAP_KEEP_S
+            oldest = tau - self.keep_s
             while len(self._segments) > 1 and self._segments[1][0] <= oldest:
                 self._segments.pop(0)
         else:
             self._segments[-1][1] = t0  # the clock refined: the whole stretch moves with it
         self.audio.add(x, tau)
+        # this chunk's arrival, taken as on time, puts the stretch's first sample at
+        seg_tau, _ = self._segments[-1]
+        self._phases.append((arrival - (self._n + x.size) / TAP_RATE + seg_tau) % TICK_S)
         self._n += x.size
         self.chunks += 1
         for cb in self._listeners:
@@ -114,16 +165,7 @@ class AudioLeaveTap:
             except Exception as e:  # a listener's failure never stops the tap
                 log.debug("audio tap listener failed: %s", e)
 
-    async def _run(self) -> None:
-        from livekit import rtc
-
-        stream = rtc.AudioStream(
-            self._track,
-            sample_rate=TAP_RATE,
-            num_channels=1,
-            capacity=0,
-            frame_size_ms=TAP_FRAME_MS,
-        )
+    async def _run(self, stream: Any) -> None:
         try:
             async for ev in stream:
                 arrival = self._clock()

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_FRAMES = 256
 MARK_WAIT_S = 2.0  # a mark whose audio the tap has not shown by then goes with the estimate
+TICK_S = 0.01  # livekit's audio source hands 10 ms to WebRTC per tick of its native timer
+CALIBRATION_MARKS = 3  # leaves on the tap in a row that agree with the timer's phase
+PHASE_SPREAD_S = 0.002  # a leave on the tap this close to the timer's phase agrees with it
 UNDERRUN_S = 0.015  # the estimated leave this much after the measured one: the source ran dry
 ATTR_ROOM = "lk.room_name"
 ATTR_IDENTITY = "lk.participant_identity"
@@ -66,6 +69,20 @@ class InputSegment:
     def push_time(self, media_t: float) -> float | None:
         i = bisect.bisect_right(self.ends, media_t)
         return self.pushed_at[i] if i < len(self.pushed_at) else None
+
+
+@dataclass
+class PendingMark:
+    """A timing mark whose audio leave time is still being measured."""
+
+    seq: int
+    template: np.ndarray
+    estimate: float  # push time plus the source's queued duration
+    frame_id: int
+    s_v: float
+    modelled: float | None = None  # from the source timer's phase, once calibrated
+    first_capture: tuple[float, float, float] | None = None
+    give_up: float = 0.0
 
 
 @dataclass
@@ -114,14 +131,22 @@ class RunnerTracker:
         self._mark_rate = 0
         self._mark_anchor: tuple[int, float] | None = None  # frame_id, S_v
         self._mark_sent = True
-        # a mark waiting for the tap: seq, template, estimated S_a, frame_id, S_v, give-up time
-        self._mark_wait: tuple[int, np.ndarray, float, int, float, float] | None = None
+        self._mark_wait: PendingMark | None = None  # a mark waiting for the tap
+        # the phase of the audio source's 10 ms timer (sender clock), learned on the tap
+        self.tick_phase: float | None = None
+        self._agree = 0  # utterances in a row whose leave on the tap agrees with its phase
         self._leave0: float | None = None  # measured leave of this utterance's first audio
-        self.tap: AudioLeaveTap | None = None
+        # this utterance's first capture into the audio source: call, return, queued before it
+        self._first_capture: tuple[float, float, float] | None = None
+        self._queued_at_first = 0.0
+        self.tap: AudioLeaveTap | None = None  # this utterance's, while its mark waits
+        self.tap_track: Any = None  # the published audio track a tap subscribes to
+        self.taps_opened = 0
         self.leave_corrections: collections.deque[float] = collections.deque(maxlen=64)
         self._next_frame_id = 1
         self.errors = 0
         self.marks_sent = 0
+        self.marks_ambiguous = 0
         self.last_skew_s: float | None = None
         self.last_utterance_skew_s: float | None = None
 
@@ -202,6 +227,7 @@ class RunnerTracker:
         elif kind == "audio":
             if not self._out_active:
                 self._start_utterance(now)
+                self._queued_at_first = self.audio_source_queued_s()
             queued = self.audio_source_queued_s()
             self._leave_starts.append(self._out_audio_s)
             self._leave_at.append(self.ins.clock() + queued)
@@ -210,9 +236,17 @@ class RunnerTracker:
         else:
             self._end_utterance()
 
+    def on_audio_capture(self, frame: Any, t_call: float, t_done: float) -> None:
+        """Audio went into the audio source between ``t_call`` and ``t_done``: for the
+        utterance's first chunk, when, and behind how much queued audio."""
+        if self._out_active and self._first_capture is None:
+            self._first_capture = (t_call, t_done, self._queued_at_first)
+
     def on_capture(self, frame: Any, metadata: Any) -> tuple[int, float]:
         """A frame leaves through the video source: its FrameMetadata id and sender time."""
         s_v = self.ins.clock()
+        if self._mark_wait is not None:
+            self._resolve_mark()  # gives up on a tap that shows nothing
         info = self._pending.pop(id(frame), None)
         if metadata is not None and metadata.HasField("frame_id"):
             frame_id = int(metadata.frame_id)
@@ -262,6 +296,9 @@ class RunnerTracker:
         return estimate
 
     def _start_utterance(self, now: float) -> None:
+        if self._mark_wait is not None:  # the last utterance's mark is still waiting: send it
+            m = self._mark_wait
+            self._send_mark(m.estimate if m.modelled is None else m.modelled)
         self._out_active = True
         self._out_audio_s = 0.0
         self._leave_starts.clear()
@@ -280,6 +317,7 @@ class RunnerTracker:
         self._mark_anchor = None
         self._mark_sent = not self.ins.timing_marks
         self._leave0 = None
+        self._first_capture = None
         self._frames_in_span = 0
         self._proc_sum, self._proc_n = 0.0, 0
         attrs = self.attributes()
@@ -293,6 +331,7 @@ class RunnerTracker:
         if not self._out_active:
             return
         self._out_active = False
+
         span, self._span = self._span, None
         if span is not None:
             span.set_attribute("syncmon.frames", self._out_frames)
@@ -332,49 +371,119 @@ class RunnerTracker:
         self._mark_env_s += float(frame.duration)
         self._maybe_send_mark()
 
-    def attach_tap(self, tap: AudioLeaveTap) -> None:
-        self.tap = tap
-        tap.on_audio(self._resolve_mark)
+    def attach_audio_track(self, track: Any) -> None:
+        """The runner's published audio track: each utterance's audio is timed on it."""
+        self.tap_track = track
+        self._open_tap()
 
         def closed(*_: Any) -> None:
-            asyncio.ensure_future(tap.aclose())
+            self._close_tap()
 
         self.room.on("disconnected", closed)
+
+    def _open_tap(self) -> None:
+        from ._leave import AudioLeaveTap
+
+        self._close_tap()
+        if self.tap_track is None or not self.ins.timing_marks:
+            return
+        tap = AudioLeaveTap(self.tap_track, self.ins.clock)
+        tap.on_audio(self._resolve_mark)
+        tap.start()
+        self.tap = tap
+        self.taps_opened += 1
+
+    def _close_tap(self) -> None:
+        tap, self.tap = self.tap, None
+        if tap is not None:
+            asyncio.ensure_future(tap.aclose())
 
     def _maybe_send_mark(self) -> None:
         if self._mark_sent or self._mark_anchor is None or self._mark_env_s < ENV_LEN_S:
             return
         self._mark_sent = True
-        if self._mark_wait is not None:  # the last utterance's mark is still waiting: send it
-            self._send_mark(self._mark_wait[2])
         frame_id, s_v = self._mark_anchor
         env = envelope(np.concatenate(self._mark_env), self._mark_rate)
         n = int(round(ENV_LEN_S / ENV_BLOCK_S))
         self._mark_env = []
-        self._mark_wait = (self._mark_seq, env[:n], self._leave_at[0], frame_id, s_v, 0.0)
-        if self.tap is None:
-            self._send_mark(self._leave_at[0])
+        m = PendingMark(self._mark_seq, env[:n], self._leave_at[0], frame_id, s_v)
+        m.modelled = self._modelled_leave()
+        self._mark_wait = m
+        if self.tap is None and self.tick_phase is not None and m.modelled is None:
+            self._mark_wait = None  # better no estimate than one a timer step off
+            self.marks_ambiguous += 1
+            log.debug("utterance %d: its audio's tick is ambiguous, no timing mark", m.seq)
+        elif self.tap is None:
+            self._send_mark(m.estimate if m.modelled is None else m.modelled)
         else:
-            self._mark_wait = self._mark_wait[:5] + (self.ins.clock() + MARK_WAIT_S,)
+            m.first_capture = self._first_capture
+            m.give_up = self.ins.clock() + MARK_WAIT_S
             self._resolve_mark()
+
+    def _modelled_leave(self) -> float | None:
+        """When the utterance's first audio left, from when it went into the source: the
+        source's 10 ms timer sends it at the first tick after it, behind what was queued.
+        ``None`` when a tick fell between the call and its return (which tick took it is not
+        known) or nothing is known yet."""
+        if self.tick_phase is None or self._first_capture is None:
+            return None
+        t_call, t_done, queued = self._first_capture
+        since_tick = (t_call - self.tick_phase) % TICK_S
+        if since_tick + (t_done - t_call) >= TICK_S:
+            return None
+        # what is queued leaves first; the source's estimate drains it continuously, the timer
+        # in 10 ms steps
+        ahead = TICK_S * round((queued + since_tick) / TICK_S) if queued > 1e-4 else 0.0
+        # (on the tap's and the monitor's convention: a 10 ms block is timed at its start)
+        return t_call - since_tick + ahead
 
     def _resolve_mark(self) -> None:
         """The tap has more audio: has the waiting mark's utterance left yet?"""
-        if self._mark_wait is None or self.tap is None:
+        m = self._mark_wait
+        if m is None:
             return
-        _, tmpl, s_a_est, _, _, give_up = self._mark_wait
-        res = self.tap.find(tmpl, s_a_est)
+        fallback = m.estimate if m.modelled is None else m.modelled
+        if self.tap is None:  # closed under it (the room went away)
+            self._send_mark(fallback)
+            return
+        res = self.tap.find(m.template, m.estimate)
         if isinstance(res, tuple):
-            self.leave_corrections.append(res[0] - s_a_est)
-            self._send_mark(res[0])
-        elif res is False or self.ins.clock() > give_up:
+            self._send_mark(self._calibrate(res[0], m))
+        elif res is False or self.ins.clock() > m.give_up:
             log.debug("utterance not found in the audio tap: its mark goes with the estimate")
-            self._send_mark(s_a_est)
+            self._send_mark(fallback)
+
+    def _calibrate(self, s_a: float, m: PendingMark) -> float:
+        """A leave measured on the tap; once the tap knows the phase of the source's timer
+        (and enough utterances agree with it), the tap closes and leaves are modelled."""
+        self.leave_corrections.append(s_a - m.estimate)
+        assert self.tap is not None
+        phase = self.tap.timer_phase()
+        if phase is None:
+            return s_a
+        # an utterance starts on a tick (its audio goes in whole 10 ms blocks)
+        snapped = phase + TICK_S * round((s_a - phase) / TICK_S)
+        if abs(snapped - s_a) > PHASE_SPREAD_S:
+            self._agree = 0
+            return s_a
+        self._agree += 1
+        log.debug(
+            "audio left %.1f ms after the estimate (tap %.2f ms off the timer's phase %.2f ms)",
+            1000 * (snapped - m.estimate),
+            1000 * (s_a - snapped),
+            1000 * phase,
+        )
+        if self._agree >= CALIBRATION_MARKS:
+            self.tick_phase = phase
+            log.debug("audio source timer phase %.2f ms: the tap closes", 1000 * phase)
+            self._close_tap()
+        return snapped
 
     def _send_mark(self, s_a: float) -> None:
-        assert self._mark_wait is not None
-        seq, tmpl, _, frame_id, s_v, _ = self._mark_wait
+        m = self._mark_wait
+        assert m is not None
         self._mark_wait = None
+        seq, tmpl, frame_id, s_v = m.seq, m.template, m.frame_id, m.s_v
         if seq == self._mark_seq and self._out_active:
             self._leave0 = s_a
             self.last_utterance_skew_s = s_v - s_a
