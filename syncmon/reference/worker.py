@@ -316,9 +316,11 @@ class LaggedSynchronizer(rtc.AVSynchronizer):
         self._t0 = time.monotonic()
         # unbounded: a frame enters the synchronizer's own queue exactly ``lag_s`` late (the
         # generator upstream is paced by its audio and, when idle, by its own frame clock)
-        self._delay_line: asyncio.Queue[tuple[float, rtc.VideoFrame, float | None]] = (
-            asyncio.Queue()
+        self._delay_line: collections.deque[tuple[float, rtc.VideoFrame, float | None]] = (
+            collections.deque()
         )
+        self._queued = asyncio.Event()
+        self.lag_drops = 0
         self._mover = asyncio.get_running_loop().create_task(self._move())
 
     async def push(
@@ -332,14 +334,26 @@ class LaggedSynchronizer(rtc.AVSynchronizer):
             return
         now = time.monotonic()
         lag = self._lags[int((now - self._t0) / self._period) % len(self._lags)]
-        await self._delay_line.put((now + lag, frame, timestamp))
+        # a shorter lag than before: the pictures still held for the longer one would hold
+        # this one back too (the synchronizer sends at the frame rate, never faster), so they
+        # are lost, as a sender that skips ahead loses them (their frame ids leave gaps)
+        while self._delay_line and self._delay_line[-1][0] > now + lag:
+            self._delay_line.pop()
+            self.lag_drops += 1
+        self._delay_line.append((now + lag, frame, timestamp))
+        self._queued.set()
 
     async def _move(self) -> None:
         while True:
-            due, frame, ts = await self._delay_line.get()
+            while not self._delay_line:
+                self._queued.clear()
+                await self._queued.wait()
+            due, frame, ts = self._delay_line[0]
             wait = due - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(min(wait, 0.005))
+                continue  # (a shorter lag may have emptied the line meanwhile)
+            self._delay_line.popleft()
             await self._video_queue.put((frame, ts))
 
     async def aclose(self) -> None:

@@ -59,7 +59,7 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         "3",
         "--otlp",
         "--duration",
-        "100",
+        "120",
         env=env,
     )
 
@@ -70,10 +70,10 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     wait_for(estimates, timeout=30)
     # the receiver's jitter buffers settle over the first seconds (the bias subtracted is
     # averaged over 8 s): then one estimate per utterance (none while the receiver's jitter
-    # buffers re-adapt), each new one collected for 40 s
+    # buffers re-adapt), each new one collected for 65 s
     time.sleep(20)
     pairs: dict[int, tuple[float, float]] = {}
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 65
     while time.monotonic() < deadline and av.proc.poll() is None:
         a = avatar_report(mon.metrics_url, room, identity)
         assert a is not None
@@ -81,12 +81,12 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         if n not in pairs and a["offset_ms"]["timestamp"] is not None:
             pairs[n] = (a["offset_ms"]["timestamp"], a["sender_skew_ms"])
         time.sleep(0.25)
-    assert len(pairs) >= 8, pairs
+    assert len(pairs) >= 10, pairs
     ts = np.array([p[0] for p in pairs.values()])
     skew = np.array([p[1] for p in pairs.values()])
     # the injected pacing skew is in what the sender measured (plus its own pacing), both lags
     assert np.all(skew >= min(LAGS_MS) - 5) and np.all(skew <= max(LAGS_MS) + 80), skew
-    # (the synchronizer's frame clock rounds the lag to its own pacing: not exactly 160 ms apart)
+    # (when the lag is taken back, the pictures held for it are dropped: it really changes)
     assert skew.max() - skew.min() >= 100, skew
     # truth: the sender's skew, utterance by utterance, measured on the sender's clock (its
     # audio timed where it leaves the audio source), plus the transport's own A/V difference,
