@@ -9,10 +9,10 @@ audio that comes out of the source with a sample clock steered by the earliest a
 monitor's own ``SampleClock``), and finds each utterance's first audio in it with the same
 envelope match the monitor uses. Both ends then time the same samples the same way.
 
-A subscribed stream costs the worker ~3.5 % of a core for as long as it runs (the SDK's
-per-chunk work, not syncmon's), so a tap lives for one utterance: it subscribes when the
-generator hands out the utterance's first audio (before that audio reaches the source) and
-closes once the utterance is found, about 0.6 s later.
+The source's timer is phase-locked for the source's lifetime, and every stretch of its output
+starts on a tick: the tap also learns that phase (``timer_phase``), so that the tracker can
+close it -- a subscribed stream costs the worker ~3.5 % of a core, the SDK's per-chunk work,
+not syncmon's -- and model later leaves from the moment audio goes into the source.
 
 Unlike a receiver's, the source's output stops between utterances. The envelope is therefore
 kept on the tap's sample count (gaps squeezed out) and turned into sender time only when a match
