@@ -305,10 +305,10 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             t = inst._by_source.get(source)
             if t is None:
                 return await original(source, frame)  # type: ignore[no-any-return]
-            t_call = t.ins.clock()
+            t_call = time.monotonic()
             await original(source, frame)
             try:  # the audio went into the source's buffer between the two
-                t.on_audio_capture(frame, t_call, t.ins.clock())
+                t.on_audio_capture(frame, t_call, time.monotonic())
             except Exception as e:
                 inst._fail("AudioSource.capture_frame", e)
 

@@ -48,11 +48,11 @@ GAP_S = 0.03
 TICK_S = 0.01  # the source's native timer sends 10 ms per tick, phase-locked for its lifetime
 PHASE_MIN_CHUNKS = 60  # chunks seen before the timer's phase is estimated
 PHASE_HIT_S = 0.003
-PHASE_HIT_SHARE = 0.8  # of the chunks within PHASE_HIT_S after the phase: the timer is there
+PHASE_HIT_SHARE = 0.6  # of the chunks within PHASE_HIT_S after it (random phases: 0.3)
 
 
 class AudioLeaveTap:
-    """Audio as it leaves one local audio track, on the sender clock."""
+    """Audio as it leaves one local audio track, on ``clock`` (the tracker: monotonic)."""
 
     def __init__(self, track: Any, clock: Callable[[], float], keep_s: float = TAP_KEEP_S) -> None:
         self._track = track
@@ -141,7 +141,7 @@ class AudioLeaveTap:
         return t - segs[-1][1]
 
     def add(self, x: np.ndarray, arrival: float) -> None:
-        """``x`` has just arrived from the source (at ``arrival``, sender clock)."""
+        """``x`` has just arrived from the source (at ``arrival``, on the tap's clock)."""
         start = self._sample_clock.chunk(arrival, x.size)
         tau = self._n / TAP_RATE
         t0 = start - tau

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING_FRAMES = 256
 MARK_WAIT_S = 2.0  # a mark whose audio the tap has not shown by then goes with the estimate
 TICK_S = 0.01  # livekit's audio source hands 10 ms to WebRTC per tick of its native timer
-CALIBRATION_MARKS = 3  # leaves on the tap in a row that agree with the timer's phase
+CALIBRATION_MARKS = 3  # leaves on the tap that agree with the timer's phase
 PHASE_SPREAD_S = 0.002  # a leave on the tap this close to the timer's phase agrees with it
 UNDERRUN_S = 0.015  # the estimated leave this much after the measured one: the source ran dry
 ATTR_ROOM = "lk.room_name"
@@ -132,11 +132,11 @@ class RunnerTracker:
         self._mark_anchor: tuple[int, float] | None = None  # frame_id, S_v
         self._mark_sent = True
         self._mark_wait: PendingMark | None = None  # a mark waiting for the tap
-        # the phase of the audio source's 10 ms timer (sender clock), learned on the tap
+        # the phase of the audio source's 10 ms timer (monotonic clock), learned on the tap
         self.tick_phase: float | None = None
-        self._agree = 0  # utterances in a row whose leave on the tap agrees with its phase
+        self._agree = 0  # utterances whose leave on the tap agrees with its timer's phase
         self._leave0: float | None = None  # measured leave of this utterance's first audio
-        # this utterance's first capture into the audio source: call, return, queued before it
+        # this utterance's first capture into the audio source: call, return (monotonic), queued
         self._first_capture: tuple[float, float, float] | None = None
         self._queued_at_first = 0.0
         self.tap: AudioLeaveTap | None = None  # this utterance's, while its mark waits
@@ -387,7 +387,9 @@ class RunnerTracker:
         self._close_tap()
         if self.tap_track is None or not self.ins.timing_marks:
             return
-        tap = AudioLeaveTap(self.tap_track, self.ins.clock)
+        # the source's timer runs on the monotonic clock: so does the tap, and the phase learned
+        # on it (a wall clock that NTP slews would walk away from it)
+        tap = AudioLeaveTap(self.tap_track, time.monotonic)
         tap.on_audio(self._resolve_mark)
         tap.start()
         self.tap = tap
@@ -407,7 +409,8 @@ class RunnerTracker:
         n = int(round(ENV_LEN_S / ENV_BLOCK_S))
         self._mark_env = []
         m = PendingMark(self._mark_seq, env[:n], self._leave_at[0], frame_id, s_v)
-        m.modelled = self._modelled_leave()
+        modelled = self._modelled_leave()
+        m.modelled = None if modelled is None else self._sender_time(modelled)
         self._mark_wait = m
         if self.tap is None and self.tick_phase is not None and m.modelled is None:
             self._mark_wait = None  # better no estimate than one a timer step off
@@ -446,17 +449,22 @@ class RunnerTracker:
         if self.tap is None:  # closed under it (the room went away)
             self._send_mark(fallback)
             return
-        res = self.tap.find(m.template, m.estimate)
+        offset = self.ins.clock() - time.monotonic()
+        res = self.tap.find(m.template, m.estimate - offset)
         if isinstance(res, tuple):
-            self._send_mark(self._calibrate(res[0], m))
+            self._send_mark(self._calibrate(res[0], m) + offset)
         elif res is False or self.ins.clock() > m.give_up:
             log.debug("utterance not found in the audio tap: its mark goes with the estimate")
             self._send_mark(fallback)
 
+    def _sender_time(self, t_mono: float) -> float:
+        return t_mono + (self.ins.clock() - time.monotonic())
+
     def _calibrate(self, s_a: float, m: PendingMark) -> float:
-        """A leave measured on the tap; once the tap knows the phase of the source's timer
-        (and enough utterances agree with it), the tap closes and leaves are modelled."""
-        self.leave_corrections.append(s_a - m.estimate)
+        """A leave measured on the tap (monotonic clock); once the tap knows the phase of the
+        source's timer (and enough utterances agree with it), the tap closes and leaves are
+        modelled."""
+        self.leave_corrections.append(self._sender_time(s_a) - m.estimate)
         assert self.tap is not None
         phase = self.tap.timer_phase()
         if phase is None:
@@ -464,12 +472,11 @@ class RunnerTracker:
         # an utterance starts on a tick (its audio goes in whole 10 ms blocks)
         snapped = phase + TICK_S * round((s_a - phase) / TICK_S)
         if abs(snapped - s_a) > PHASE_SPREAD_S:
-            self._agree = 0
-            return s_a
+            return s_a  # (the tap's own reading came late: a busy loop)
         self._agree += 1
         log.debug(
             "audio left %.1f ms after the estimate (tap %.2f ms off the timer's phase %.2f ms)",
-            1000 * (snapped - m.estimate),
+            1000 * (self._sender_time(snapped) - m.estimate),
             1000 * (s_a - snapped),
             1000 * phase,
         )
