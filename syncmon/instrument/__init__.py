@@ -303,12 +303,30 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         async def capture_frame(source: Any, frame: Any) -> None:
             t = inst._by_source.get(source)
-            if t is None:
+            if t is None or not t.wants_capture_timing():
                 return await original(source, frame)  # type: ignore[no-any-return]
+            from livekit.rtc._ffi_client import FfiClient
+
+            # the SDK confirms the capture once the audio is in the source's buffer; that event
+            # is timed where it arrives (the FFI's thread), not when this loop gets to it
+            confirmed: list[float] = []
+
+            def seen(ev: Any) -> bool:
+                if ev.WhichOneof("message") == "capture_audio_frame":
+                    confirmed.append(time.monotonic())
+                return False
+
+            ffi_queue = FfiClient.instance.queue
+            sub = ffi_queue.subscribe(filter_fn=seen)
             t_call = time.monotonic()
-            await original(source, frame)
+            try:
+                await original(source, frame)
+            finally:
+                ffi_queue.unsubscribe(sub)
+            # (one confirmation in between is this one; more: another source's, unknown order)
+            t_done = confirmed[0] if len(confirmed) == 1 else time.monotonic()
             try:  # the audio went into the source's buffer between the two
-                t.on_audio_capture(frame, t_call, time.monotonic())
+                t.on_audio_capture(frame, t_call, t_done)
             except Exception as e:
                 inst._fail("AudioSource.capture_frame", e)
 

@@ -236,6 +236,10 @@ class RunnerTracker:
         else:
             self._end_utterance()
 
+    def wants_capture_timing(self) -> bool:
+        """Is the next capture into the audio source an utterance's first?"""
+        return self._out_active and self._first_capture is None
+
     def on_audio_capture(self, frame: Any, t_call: float, t_done: float) -> None:
         """Audio went into the audio source between ``t_call`` and ``t_done``: for the
         utterance's first chunk, when, and behind how much queued audio."""
@@ -468,6 +472,7 @@ class RunnerTracker:
         assert self.tap is not None
         phase = self.tap.timer_phase()
         if phase is None:
+            log.debug("audio source timer: no phase yet (%d chunks)", self.tap.chunks)
             return s_a
         # an utterance starts on a tick (its audio goes in whole 10 ms blocks)
         snapped = phase + TICK_S * round((s_a - phase) / TICK_S)
