@@ -6,10 +6,11 @@ first audio (the generator emits a frame and then its audio, as bitHuman's runti
 at media time t is compared, for processing time, with the moment the audio of t was pushed into
 the generator and, for sender A/V skew, with the moment the audio of t leaves the audio source.
 
-That moment is first estimated (push time plus the source's queued duration), then, once the
-utterance's first audio shows up in the tap on the published track (``_leave.AudioLeaveTap``),
-measured: the utterance's audio leaves from there on one sample per sample period, as long as
-the estimate does not fall behind that (the source ran dry: the estimate is used again).
+That moment is estimated (push time plus the source's queued duration), then set exactly for the
+utterance's first audio: measured on a tap on the published track (``_leave.AudioLeaveTap``)
+while the phase of the source's 10 ms timer is being learned, modelled from that phase and the
+capture afterwards. The utterance's audio leaves from there one sample per sample period, as
+long as the estimate does not fall behind that (the source ran dry: the estimate is used again).
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ class PendingMark:
     frame_id: int
     s_v: float
     modelled: float | None = None  # from the source timer's phase, once calibrated
-    first_capture: tuple[float, float, float] | None = None
     give_up: float = 0.0
 
 
@@ -139,10 +139,9 @@ class RunnerTracker:
         # this utterance's first capture into the audio source: call, return (monotonic), queued
         self._first_capture: tuple[float, float, float] | None = None
         self._queued_at_first = 0.0
-        self.tap: AudioLeaveTap | None = None  # this utterance's, while its mark waits
-        self.tap_track: Any = None  # the published audio track a tap subscribes to
+        self.tap: AudioLeaveTap | None = None  # open until the timer's phase is known
+        self.tap_track: Any = None  # the published audio track the tap subscribes to
         self.taps_opened = 0
-        self.leave_corrections: collections.deque[float] = collections.deque(maxlen=64)
         self._next_frame_id = 1
         self.errors = 0
         self.marks_sent = 0
@@ -335,7 +334,6 @@ class RunnerTracker:
         if not self._out_active:
             return
         self._out_active = False
-
         span, self._span = self._span, None
         if span is not None:
             span.set_attribute("syncmon.frames", self._out_frames)
@@ -376,7 +374,7 @@ class RunnerTracker:
         self._maybe_send_mark()
 
     def attach_audio_track(self, track: Any) -> None:
-        """The runner's published audio track: each utterance's audio is timed on it."""
+        """The runner's published audio track: the first utterances' audio is timed on it."""
         self.tap_track = track
         self._open_tap()
 
@@ -423,7 +421,6 @@ class RunnerTracker:
         elif self.tap is None:
             self._send_mark(m.estimate if m.modelled is None else m.modelled)
         else:
-            m.first_capture = self._first_capture
             m.give_up = self.ins.clock() + MARK_WAIT_S
             self._resolve_mark()
 
@@ -453,10 +450,9 @@ class RunnerTracker:
         if self.tap is None:  # closed under it (the room went away)
             self._send_mark(fallback)
             return
-        offset = self.ins.clock() - time.monotonic()
-        res = self.tap.find(m.template, m.estimate - offset)
+        res = self.tap.find(m.template, m.estimate - self._sender_time(0.0))
         if isinstance(res, tuple):
-            self._send_mark(self._calibrate(res[0], m) + offset)
+            self._send_mark(self._sender_time(self._calibrate(res[0], m)))
         elif res is False or self.ins.clock() > m.give_up:
             log.debug("utterance not found in the audio tap: its mark goes with the estimate")
             self._send_mark(fallback)
@@ -468,7 +464,6 @@ class RunnerTracker:
         """A leave measured on the tap (monotonic clock); once the tap knows the phase of the
         source's timer (and enough utterances agree with it), the tap closes and leaves are
         modelled."""
-        self.leave_corrections.append(self._sender_time(s_a) - m.estimate)
         assert self.tap is not None
         phase = self.tap.timer_phase()
         if phase is None:
