@@ -18,12 +18,14 @@ from ..thresholds import verdict
 from .audio import AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
+from .receiver import ReceiverDelay
 from .timestamp import TimestampEstimate, TimestampOffsetEstimator
 from .video import VideoFrameEvent, VideoTimingAnalyzer, VideoTimingStats
 
 log = logging.getLogger(__name__)
 
 METHODS = ("content", "timestamp", "playout")
+MAX_WAITING = 8  # timestamp estimates waiting for the receiver's next stats poll
 # offsets kept for the median as a 1 ms histogram over ±1 s: bounded whatever the length
 _HIST_RANGE_MS = 1000
 
@@ -88,9 +90,10 @@ class SyncAnalyzer:
         # viewer's player would equalize from RTCP; subtracted from content estimates. None: a
         # live receiver has not measured it yet, and content estimates are withheld till it has
         self.receiver_bias_s: float | None = 0.0
-        # False while the receiver's jitter buffers re-adapt (the bias above lags them):
-        # timestamp estimates, exact to a few ms otherwise, are withheld meanwhile
-        self.receiver_steady = True
+        # a live receiver's bias over time (set by the live monitor): a timestamp estimate then
+        # waits for the stats poll after it and takes the bias at its own instant
+        self.receiver: ReceiverDelay | None = None
+        self._ts_waiting: list[TimestampEstimate] = []
         self.timestamp_published = 0
         self.timestamp_withheld = 0
 
@@ -139,31 +142,72 @@ class SyncAnalyzer:
         self._timestamp_estimates(self.timestamp.add_mark(mark))
 
     def _timestamp_estimates(self, ests: list[TimestampEstimate]) -> None:
+        if self.receiver is None:
+            for est in ests:
+                self._publish_timestamp(est, self.receiver_bias_s)
+            return
         for est in ests:
-            if self.receiver_bias_s is None or not self.receiver_steady:
-                self.timestamp_withheld += 1
-                log.debug(
-                    "timestamp estimate withheld: the receiver's jitter buffers %s",
-                    "not measured yet" if self.receiver_bias_s is None else "re-adapting",
-                )
-                continue
-            self.timestamp_published += 1
-            est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
+            self.receiver.add_transit(est.t, est.transit_v_s)
+        self._ts_waiting.extend(ests)
+        self._resolve_timestamps()
+
+    def receiver_poll(
+        self,
+        t: float,
+        *,
+        video: tuple[float, int] | None,
+        audio: tuple[float, int] | None,
+        stretch_s: float | None,
+    ) -> None:
+        """A live receiver's stats poll (``ReceiverDelay.poll``): the bias, and the timestamp
+        estimates that waited for it."""
+        if self.receiver is None:
+            self.receiver = ReceiverDelay()
+        self.receiver.poll(t, video=video, audio=audio, stretch_s=stretch_s)
+        self.receiver_bias_s = self.receiver.bias_s
+        self._resolve_timestamps()
+
+    def _resolve_timestamps(self) -> None:
+        assert self.receiver is not None
+        waiting: list[TimestampEstimate] = []
+        for est in self._ts_waiting:
+            bias = self.receiver.bias_at(est.t)
+            if bias is None:
+                waiting.append(est)
+            elif isinstance(bias, float):
+                self._publish_timestamp(est, bias)
+            else:
+                self._publish_timestamp(est, None, bias)
+        # stats that stopped coming leave no estimate waiting for ever
+        for est in waiting[:-MAX_WAITING]:
+            self._publish_timestamp(est, None, "no stats poll came after it")
+        self._ts_waiting = waiting[-MAX_WAITING:]
+
+    def _publish_timestamp(self, est: TimestampEstimate, bias: float | None, why: str = "") -> None:
+        if bias is None:
+            self.timestamp_withheld += 1
             log.debug(
-                "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, receiver "
-                "bias %.1f ms, r=%.3f, transit v %.1f a %.1f ms)",
-                est.offset_s * 1000.0,
-                est.skew_s * 1000.0,
-                (est.offset_s - est.skew_s) * 1000.0,
-                self.receiver_bias_s * 1000.0,
-                est.correlation,
-                est.transit_v_s * 1000.0,
-                est.transit_a_s * 1000.0,
+                "timestamp estimate withheld: %s",
+                why or "the receiver's jitter buffers not measured yet",
             )
-            self.last_timestamp = est
-            self.offsets["timestamp"] = OffsetState(est.offset_s, est.correlation)
-            if self._on_estimate is not None:
-                self._on_estimate("timestamp", est)
+            return
+        self.timestamp_published += 1
+        est = replace(est, offset_s=est.offset_s - bias)
+        log.debug(
+            "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, receiver "
+            "bias %.1f ms, r=%.3f, transit v %.1f a %.1f ms)",
+            est.offset_s * 1000.0,
+            est.skew_s * 1000.0,
+            (est.offset_s - est.skew_s) * 1000.0,
+            bias * 1000.0,
+            est.correlation,
+            est.transit_v_s * 1000.0,
+            est.transit_a_s * 1000.0,
+        )
+        self.last_timestamp = est
+        self.offsets["timestamp"] = OffsetState(est.offset_s, est.correlation)
+        if self._on_estimate is not None:
+            self._on_estimate("timestamp", est)
 
     def _poll(self) -> None:
         est = self.content.poll()

@@ -10,7 +10,6 @@ as the avatar's.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -23,6 +22,7 @@ from livekit.rtc._proto import ffi_pb2 as proto_ffi
 from livekit.rtc._proto import video_frame_pb2 as proto_video
 
 from ..analysis.clock import SampleClock
+from ..analysis.receiver import ReceiverDelay
 from ..analysis.session import SyncAnalyzer
 from ..metrics import AvatarState
 
@@ -31,11 +31,6 @@ log = logging.getLogger(__name__)
 AUDIO_RATE = 16000
 AUDIO_FRAME_MS = 50
 STATS_INTERVAL_S = 2.0
-# the receiver bias is averaged over the frames its jitter buffers emitted in this window (the
-# span of a content window), never over the stream's start-up
-BIAS_WINDOW_S = 8.0
-STEADY_S = 0.002  # a jitter buffer whose last poll is this close to its window's is steady
-BIAS_MIN_SPAN_S = 6.0  # no bias (and so no live content/timestamp offset) from less than this
 # VideoFrameEvent.timestamp_us is WebRTC's render time: the decoded frame's arrival plus the
 # timing model's render delay (kDefaultRenderDelayMs = 10; measured here: 6.4-9.8 ms ahead of
 # the frame reaching Python). Audio chunks are stamped at their first sample's earliest arrival,
@@ -96,11 +91,8 @@ class AvatarMonitor:
         self._stats_interval = stats_interval_s
         self._stats_task: asyncio.Task[None] | None = None
         self._jb_prev: dict[str, tuple[float, int]] = {}
-        # per kind: (poll time, cumulative jitter_buffer_delay, cumulative emitted count)
-        self._jb_hist: dict[str, collections.deque[tuple[float, float, int]]] = {}
-        # (poll time, net seconds NetEq stretched the audio by: inserted + concealed - removed)
-        self._stretch_hist: collections.deque[tuple[float, float]] = collections.deque()
         self.analyzer.receiver_bias_s = None
+        self.analyzer.receiver = ReceiverDelay()
         self.malformed_frames = 0
         self.malformed_marks = 0
 
@@ -127,9 +119,8 @@ class AvatarMonitor:
         self._tracks.pop(kind, None)
         self.state.track_up[kind] = False
         self._jb_prev.pop(kind, None)
-        self._jb_hist.pop(kind, None)
-        if kind == "audio":
-            self._stretch_hist.clear()
+        if self.analyzer.receiver is not None:
+            self.analyzer.receiver.reset(kind)
 
     def set_muted(self, kind: str, muted: bool) -> None:
         if kind in self._tracks:
@@ -211,49 +202,23 @@ class AvatarMonitor:
         finally:
             await stream.aclose()
 
-    def _windowed_jb(self, kind: str, now: float, delay: float, emitted: int) -> float | None:
-        """Average jitter-buffer delay of ``kind`` over the last ``BIAS_WINDOW_S``.
-
-        The first reading only sets the baseline: its cumulative average holds the stream's
-        start-up, when the buffers are still filling; a window shorter than
-        ``BIAS_MIN_SPAN_S`` is too noisy to use.
-        """
-        hist = self._jb_hist.setdefault(kind, collections.deque())
-        hist.append((now, delay, emitted))
-        while len(hist) > 2 and now - hist[1][0] >= BIAS_WINDOW_S:
-            hist.popleft()
-        t0, d0, n0 = hist[0]
-        if emitted <= n0 or now - t0 < BIAS_MIN_SPAN_S:
-            return None
-        return (delay - d0) / (emitted - n0)
-
-    def _stretched(self, now: float, ib: Any) -> None:
-        """Record how far NetEq has moved the audio's timeline (time-stretching, concealment).
-
-        Each inserted or concealed sample delays the audio after it by one sample period, each
-        removed one advances it; the stats count them exactly, while the jitter-buffer delay
-        averages follow only over the bias window.
-        """
+    @staticmethod
+    def _stretch_s(ib: Any) -> float:
+        """Net seconds NetEq has moved the audio's timeline by: each inserted or concealed
+        sample delays what it plays after by one sample period, each removed one advances it."""
         rate = (
             ib.total_samples_received / ib.total_samples_duration
             if ib.total_samples_duration > 0 and ib.total_samples_received > 0
             else 48000.0
         )
-        net = (
-            ib.inserted_samples_for_deceleration
-            + ib.concealed_samples
-            - ib.removed_samples_for_acceleration
-        ) / rate
-        self._stretch_hist.append((now, net))
-        while len(self._stretch_hist) > 2 and now - self._stretch_hist[1][0] >= BIAS_WINDOW_S:
-            self._stretch_hist.popleft()
-
-    def _audio_unstretched(self) -> bool:
-        """The audio's timeline moved by no more than ``STEADY_S`` over the bias window."""
-        if not self._stretch_hist:
-            return True
-        nets = [n for _, n in self._stretch_hist]
-        return max(nets) - min(nets) <= STEADY_S
+        return (
+            float(
+                ib.inserted_samples_for_deceleration
+                + ib.concealed_samples
+                - ib.removed_samples_for_acceleration
+            )
+            / rate
+        )
 
     async def _poll_stats(self) -> None:
         await asyncio.sleep(min(1.0, self._stats_interval))
@@ -265,8 +230,8 @@ class AvatarMonitor:
         """Read the subscriber's inbound-rtp stats of both tracks into the state."""
         playout: dict[str, float] = {}
         jb: dict[str, float] = {}
-        jb_window: dict[str, float] = {}
-        now = time.monotonic()
+        cumulative: dict[str, tuple[float, int]] = {}
+        stretch: float | None = None
         for kind, track in list(self._tracks.items()):
             try:
                 stats = await track.get_stats()
@@ -282,20 +247,18 @@ class AvatarMonitor:
                 r.packets_lost = int(ib.received.packets_lost)
                 if kind == "audio":
                     r.concealed_samples = int(ib.inbound.concealed_samples)
-                    self._stretched(now, ib.inbound)
+                    stretch = self._stretch_s(ib.inbound)
                 delay, emitted = (
                     ib.inbound.jitter_buffer_delay,
                     ib.inbound.jitter_buffer_emitted_count,
                 )
+                cumulative[kind] = (delay, emitted)
                 prev = self._jb_prev.get(kind, (0.0, 0))
                 self._jb_prev[kind] = (delay, emitted)
                 if emitted > prev[1]:
                     # the average over the last poll (over the whole stream at the first)
                     r.jitter_buffer_delay_s = (delay - prev[0]) / (emitted - prev[1])
                     jb[kind] = r.jitter_buffer_delay_s
-                avg = self._windowed_jb(kind, now, delay, emitted)
-                if avg is not None:
-                    jb_window[kind] = avg
                 if ib.inbound.estimated_playout_timestamp > 0:
                     playout[kind] = ib.inbound.estimated_playout_timestamp / 1000.0
         if len(playout) == 2:
@@ -306,18 +269,21 @@ class AvatarMonitor:
             # no playout clock (no audio device): the receiver's own contribution
             self.analyzer.set_offset("playout", jb["video"] - jb["audio"], 1.0)
             self.analyzer.playout_source = "jitter_buffer"
-        if len(jb_window) == 2:
-            self.analyzer.receiver_bias_s = jb_window["video"] - jb_window["audio"]
-            # the last poll's delays against the window's: a buffer that moved since is still
-            # re-adapting, and the window's average lags it
-            self.analyzer.receiver_steady = self._audio_unstretched() and all(
-                abs(jb[k] - jb_window[k]) <= STEADY_S for k in jb_window if k in jb
-            )
+        # after the stats calls: the poll's time is after every counter it read
+        self.analyzer.receiver_poll(
+            time.monotonic(),
+            video=cumulative.get("video"),
+            audio=cumulative.get("audio"),
+            stretch_s=stretch,
+        )
+        rd = self.analyzer.receiver
+        assert rd is not None
         log.debug(
-            "jitter buffers (ms): last poll %s, window %s, steady %s",
+            "jitter buffers (ms): last poll %s, audio stretched %s, audio delay %s, bias %s",
             {k: round(v * 1000, 1) for k, v in jb.items()},
-            {k: round(v * 1000, 1) for k, v in jb_window.items()},
-            self.analyzer.receiver_steady,
+            None if stretch is None else round(stretch * 1000, 1),
+            None if rd.audio_delay_s is None else round(rd.audio_delay_s * 1000, 1),
+            None if rd.bias_s is None else round(rd.bias_s * 1000, 1),
         )
         if (
             "playout" in self.analyzer.offsets

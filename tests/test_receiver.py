@@ -1,0 +1,142 @@
+"""The monitor's own A/V delay difference (``syncmon.analysis.receiver``): anchored once on the
+jitter-buffer averages, then moved sample-exact by NetEq's stretch counters, and kept level
+against a sender clock that runs at another rate.
+
+The figures are those measured through the real livekit-server (analysis/receiver.py's
+docstring): NetEq's audio delay average reads 38 ms and stays there while 6.8 ms of concealment
+moves the audio it plays by 6.8 ms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from syncmon.analysis.receiver import ReceiverDelay
+from syncmon.analysis.session import SyncAnalyzer
+from syncmon.analysis.timestamp import TimestampEstimate
+
+VIDEO_JB = 0.014
+AUDIO_JB_STAT = 0.038  # what NetEq's jitterBufferDelay average reads, whatever moved
+
+
+class Receiver:
+    """Cumulative stats counters as a subscriber's inbound-rtp reports them, polled every 2 s."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.v = [0.0, 0]
+        self.a = [0.0, 0]
+
+    def poll(self, rd: ReceiverDelay | SyncAnalyzer, stretch_s: float, dt: float = 2.0) -> None:
+        self.t += dt
+        self.v[0] += VIDEO_JB * 50 * dt
+        self.v[1] += int(50 * dt)
+        self.a[0] += AUDIO_JB_STAT * 48000 * dt
+        self.a[1] += int(48000 * dt)
+        kw = {"video": (self.v[0], self.v[1]), "audio": (self.a[0], self.a[1])}
+        if isinstance(rd, SyncAnalyzer):
+            rd.receiver_poll(self.t, stretch_s=stretch_s, **kw)  # type: ignore[arg-type]
+        else:
+            rd.poll(self.t, stretch_s=stretch_s, **kw)  # type: ignore[arg-type]
+
+
+def test_audio_delay_anchored_then_moved_by_exactly_what_neteq_stretched() -> None:
+    rd = ReceiverDelay()
+    rx = Receiver()
+    rx.poll(rd, 0.0)
+    assert rd.bias_s is None  # no window yet
+    while rx.t < 20.0:
+        rx.poll(rd, 0.020)  # what NetEq stretched at start-up, before the anchor
+    assert rd.bias_s == pytest.approx(VIDEO_JB - AUDIO_JB_STAT, abs=1e-9)
+    rx.poll(rd, 0.0268)  # 6.8 ms concealed between 20 and 22 s; the delay average unmoved
+    rx.poll(rd, 0.0268)
+    assert rd.bias_s == pytest.approx(VIDEO_JB - AUDIO_JB_STAT - 0.0068, abs=1e-9)
+    assert rd.bias_at(19.0) == pytest.approx(VIDEO_JB - AUDIO_JB_STAT, abs=1e-9)
+    assert rd.bias_at(23.0) == pytest.approx(VIDEO_JB - AUDIO_JB_STAT - 0.0068, abs=1e-9)
+    why = rd.bias_at(21.0)
+    assert isinstance(why, str) and "stretched the audio by 6.8 ms" in why
+    assert rd.bias_at(24.5) is None  # after the last poll: wait for the next
+
+
+def test_no_anchor_while_neteq_keeps_stretching_and_a_new_stream_starts_afresh() -> None:
+    rd = ReceiverDelay()
+    rx = Receiver()
+    for i in range(10):
+        rx.poll(rd, 0.003 * i)  # re-adapting: every window moved
+    assert rd.bias_s is None
+    for _ in range(5):
+        rx.poll(rd, 0.03)
+    assert rd.bias_s is not None
+    rd.reset("audio")
+    rx.poll(rd, 0.03)
+    assert rd.bias_s is None
+
+
+def test_bias_level_against_a_sender_clock_50_ppm_slow() -> None:
+    """A sender clock 50 ppm slow: NetEq inserts 5 ms whenever its buffer ran 5 ms low, and
+    the video transit (receiver minus sender time) climbs 50 us/s. The receiver's audio delay
+    then saws between its level and 5 ms below it; what the monitor reports, transit_v -
+    transit_a - bias, must stay at the transport's constant (0 here)."""
+    eps = 50e-6
+    d_a0 = 0.030  # the real audio delay at the start (the stat reads 38: off by a constant)
+    rd = ReceiverDelay()
+    rx = Receiver()
+
+    def stretch(t: float) -> float:
+        return 0.005 * np.floor(eps * t / 0.005)
+
+    def real_audio_delay(t: float) -> float:
+        return d_a0 + stretch(t) - eps * t
+
+    errors: list[tuple[float, float]] = []
+    withheld = 0
+    next_est = 3.0
+    while rx.t < 400.0:
+        rx.poll(rd, stretch(rx.t + 2.0))
+        while next_est <= rx.t:
+            t = next_est
+            transit_v = 3.0 + VIDEO_JB + eps * t  # sender clock 3 s ahead, then slower
+            transit_a = 3.0 + real_audio_delay(t) + eps * t
+            rd.add_transit(t, transit_v)
+            b = rd.bias_at(t)
+            if isinstance(b, float):
+                errors.append((t, transit_v - transit_a - b))
+            elif b is not None and "stretched" in b:
+                withheld += 1
+            next_est += 4.0
+    assert rd.rate == pytest.approx(eps, abs=2e-6)
+    err = np.array(errors)
+    # before the rate is known (60 s) it can be eps * 60 s = 3 ms off; after, not at all
+    late = err[err[:, 0] >= 70.0]
+    constant = late[0, 1]
+    # the anchor's own error: the stat reads 38 ms for a real 30 (less 0.4 ms of drift by the
+    # time the anchor's window was full)
+    assert constant == pytest.approx(AUDIO_JB_STAT - d_a0, abs=0.0005)
+    assert np.max(np.abs(late[:, 1] - constant)) <= 1e-6, late
+    assert np.max(np.abs(err[:, 1] - constant)) <= eps * 70.0
+    assert withheld <= 4  # estimates right at NetEq's 4 inserts (every 100 s), no more
+
+
+def test_analyzer_publishes_each_timestamp_estimate_with_the_bias_at_its_instant() -> None:
+    a = SyncAnalyzer()
+    rx = Receiver()
+    for _ in range(6):
+        rx.poll(a, 0.0)
+    bias0 = VIDEO_JB - AUDIO_JB_STAT
+
+    def est(t: float) -> TimestampEstimate:
+        return TimestampEstimate(
+            t=t, offset_s=0.05, correlation=0.99, transit_v_s=0.1, transit_a_s=0.06, skew_s=0.0
+        )
+
+    a._timestamp_estimates([est(12.5)])  # after the last poll (12 s): it waits
+    assert a.report()["timestamp_estimates"] == 0
+    rx.poll(a, 0.0)
+    assert a.offsets["timestamp"].offset_s == pytest.approx(0.05 - bias0, abs=1e-9)
+    a._timestamp_estimates([est(14.5)])
+    rx.poll(a, 0.013)  # NetEq concealed 13 ms between 14 and 16 s: no bias for 14.5 s
+    a._timestamp_estimates([est(16.5)])
+    rx.poll(a, 0.013)
+    assert a.offsets["timestamp"].offset_s == pytest.approx(0.05 - bias0 + 0.013, abs=1e-9)
+    rep = a.report()
+    assert rep["timestamp_estimates"] == 2 and rep["timestamp_withheld"] == 1
