@@ -135,3 +135,47 @@ def test_malformed_marks_are_refused_with_what_was_wrong(payload: bytes, message
 def test_mark_round_trip() -> None:
     m = TimingMark(seq=3, t_audio_us=12345678, skew_us=-4000, frame_id=77, env=(0.1,) * 160)
     assert TimingMark.decode(m.encode()) == m
+
+
+@pytest.mark.parametrize(("gap_at_ms", "gap_ms"), [(None, 0), (250, 10), (120, 10), (300, 5)])
+def test_match_tells_audio_that_did_not_play_out_as_sent(
+    gap_at_ms: int | None, gap_ms: int
+) -> None:
+    """An underrun at the sender (or concealment at the receiver) puts a gap inside the
+    utterance's first 400 ms: the whole template then matches between the audio before and
+    after it, and its two halves match ``gap`` apart (the estimate is withheld)."""
+    from syncmon.analysis.timestamp import SPLIT_MAX_S, EnvelopeTrack
+
+    rng = np.random.default_rng(11)
+    ph = synth_phrase(rng, SR).astype(np.float32)
+    tmpl = envelope(ph[: int(ENV_LEN_S * SR)], SR)
+    x = ph.copy()
+    if gap_at_ms is not None:
+        at = gap_at_ms * SR // 1000
+        x = np.concatenate([x[:at], np.zeros(gap_ms * SR // 1000, np.float32), x[at:]])
+    track = EnvelopeTrack(SR)
+    t0 = 50.0
+    audio = np.concatenate([np.zeros(SR // 2, np.float32), x, np.zeros(SR, np.float32)])
+    for k in range(0, audio.size, SR // 20):
+        track.add(audio[k : k + SR // 20], t0 + k / SR)
+    m = track.match(tmpl, t0 + 0.5 + 0.1, 0.5)
+    assert isinstance(m, tuple) and m.corr > 0.9
+    if gap_at_ms is None:
+        assert abs(m.t - (t0 + 0.5)) <= 0.0005 and abs(m.split_s) <= 0.0005
+    else:
+        assert m.split_s == pytest.approx(gap_ms / 1000, abs=0.003)
+        assert abs(m.split_s) > SPLIT_MAX_S
+
+
+def test_analyzer_withholds_an_estimate_whose_audio_was_not_continuous() -> None:
+    from syncmon.analysis.timestamp import TimestampEstimate
+
+    a = SyncAnalyzer()
+    a.receiver_bias_s = 0.0
+    common = {"correlation": 0.97, "transit_v_s": 0.1, "transit_a_s": 0.06, "skew_s": 0.04}
+    a._timestamp_estimates([TimestampEstimate(t=1.0, offset_s=0.09, split_s=0.01, **common)])
+    assert a.offsets["timestamp"].offset_s is None
+    a._timestamp_estimates([TimestampEstimate(t=5.0, offset_s=0.08, split_s=0.001, **common)])
+    assert a.offsets["timestamp"].offset_s == pytest.approx(0.08)
+    rep = a.report()
+    assert rep["timestamp_estimates"] == 1 and rep["timestamp_withheld"] == 1

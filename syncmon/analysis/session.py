@@ -19,7 +19,7 @@ from .audio import AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
 from .receiver import ReceiverDelay
-from .timestamp import TimestampEstimate, TimestampOffsetEstimator
+from .timestamp import SPLIT_MAX_S, TimestampEstimate, TimestampOffsetEstimator
 from .video import VideoFrameEvent, VideoTimingAnalyzer, VideoTimingStats
 
 log = logging.getLogger(__name__)
@@ -144,12 +144,25 @@ class SyncAnalyzer:
     def _timestamp_estimates(self, ests: list[TimestampEstimate]) -> None:
         if self.receiver is None:
             for est in ests:
-                self._publish_timestamp(est, self.receiver_bias_s)
+                if self._continuous(est):
+                    self._publish_timestamp(est, self.receiver_bias_s)
             return
         for est in ests:
             self.receiver.add_transit(est.t, est.transit_v_s)
+        ests = [e for e in ests if self._continuous(e)]
         self._ts_waiting.extend(ests)
         self._resolve_timestamps()
+
+    def _continuous(self, est: TimestampEstimate) -> bool:
+        """Did the utterance's audio play out as it was sent? A gap or stretch inside the
+        matched 400 ms (an underrun at the sender, concealment here) puts the match between
+        the audio before and after it: no single offset is right, none is published."""
+        if abs(est.split_s) <= SPLIT_MAX_S:
+            return True
+        self._publish_timestamp(
+            est, None, f"its audio was not continuous (halves {est.split_s * 1e3:.1f} ms apart)"
+        )
+        return False
 
     def receiver_poll(
         self,

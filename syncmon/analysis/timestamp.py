@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -28,6 +29,8 @@ MIN_CORR = 0.7
 FRAME_SPAN = 25  # frames either side of the utterance's first frame for the median transit
 MAX_TRANSITS = 600
 SMOOTH_BLOCKS = 4
+SPLIT_SEARCH_S = 0.02  # each half of a matched template is placed within this of the whole
+SPLIT_MAX_S = 0.0025  # halves further apart: the audio was not continuous, no estimate
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class TimestampEstimate:
     transit_v_s: float
     transit_a_s: float
     skew_s: float
+    split_s: float = 0.0  # ``Match.split_s`` of the audio match
 
 
 def _smooth(env: np.ndarray) -> np.ndarray:
@@ -94,12 +98,10 @@ class EnvelopeTrack:
             self._t.popleft()
             self._v.popleft()
 
-    def match(
-        self, template: np.ndarray, expected: float, search_s: float
-    ) -> tuple[float, float] | bool | None:
+    def match(self, template: np.ndarray, expected: float, search_s: float) -> Match | bool | None:
         """Where ``template`` starts, searched within ``expected +- search_s``.
 
-        ``(time, correlation)``; ``None`` while the audio there has not all arrived; ``False``
+        A ``Match``; ``None`` while the audio there has not all arrived; ``False``
         if it never will match (gone, a hole in the audio, or no correlation above
         ``MIN_CORR``).
         """
@@ -120,22 +122,63 @@ class EnvelopeTrack:
             return False  # the audio has a hole there
         # a 10 ms moving RMS on both sides: the 2.5 ms blocks alone ripple with the pitch
         tmpl, seg = _smooth(np.asarray(template, dtype=np.float64)), _smooth(seg)
-        win = sliding_window_view(seg, tmpl.size)
-        a = tmpl - tmpl.mean()
-        w = win - win.mean(axis=1, keepdims=True)
-        denom = np.sqrt((a * a).sum() * (w * w).sum(axis=1)) + 1e-12
-        corr = (w @ a) / denom
-        k = int(np.argmax(corr))
-        peak = float(corr[k])
+        pos, peak = _peak(_ncc(seg, tmpl))
         if peak < MIN_CORR:
             return False
-        frac = 0.0
-        if 0 < k < corr.size - 1:
-            y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
-            den = y0 - 2 * y1 + y2
-            if den < 0:
-                frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
-        return float(seg_t[k]) + frac * ENV_BLOCK_S, peak
+        return Match(
+            float(np.interp(pos, np.arange(seg_t.size), seg_t)), peak, _split(seg, tmpl, pos)
+        )
+
+
+class Match(NamedTuple):
+    t: float  # where the template starts
+    corr: float
+    # how much later the template's second half sits than its first: 0 for audio that played
+    # out as it was sent; a gap or a stretch inside it (an underrun at the sender, concealment
+    # at the receiver) shows as some ms, and the match itself then lies between the two
+    split_s: float
+
+
+def _ncc(seg: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Normalized cross-correlation of ``part`` at every position in ``seg``."""
+    win = sliding_window_view(seg, part.size)
+    a = part - part.mean()
+    w = win - win.mean(axis=1, keepdims=True)
+    denom = np.sqrt((a * a).sum() * (w * w).sum(axis=1)) + 1e-12
+    return np.asarray((w @ a) / denom)
+
+
+def _peak(corr: np.ndarray) -> tuple[float, float]:
+    """Position (fractional, by parabolic interpolation) and value of the highest peak."""
+    k = int(np.argmax(corr))
+    frac = 0.0
+    if 0 < k < corr.size - 1:
+        y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
+        den = y0 - 2 * y1 + y2
+        if den < 0:
+            frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
+    return k + frac, float(corr[k])
+
+
+def _split(seg: np.ndarray, tmpl: np.ndarray, pos: float) -> float:
+    """Seconds the template's second half matches later than its first, each searched within
+    ``SPLIT_SEARCH_S`` of where the whole matched (0 when a half is too flat to place)."""
+    half = tmpl.size // 2
+    reach = int(round(SPLIT_SEARCH_S / ENV_BLOCK_S))
+    k = int(round(pos))
+    offsets = []
+    # (the template's last blocks are smoothed against the zeros past its end, not the audio
+    # that followed: left out of the second half)
+    for part, base in ((tmpl[:half], k), (tmpl[half : tmpl.size - SMOOTH_BLOCKS], k + half)):
+        if part.std() < 1e-3 * (tmpl.std() + 1e-12):
+            return 0.0
+        lo = max(0, base - reach)
+        sub = seg[lo : base + reach + part.size]
+        if sub.size < part.size + 2:
+            return 0.0
+        p, _ = _peak(_ncc(sub, part))
+        offsets.append(lo + p - base)
+    return (offsets[1] - offsets[0]) * ENV_BLOCK_S
 
 
 class TimestampOffsetEstimator:
@@ -204,7 +247,7 @@ class TimestampOffsetEstimator:
         res = self.audio.match(np.asarray(m.env), s_a + transit_v, SEARCH_S)
         if not isinstance(res, tuple):
             return res
-        r_a, peak = res
+        r_a, peak, split = res
         transit_a = r_a - s_a
         skew = m.skew_us / 1e6
         return TimestampEstimate(
@@ -214,4 +257,5 @@ class TimestampOffsetEstimator:
             transit_v_s=transit_v,
             transit_a_s=transit_a,
             skew_s=skew,
+            split_s=split,
         )

@@ -97,7 +97,7 @@ class AudioLeaveTap:
         res = self.audio.match(template, self._tau_of(expected), SEARCH_S)
         if not isinstance(res, tuple):
             return res
-        tau, corr = res
+        tau, corr, _ = res
         # (an utterance starts a stretch: a match a hair before its start is that start)
         t0 = next(
             (s[1] for s in reversed(self._segments) if s[0] <= tau + ENV_BLOCK_S),

@@ -43,6 +43,12 @@ TICK_S = 0.01  # livekit's audio source hands 10 ms to WebRTC per tick of its na
 CALIBRATION_MARKS = 3  # leaves on the tap that agree with the timer's phase
 PHASE_SPREAD_S = 0.002  # a leave on the tap this close to the timer's phase agrees with it
 UNDERRUN_S = 0.015  # the estimated leave this much after the measured one: the source ran dry
+# an utterance's captures into the audio source are timed while its audio is within the
+# mark's envelope (and the match's smoothing past it)
+CAPTURE_WINDOW_S = ENV_LEN_S + 0.02
+# a capture confirmed later than this before the tick that sends its first block may have
+# missed that tick: the source then ran dry and sent the rest of the utterance one tick late
+CAPTURE_GUARD_S = 0.001
 ATTR_ROOM = "lk.room_name"
 ATTR_IDENTITY = "lk.participant_identity"
 ATTR_TRACK = "lk.track_sid"
@@ -82,6 +88,7 @@ class PendingMark:
     frame_id: int
     s_v: float
     modelled: float | None = None  # from the source timer's phase, once calibrated
+    modelled_mono: float | None = None  # the same on the monotonic clock
     give_up: float = 0.0
 
 
@@ -139,13 +146,18 @@ class RunnerTracker:
         # this utterance's first capture into the audio source: call, return (monotonic), queued
         self._first_capture: tuple[float, float, float] | None = None
         self._queued_at_first = 0.0
-        self.tap: AudioLeaveTap | None = None  # open until the timer's phase is known
+        # (offset in the utterance's audio, call, confirmation) of its captures into the source
+        self._captures: list[tuple[float, float, float]] = []
+        self._cap_content = 0.0
+        # open until the timer's phase is known, and again while the model may be wrong
+        self.tap: AudioLeaveTap | None = None
         self.tap_track: Any = None  # the published audio track the tap subscribes to
         self.taps_opened = 0
         self._next_frame_id = 1
         self.errors = 0
         self.marks_sent = 0
         self.marks_ambiguous = 0
+        self.marks_underrun = 0  # not sent: the audio source may have run dry inside the mark
         self.last_skew_s: float | None = None
         self.last_utterance_skew_s: float | None = None
 
@@ -236,14 +248,19 @@ class RunnerTracker:
             self._end_utterance()
 
     def wants_capture_timing(self) -> bool:
-        """Is the next capture into the audio source an utterance's first?"""
-        return self._out_active and self._first_capture is None
+        """Is the next capture into the audio source within the utterance's timed start?"""
+        return self._out_active and self._cap_content < CAPTURE_WINDOW_S
 
     def on_audio_capture(self, frame: Any, t_call: float, t_done: float) -> None:
         """Audio went into the audio source between ``t_call`` and ``t_done``: for the
-        utterance's first chunk, when, and behind how much queued audio."""
-        if self._out_active and self._first_capture is None:
+        utterance's first chunk, when, and behind how much queued audio; for each chunk of its
+        start, whether it came in time for the tick that sends it."""
+        if not self._out_active or self._cap_content >= CAPTURE_WINDOW_S:
+            return
+        if self._first_capture is None:
             self._first_capture = (t_call, t_done, self._queued_at_first)
+        self._captures.append((self._cap_content, t_call, t_done))
+        self._cap_content += float(frame.duration)
 
     def on_capture(self, frame: Any, metadata: Any) -> tuple[int, float]:
         """A frame leaves through the video source: its FrameMetadata id and sender time."""
@@ -299,9 +316,12 @@ class RunnerTracker:
         return estimate
 
     def _start_utterance(self, now: float) -> None:
-        if self._mark_wait is not None:  # the last utterance's mark is still waiting: send it
+        if self._mark_wait is not None:  # the last utterance's mark is still waiting: decide
             m = self._mark_wait
-            self._send_mark(m.estimate if m.modelled is None else m.modelled)
+            m.give_up = float("-inf")
+            self._resolve_mark()
+            if self._mark_wait is m:
+                self._send_mark(m.estimate if m.modelled is None else m.modelled)
         self._out_active = True
         self._out_audio_s = 0.0
         self._leave_starts.clear()
@@ -321,6 +341,8 @@ class RunnerTracker:
         self._mark_sent = not self.ins.timing_marks
         self._leave0 = None
         self._first_capture = None
+        self._captures = []
+        self._cap_content = 0.0
         self._frames_in_span = 0
         self._proc_sum, self._proc_n = 0.0, 0
         attrs = self.attributes()
@@ -411,18 +433,11 @@ class RunnerTracker:
         n = int(round(ENV_LEN_S / ENV_BLOCK_S))
         self._mark_env = []
         m = PendingMark(self._mark_seq, env[:n], self._leave_at[0], frame_id, s_v)
-        modelled = self._modelled_leave()
-        m.modelled = None if modelled is None else self._sender_time(modelled)
+        m.modelled_mono = self._modelled_leave()
+        m.modelled = None if m.modelled_mono is None else self._sender_time(m.modelled_mono)
+        m.give_up = self.ins.clock() + MARK_WAIT_S
         self._mark_wait = m
-        if self.tap is None and self.tick_phase is not None and m.modelled is None:
-            self._mark_wait = None  # better no estimate than one a timer step off
-            self.marks_ambiguous += 1
-            log.debug("utterance %d: its audio's tick is ambiguous, no timing mark", m.seq)
-        elif self.tap is None:
-            self._send_mark(m.estimate if m.modelled is None else m.modelled)
-        else:
-            m.give_up = self.ins.clock() + MARK_WAIT_S
-            self._resolve_mark()
+        self._resolve_mark()
 
     def _modelled_leave(self) -> float | None:
         """When the utterance's first audio left, from when it went into the source: the
@@ -442,20 +457,55 @@ class RunnerTracker:
         return t_call - since_tick + ahead
 
     def _resolve_mark(self) -> None:
-        """The tap has more audio: has the waiting mark's utterance left yet?"""
+        """Called as audio and frames go out: can the waiting mark's leave be told yet?"""
         m = self._mark_wait
         if m is None:
             return
         fallback = m.estimate if m.modelled is None else m.modelled
-        if self.tap is None:  # closed under it (the room went away)
+        if self.tap is not None:
+            res = self.tap.find(m.template, m.estimate - self._sender_time(0.0))
+            if isinstance(res, tuple):
+                self._send_mark(self._sender_time(self._calibrate(res[0], m)))
+            elif res is False or self.ins.clock() > m.give_up:
+                log.debug("utterance not found in the audio tap: its mark goes with the estimate")
+                self._send_mark(fallback)
+            return
+        if self.tick_phase is None:  # no tap (turned off, or the room went away before it)
             self._send_mark(fallback)
             return
-        res = self.tap.find(m.template, m.estimate - self._sender_time(0.0))
-        if isinstance(res, tuple):
-            self._send_mark(self._sender_time(self._calibrate(res[0], m)))
-        elif res is False or self.ins.clock() > m.give_up:
-            log.debug("utterance not found in the audio tap: its mark goes with the estimate")
-            self._send_mark(fallback)
+        if m.modelled is None:  # better no estimate than one a timer step off
+            self._drop_mark("its audio's tick is ambiguous")
+            self.marks_ambiguous += 1
+            return
+        risk = self._underrun_risk(m)
+        if risk is None and self.ins.clock() <= m.give_up:
+            return  # its audio is still going into the source
+        if risk is not False:
+            # the audio that left is not the audio modelled: measure again, on the tap
+            self._drop_mark("the audio source may have run dry inside it; the tap reopens")
+            self.marks_underrun += 1
+            self._agree = 0
+            self._open_tap()
+            return
+        self._send_mark(m.modelled)
+
+    def _drop_mark(self, why: str) -> None:
+        assert self._mark_wait is not None
+        log.debug("utterance %d: %s, no timing mark", self._mark_wait.seq, why)
+        self._mark_wait = None
+
+    def _underrun_risk(self, m: PendingMark) -> bool | None:
+        """Did a capture of the utterance's start come too late for the tick that sends it
+        (the source ran dry, and what followed left a tick late)? ``None`` while its start is
+        still going in; never ``True`` for audio queued far enough ahead."""
+        if m.modelled_mono is None:
+            return None
+        for offset, _, t_done in self._captures:
+            if t_done > m.modelled_mono + offset + TICK_S - CAPTURE_GUARD_S:
+                return True
+        if self._out_active and self._cap_content < min(CAPTURE_WINDOW_S, self._out_audio_s):
+            return None
+        return False
 
     def _sender_time(self, t_mono: float) -> float:
         return t_mono + (self.ins.clock() - time.monotonic())
@@ -473,6 +523,9 @@ class RunnerTracker:
         snapped = phase + TICK_S * round((s_a - phase) / TICK_S)
         if abs(snapped - s_a) > PHASE_SPREAD_S:
             return s_a  # (the tap's own reading came late: a busy loop)
+        if self.tick_phase is not None and self._underrun_risk(m) is not False:
+            self._agree = 0  # a reopened tap closes after utterances the model would get right
+            return snapped
         self._agree += 1
         log.debug(
             "audio left %.1f ms after the estimate (tap %.2f ms off the timer's phase %.2f ms)",
