@@ -34,10 +34,16 @@ MIN_SPAN_S = 6.0  # no average (and so no bias) from less than this
 STEADY_S = 0.002  # a video buffer whose last poll is this close to its window's is steady
 FLAT_S = 0.0005  # stretch counters that moved less than this did not move the audio
 KEEP_S = 30.0  # polls kept to place an estimate between two of them
-RATE_MIN_SPAN_S = 60.0  # video transits over at least this long give the clock-rate slope
-RATE_KEEP_S = 600.0
+# the clock rate: the slope of the video transit (less the video jitter buffer) over at least
+# RATE_MIN_SPAN_S. The video path's own delay wanders by a few ms over a minute (its timing
+# module adapting), so a slope is taken only from a long span and only when it is beyond what
+# that wander makes of it: on one host, or hosts whose clocks NTP disciplines (< 1-2 ppm), the
+# rate stays 0 and the audio delay is exact; on free-running clocks (10-100 ppm) it is followed
+RATE_MIN_SPAN_S = 300.0
+RATE_KEEP_S = 1200.0
+RATE_MIN = 10e-6
 RATE_MAX = 500e-6  # a slope steeper than this is not a clock rate (a sender restarted)
-MAX_TRANSITS = 200
+MAX_TRANSITS = 400
 
 
 @dataclass(frozen=True)
@@ -180,12 +186,15 @@ class ReceiverDelay:
 
     def add_transit(self, t: float, transit_v_s: float) -> None:
         """A video transit (receiver minus sender time) at ``t``: its slope is the clock rate."""
-        if self._transits and t - self._transits[0][0] > RATE_KEEP_S:
+        video_s = next((p.video_s for p in reversed(self._polls) if p.video_s is not None), None)
+        if video_s is None:
+            return
+        while self._transits and t - self._transits[0][0] > RATE_KEEP_S:
             self._transits.popleft()
-        self._transits.append((t, transit_v_s))
+        # (less the video jitter buffer: what is left is the frames' arrival)
+        self._transits.append((t, transit_v_s - video_s))
         ts = np.array([x[0] for x in self._transits])
         if ts[-1] - ts[0] < RATE_MIN_SPAN_S:
             return
         slope = float(theilslopes([x[1] for x in self._transits], ts)[0])
-        if abs(slope) <= RATE_MAX:
-            self.rate = slope
+        self.rate = slope if RATE_MIN <= abs(slope) <= RATE_MAX else 0.0
