@@ -59,7 +59,7 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         "3",
         "--otlp",
         "--duration",
-        "120",
+        "150",
         env=env,
     )
 
@@ -67,13 +67,13 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         a = avatar_report(mon.metrics_url, room, identity)
         return 0 if a is None else int(a["timestamp_estimates"])
 
-    wait_for(estimates, timeout=30)
-    # the receiver's jitter buffers settle over the first seconds (the bias subtracted is
-    # averaged over 8 s): then one estimate per utterance (none while the receiver's jitter
-    # buffers re-adapt), each new one collected for 65 s
+    wait_for(estimates, timeout=45)
+    # the receiver's jitter buffers settle over the first seconds (its audio delay is anchored
+    # on 8 s of stats): then one estimate per utterance (none for an utterance whose audio did
+    # not play out as sent), each new one collected for 90 s
     time.sleep(20)
     pairs: dict[int, tuple[float, float]] = {}
-    deadline = time.monotonic() + 65
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and av.proc.poll() is None:
         a = avatar_report(mon.metrics_url, room, identity)
         assert a is not None
@@ -81,7 +81,7 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         if n not in pairs and a["offset_ms"]["timestamp"] is not None:
             pairs[n] = (a["offset_ms"]["timestamp"], a["sender_skew_ms"])
         time.sleep(0.25)
-    assert len(pairs) >= 6, pairs
+    assert len(pairs) >= 8, pairs
     ts = np.array([p[0] for p in pairs.values()])
     skew = np.array([p[1] for p in pairs.values()])
     # the injected pacing skew is in what the sender measured (plus its own pacing)
@@ -95,11 +95,10 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
     t0 = float(np.median(transport))
     assert -25.0 <= t0 <= 10.0, pairs_txt
     err = np.abs(transport - t0)
-    # the goal is 5 ms at p95; a quiet run stays within 1-4 ms, but under CI load single
-    # estimates still stray by 5-10 ms (README): asserted is what held there -- most within
-    # 5 ms, none a gross mismatch (a wrong utterance or a timer step off by more)
-    assert float(np.median(err)) <= 3.0, pairs_txt
-    assert np.max(err) <= 20.0, pairs_txt
+    # within 5 ms of the truth at p95 (README: 1-4 ms in quiet runs and with a busy-loop
+    # process hogging a core), and none a gross mismatch (a wrong utterance or a timer step)
+    assert float(np.percentile(err, 95)) <= 5.0, pairs_txt
+    assert np.max(err) <= 12.0, pairs_txt
     if skew.max() - skew.min() >= 60:  # the skew changed while estimates were taken
         hi = skew > (skew.min() + skew.max()) / 2
         d_ts = float(np.median(ts[hi]) - np.median(ts[~hi]))
