@@ -52,6 +52,7 @@ class _Poll:
     stretch_s: float | None  # net seconds NetEq stretched the audio by so far
     video_s: float | None  # windowed video jitter-buffer delay
     video_steady: bool
+    audio_s: float | None = None  # windowed audio jitter-buffer delay (the stat, as it reads)
 
 
 class _Window:
@@ -134,6 +135,7 @@ class ReceiverDelay:
                 stretch_s,
                 video_s,
                 video_s is not None and last_v is not None and abs(last_v - video_s) <= STEADY_S,
+                audio_s,
             )
         )
         while self._polls and t - self._polls[0].t > KEEP_S:
@@ -155,10 +157,16 @@ class ReceiverDelay:
 
     @property
     def bias_s(self) -> float | None:
-        """The bias now (the last poll's); None till both delays are known."""
+        """The bias now (the last poll's); None till both delays are known. Before the audio
+        delay is anchored, the two windowed averages as they read (a few ms off at most: good
+        for the content offset, not for timestamp estimates, which wait for the anchor)."""
         if not self._polls:
             return None
-        return self._bias(self._polls[-1].t, self._polls[-1])
+        p = self._polls[-1]
+        b = self._bias(p.t, p)
+        if b is None and p.video_s is not None and p.audio_s is not None:
+            return p.video_s - p.audio_s
+        return b
 
     @property
     def audio_delay_s(self) -> float | None:
