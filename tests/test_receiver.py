@@ -53,9 +53,16 @@ def test_audio_delay_anchored_then_moved_by_exactly_what_neteq_stretched() -> No
     assert rd.bias_s == pytest.approx(VIDEO_JB - AUDIO_JB_STAT - 0.0068, abs=1e-9)
     assert rd.bias_at(19.0) == pytest.approx(VIDEO_JB - AUDIO_JB_STAT, abs=1e-9)
     assert rd.bias_at(23.0) == pytest.approx(VIDEO_JB - AUDIO_JB_STAT - 0.0068, abs=1e-9)
+    # what the content offset takes (it averages over its own 8 s window): the step comes in
+    # as gradually as into that window, all of it once the window is past it
+    b0 = VIDEO_JB - AUDIO_JB_STAT
+    assert b0 - 0.0068 < rd.window_bias_s < b0  # type: ignore[operator]
     why = rd.bias_at(21.0)
     assert isinstance(why, str) and "stretched the audio by 6.8 ms" in why
     assert rd.bias_at(24.5) is None  # after the last poll: wait for the next
+    for _ in range(4):
+        rx.poll(rd, 0.0268)
+    assert rd.window_bias_s == pytest.approx(b0 - 0.0068, abs=1e-9)
 
 
 def test_no_anchor_while_neteq_keeps_stretching_and_a_new_stream_starts_afresh() -> None:

@@ -169,6 +169,19 @@ class ReceiverDelay:
         return b
 
     @property
+    def window_bias_s(self) -> float | None:
+        """The bias averaged over the last ``WINDOW_S`` of polls, for estimates that average
+        over such a window themselves (the content offset): a step in the audio delay enters
+        them as gradually as it enters their window."""
+        if not self._polls:
+            return None
+        end = self._polls[-1].t
+        vals = [
+            b for p in self._polls if p.t > end - WINDOW_S and (b := self._bias(p.t, p)) is not None
+        ]
+        return float(np.mean(vals)) if vals else self.bias_s
+
+    @property
     def audio_delay_s(self) -> float | None:
         p = self._polls[-1] if self._polls else None
         return None if p is None else self._audio_delay(p.t, p.stretch_s)

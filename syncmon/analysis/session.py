@@ -177,7 +177,7 @@ class SyncAnalyzer:
         if self.receiver is None:
             self.receiver = ReceiverDelay()
         self.receiver.poll(t, video=video, audio=audio, stretch_s=stretch_s)
-        self.receiver_bias_s = self.receiver.bias_s
+        self.receiver_bias_s = self.receiver.window_bias_s
         self._resolve_timestamps()
 
     def _resolve_timestamps(self) -> None:
@@ -229,6 +229,14 @@ class SyncAnalyzer:
         if est.offset_s is not None:
             if self.receiver_bias_s is None:
                 return
+            log.debug(
+                "content offset %.1f ms (as received %.1f ms, receiver bias %.1f ms, "
+                "confidence %.2f)",
+                (est.offset_s - self.receiver_bias_s) * 1000.0,
+                est.offset_s * 1000.0,
+                self.receiver_bias_s * 1000.0,
+                est.confidence,
+            )
             est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
         state = self.offsets["content"]
         state.confidence = est.confidence
