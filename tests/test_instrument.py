@@ -292,8 +292,9 @@ def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(ote
 
     tracker, ref = asyncio.run(main())
     assert tracker.tick_phase is not None
-    # (a capture late for its tick on this shared loop drops that mark and reopens the tap)
-    assert tracker.taps_opened == 1 + tracker.marks_underrun
+    # (captures late for their ticks on this shared loop drop their marks, and reopen the tap
+    # when three of five are)
+    assert 1 <= tracker.taps_opened <= 1 + tracker.marks_underrun // 3
     modelled = [x for x in sent if x[3]]
     assert len(sent) >= 7 and len(modelled) >= 3, sent
     errors = []
@@ -343,12 +344,18 @@ def test_a_capture_late_for_its_tick_drops_the_modelled_mark_and_reopens_the_tap
         t._mark_wait = mark()
         t._resolve_mark()
         assert sent == [100.0] and t.tap is None
-        # confirmed 0.5 ms before that tick: it may have missed it
-        t._captures = [(0.0, 99.995, 99.996), (0.04, 100.03, 100.0495)]
+        # confirmed 0.5 ms after that tick: it may have missed it -- no mark
+        t._captures = [(0.0, 99.995, 99.996), (0.04, 100.03, 100.0505)]
         t._mark_wait = mark()
         t._resolve_mark()
-        assert sent == [100.0] and t._mark_wait is None
-        assert t.marks_underrun == 1 and t.tap is not None and t.taps_opened == 1
+        assert sent == [100.0] and t._mark_wait is None and t.marks_underrun == 1
+        assert t.tap is None  # one such utterance: the model goes on for the others
+        # three of five at risk: the machine is loaded, the utterances are measured on the tap
+        for _ in range(2):
+            t._mark_wait = mark()
+            t._resolve_mark()
+        assert sent == [100.0] and t.marks_underrun == 3
+        assert t.tap is not None and t.taps_opened == 1
         await t.tap.aclose()
         await runner._av_sync.aclose()
         return t
