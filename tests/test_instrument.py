@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -62,8 +62,14 @@ def otel() -> Iterator[Otel]:
         inst.uninstrument()
 
 
-async def drive(runner: AvatarRunner, seconds: float, utterances: int = 1) -> list[Any]:
-    """The runner's own loops, without publishing: audio in, generator out to the sync."""
+async def drive(
+    runner: AvatarRunner,
+    seconds: float,
+    utterances: int = 1,
+    until: Callable[[], bool] | None = None,
+) -> list[Any]:
+    """The runner's own loops, without publishing: audio in, generator out to the sync --
+    for ``seconds``, or less once ``until()`` holds."""
     items: list[Any] = []
 
     async def forward() -> None:
@@ -78,7 +84,9 @@ async def drive(runner: AvatarRunner, seconds: float, utterances: int = 1) -> li
             await runner._video_gen.push_audio(f)
 
     tasks = [asyncio.create_task(forward()), asyncio.create_task(feed())]
-    await asyncio.sleep(seconds)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not (until is not None and until()):
+        await asyncio.sleep(min(0.5, max(0.0, end - time.monotonic())))
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -286,7 +294,13 @@ def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(ote
             original(s_a)
 
         tracker._send_mark = send_mark  # type: ignore[method-assign]
-        await drive(runner, 40.0)
+
+        def enough() -> bool:
+            return len(sent) >= 9 and sum(1 for x in sent if x[3]) >= 4
+
+        # ~40 s on a quiet machine; the tap shares this loaded loop, so it may take longer
+        await drive(runner, 120.0, until=enough)
+        await asyncio.sleep(1.0)  # the last marked audio leaves the source
         await ref.aclose()
         return tracker, ref
 

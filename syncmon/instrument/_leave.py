@@ -48,7 +48,7 @@ GAP_S = 0.03
 TICK_S = 0.01  # the source's native timer sends 10 ms per tick, phase-locked for its lifetime
 PHASE_MIN_CHUNKS = 60  # chunks seen before the timer's phase is estimated
 PHASE_HIT_S = 0.003
-PHASE_HIT_SHARE = 0.45  # of the chunks within PHASE_HIT_S after it (random phases: 0.3 +- 0.06)
+PHASE_HIT_SHARE = 0.6  # of the chunks within PHASE_HIT_S after it (random phases: 0.3)
 
 
 class AudioLeaveTap:
