@@ -676,6 +676,9 @@ _NATIVE_COMMANDS = {"watch", "worker", "demo", "reference publish", "reference a
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .threads import limit_numeric_threads
+
+    limit_numeric_threads()
     code = _run(args)
     name = args.command + (f" {args.ref_command}" if args.command == "reference" else "")
     if name in _NATIVE_COMMANDS and not getattr(args, "offline", False) and argv is None:

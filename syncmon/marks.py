@@ -29,6 +29,24 @@ VERSION = 1
 ENV_BLOCK_S = 0.0025
 ENV_LEN_S = 0.4
 MAX_PAYLOAD = 8192
+# sane ranges: a mark is input from a room participant, so every field is bounded before any
+# arithmetic uses it (an int of 400 digits passed ``int()`` and overflowed a float later on)
+MAX_ID = 2**53  # seq and frame_id: exact in a float, years of frames
+MAX_TIME_US = 2**53  # sender clock: any monotonic or Unix time in microseconds
+MAX_SKEW_US = 10_000_000  # a sender skew of 10 s is no lip-sync any more
+MAX_ENV_BLOCKS = 2 * int(round(ENV_LEN_S / ENV_BLOCK_S))
+MAX_ENV_VALUE = 2.0  # RMS of audio in [-1, 1], with headroom
+
+
+def _bounded_int(d: dict[str, object], key: str, lo: int, hi: int) -> int:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise MarkError(f"timing mark field {key!r} is missing or not a number")
+    if isinstance(v, float) and not (v.is_integer() and lo <= v <= hi):
+        raise MarkError(f"timing mark field {key!r} is not an integer in [{lo}, {hi}]")
+    if not lo <= v <= hi:
+        raise MarkError(f"timing mark field {key!r} is outside [{lo}, {hi}]")
+    return int(v)
 
 
 class MarkError(ValueError):
@@ -68,19 +86,21 @@ class TimingMark:
             raise MarkError("timing mark is not a JSON object")
         if d.get("v") != VERSION:
             raise MarkError(f"timing mark version {d.get('v')!r}, expected {VERSION}")
-        try:
-            env = tuple(float(x) for x in d["env"])
-            mark = cls(
-                seq=int(d["seq"]),
-                t_audio_us=int(d["t_audio_us"]),
-                skew_us=int(d["skew_us"]),
-                frame_id=int(d["frame_id"]),
-                env=env,
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise MarkError(f"timing mark field missing or malformed: {e}") from None
-        if len(env) < 8 or not all(np.isfinite(env)):
-            raise MarkError(f"timing mark envelope has {len(env)} usable blocks")
+        raw_env = d.get("env")
+        if not isinstance(raw_env, list) or not 8 <= len(raw_env) <= MAX_ENV_BLOCKS:
+            raise MarkError(f"timing mark envelope must be a list of 8..{MAX_ENV_BLOCKS} numbers")
+        if not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= MAX_ENV_VALUE
+            for x in raw_env
+        ):
+            raise MarkError(f"timing mark envelope holds values outside [0, {MAX_ENV_VALUE}]")
+        mark = cls(
+            seq=_bounded_int(d, "seq", 0, MAX_ID),
+            t_audio_us=_bounded_int(d, "t_audio_us", -MAX_TIME_US, MAX_TIME_US),
+            skew_us=_bounded_int(d, "skew_us", -MAX_SKEW_US, MAX_SKEW_US),
+            frame_id=_bounded_int(d, "frame_id", 0, MAX_ID),
+            env=tuple(float(x) for x in raw_env),
+        )
         return mark
 
 

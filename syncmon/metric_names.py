@@ -35,11 +35,15 @@ TRACK_UP = "syncmon_track_up"
 LAST_FRAME_TIMESTAMP = "syncmon_last_frame_timestamp_seconds"
 ROOMS_REJECTED = "syncmon_rooms_rejected_total"
 RECONNECTS = "syncmon_reconnects_total"
+MALFORMED = "syncmon_malformed_total"
+COLLECT_ERRORS = "syncmon_collect_errors_total"
+TASK_RESTARTS = "syncmon_task_restarts_total"
 
 LABEL_ROOM = "room"
 LABEL_PARTICIPANT = "participant"
 LABEL_METHOD = "method"
 LABEL_KIND = "kind"
+LABEL_WHAT = "what"
 
 OFFSET_ABS_BUCKETS = (0.005, 0.015, 0.03, 0.045, 0.06, 0.09, 0.125, 0.185, 0.25, 0.35, 0.5)
 FRAME_INTERVAL_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.067, 0.08, 0.1, 0.15, 0.2, 0.5, 1.0)

@@ -75,6 +75,17 @@ class AvatarState:
     track_up: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(KINDS, False))
     last_frame_unix: dict[str, float] = field(default_factory=dict)
     rtp: dict[str, RtpStats] = field(default_factory=lambda: {k: RtpStats() for k in KINDS})
+    # input that failed validation, by what it was ("mark", "frame"): counted, never trusted
+    malformed: dict[str, int] = field(default_factory=dict)
+
+    # stream and stats tasks that died and were started again, by task
+    task_restarts: dict[str, int] = field(default_factory=dict)
+
+    def count_malformed(self, what: str) -> None:
+        self.malformed[what] = self.malformed.get(what, 0) + 1
+
+    def count_restart(self, task: str) -> None:
+        self.task_restarts[task] = self.task_restarts.get(task, 0) + 1
 
     def observe_offset(self, method: str, offset_s: float) -> None:
         self.offset_abs[method].observe(abs(offset_s))
@@ -133,24 +144,20 @@ class MonitorState:
     def avatar_report(a: AvatarState) -> dict[str, object]:
         rep = a.analyzer.report()
         rep["tracks_up"] = dict(a.track_up)
+        rep["malformed"] = dict(a.malformed)
+        rep["task_restarts"] = dict(a.task_restarts)
         return rep
 
 
-class MonitorCollector(Collector):
-    """Renders a MonitorState as the metric families of shared/DESIGN.md."""
+# a scrape retries an avatar whose state changed under it (worker jobs run in other threads)
+COLLECT_TRIES = 3
 
-    def __init__(self, state: MonitorState) -> None:
-        self.state = state
 
-    def collect(self) -> Iterator[Metric]:
-        try:
-            yield from self._collect()
-        except Exception:  # a broken avatar must not fail the scrape
-            log.exception("metrics collection failed")
+class _Families:
+    """The per-avatar metric families of one scrape."""
 
-    def _collect(self) -> Iterator[Metric]:
+    def __init__(self) -> None:
         rp = [n.LABEL_ROOM, n.LABEL_PARTICIPANT]
-        st = self.state
 
         def g(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=rp + (extra or []))
@@ -158,6 +165,116 @@ class MonitorCollector(Collector):
         def c(name: str, doc: str, extra: list[str] | None = None) -> CounterMetricFamily:
             return CounterMetricFamily(name.removesuffix("_total"), doc, labels=rp + (extra or []))
 
+        def h(name: str, doc: str, extra: list[str] | None = None) -> HistogramMetricFamily:
+            return HistogramMetricFamily(name, doc, labels=rp + (extra or []))
+
+        self.offset = g(n.AV_OFFSET, "Latest lip-sync offset t_video - t_audio", ["method"])
+        self.conf = g(n.AV_OFFSET_CONFIDENCE, "Confidence of the latest estimate, 0..1", ["method"])
+        self.offset_abs = h(n.AV_OFFSET_ABS, "|offset| per estimate", ["method"])
+        self.drift = g(n.AV_DRIFT, "Slope of the lip-sync offset (seconds per minute)")
+        self.frames = c(n.VIDEO_FRAMES, "Video frames received")
+        self.dropped = c(n.VIDEO_DROPPED, "Video frames the avatar's stream lost")
+        self.dup = c(n.VIDEO_DUPLICATED, "Video frames whose picture did not change")
+        self.freezes = c(n.VIDEO_FREEZES, "Freezes (webrtc-stats freezeCount rule)")
+        self.freeze_s = c(n.VIDEO_FREEZE_SECONDS, "Total freeze duration")
+        self.pauses = c(n.VIDEO_PAUSES, "Pauses (no frame for over 5 s)")
+        self.interval = h(n.VIDEO_FRAME_INTERVAL, "Frame inter-arrival time")
+        self.jitter = g(n.VIDEO_JITTER, "RFC 3550 jitter of frame arrivals")
+        self.fps = g(n.VIDEO_FPS, "Frames per second over the last 5 s")
+        self.hfps = g(n.VIDEO_HARMONIC_FPS, "Harmonic frame rate over the last 5 s")
+        self.gap = c(n.AUDIO_GAP_SECONDS, "Received silence inside speech")
+        self.concealed = c(n.AUDIO_CONCEALED_SAMPLES, "Audio samples concealed by the receiver")
+        self.rtp_jitter = g(n.RTP_JITTER, "inbound-rtp jitter", ["kind"])
+        self.rtp_lost = c(n.RTP_PACKETS_LOST, "inbound-rtp packets lost", ["kind"])
+        self.jbd = g(
+            n.JITTER_BUFFER_DELAY, "Average jitter buffer delay over the last poll", ["kind"]
+        )
+        self.up = g(n.TRACK_UP, "1 while the avatar's track is subscribed and delivering", ["kind"])
+        self.last = g(n.LAST_FRAME_TIMESTAMP, "Unix time of the last frame received", ["kind"])
+        self.malformed = c(
+            n.MALFORMED, "Input from the avatar that failed validation, by what", [n.LABEL_WHAT]
+        )
+        self.restarts = c(n.TASK_RESTARTS, "Monitor tasks that died and were restarted", ["task"])
+
+    def all(self) -> tuple[Metric, ...]:
+        return tuple(v for v in vars(self).values() if isinstance(v, Metric))
+
+
+Staged = list[tuple[Metric, tuple[object, ...]]]
+
+
+def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
+    """Every sample of one avatar, staged: added to the families only once all were read."""
+    out: Staged = []
+
+    def add(fam: Metric, *args: object) -> None:
+        out.append((fam, args))
+
+    lv = [a.room, a.participant]
+    an = a.analyzer
+    for m in METHODS:
+        o = an.offsets[m]
+        if o.offset_s is not None:
+            add(f.offset, lv + [m], o.offset_s)
+            add(f.conf, lv + [m], o.confidence)
+        hist = a.offset_abs[m]
+        if hist.sum or any(hist.counts):
+            add(f.offset_abs, lv + [m], hist.cumulative(), hist.sum)
+    d = an.drift_estimate()
+    if d is not None:
+        add(f.drift, lv, d.ms_per_min / 1000.0)
+    v = an.video_stats()
+    add(f.frames, lv, v.frames)
+    add(f.dropped, lv, v.dropped)
+    add(f.dup, lv, v.duplicated)
+    add(f.freezes, lv, v.freezes)
+    add(f.freeze_s, lv, v.freeze_seconds)
+    add(f.pauses, lv, v.pauses)
+    if any(a.frame_interval.counts):
+        add(f.interval, lv, a.frame_interval.cumulative(), a.frame_interval.sum)
+    if v.frames > 1:
+        add(f.jitter, lv, v.jitter_s)
+    if v.fps is not None:
+        add(f.fps, lv, v.fps)
+    if v.harmonic_fps is not None:
+        add(f.hfps, lv, v.harmonic_fps)
+    add(f.gap, lv, an.audio.gap_seconds)
+    for k in KINDS:
+        add(f.up, lv + [k], 1.0 if a.track_up[k] else 0.0)
+        if k in a.last_frame_unix:
+            add(f.last, lv + [k], a.last_frame_unix[k])
+        s = a.rtp[k]
+        if s.jitter_s is not None:
+            add(f.rtp_jitter, lv + [k], s.jitter_s)
+        if s.packets_lost is not None:
+            add(f.rtp_lost, lv + [k], s.packets_lost)
+        if s.jitter_buffer_delay_s is not None:
+            add(f.jbd, lv + [k], s.jitter_buffer_delay_s)
+    if a.rtp["audio"].concealed_samples is not None:
+        add(f.concealed, lv, a.rtp["audio"].concealed_samples)
+    for what, count in list(a.malformed.items()):
+        add(f.malformed, lv + [what], count)
+    for task, count in list(a.task_restarts.items()):
+        add(f.restarts, lv + [task], count)
+    return out
+
+
+class MonitorCollector(Collector):
+    """Renders a MonitorState as the metric families of shared/DESIGN.md.
+
+    A scrape is complete or says it is not: each avatar's samples are read in full before any is
+    added (a partly read avatar would show some series and miss others), an avatar whose state
+    changed under the read is read again, and one that still fails is left out and counted in
+    ``syncmon_collect_errors_total`` (the blackbox exporter's ``probe_success`` manner), which
+    is always exported.
+    """
+
+    def __init__(self, state: MonitorState) -> None:
+        self.state = state
+        self.errors = 0
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.state
         connected = GaugeMetricFamily(
             n.ROOM_CONNECTED, "1 while connected to the room", labels=[n.LABEL_ROOM]
         )
@@ -167,107 +284,32 @@ class MonitorCollector(Collector):
         for name, r in list(st.rooms.items()):
             connected.add_metric([name], 1.0 if r.connected else 0.0)
             reconnects.add_metric([name], r.reconnects)
-        yield connected
-        yield reconnects
         rejected = CounterMetricFamily(
             n.ROOMS_REJECTED.removesuffix("_total"),
             "Rooms not monitored because the cap was reached",
         )
         rejected.add_metric([], st.rooms_rejected)
-        yield rejected
-
-        offset = g(n.AV_OFFSET, "Latest windowed lip-sync offset t_video - t_audio", ["method"])
-        conf = g(n.AV_OFFSET_CONFIDENCE, "Confidence of the latest estimate, 0..1", ["method"])
-        offset_abs = HistogramMetricFamily(
-            n.AV_OFFSET_ABS, "|offset| per estimate", labels=rp + ["method"]
-        )
-        drift = g(n.AV_DRIFT, "Slope of the lip-sync offset (seconds per minute)")
-        frames = c(n.VIDEO_FRAMES, "Video frames received")
-        dropped = c(n.VIDEO_DROPPED, "Video frames the avatar's stream lost")
-        dup = c(n.VIDEO_DUPLICATED, "Video frames whose picture did not change")
-        freezes = c(n.VIDEO_FREEZES, "Freezes (webrtc-stats freezeCount rule)")
-        freeze_s = c(n.VIDEO_FREEZE_SECONDS, "Total freeze duration")
-        pauses = c(n.VIDEO_PAUSES, "Pauses (no frame for over 5 s)")
-        interval = HistogramMetricFamily(
-            n.VIDEO_FRAME_INTERVAL, "Frame inter-arrival time", labels=rp
-        )
-        jitter = g(n.VIDEO_JITTER, "RFC 3550 jitter of frame arrivals")
-        fps = g(n.VIDEO_FPS, "Frames per second over the last 5 s")
-        hfps = g(n.VIDEO_HARMONIC_FPS, "Harmonic frame rate over the last 5 s")
-        gap = c(n.AUDIO_GAP_SECONDS, "Received silence inside speech")
-        concealed = c(n.AUDIO_CONCEALED_SAMPLES, "Audio samples concealed by the receiver")
-        rtp_jitter = g(n.RTP_JITTER, "inbound-rtp jitter", ["kind"])
-        rtp_lost = c(n.RTP_PACKETS_LOST, "inbound-rtp packets lost", ["kind"])
-        jbd = g(n.JITTER_BUFFER_DELAY, "Average jitter buffer delay over the last poll", ["kind"])
-        up = g(n.TRACK_UP, "1 while the avatar's track is subscribed and delivering", ["kind"])
-        last = g(n.LAST_FRAME_TIMESTAMP, "Unix time of the last frame received", ["kind"])
-
+        fams = _Families()
         for a in st.avatars():
-            lv = [a.room, a.participant]
-            an = a.analyzer
-            for m in METHODS:
-                o = an.offsets[m]
-                if o.offset_s is not None:
-                    offset.add_metric(lv + [m], o.offset_s)
-                    conf.add_metric(lv + [m], o.confidence)
-                h = a.offset_abs[m]
-                if h.sum or any(h.counts):
-                    offset_abs.add_metric(lv + [m], h.cumulative(), h.sum)
-            d = an.drift_estimate()
-            if d is not None:
-                drift.add_metric(lv, d.ms_per_min / 1000.0)
-            v = an.video_stats()
-            frames.add_metric(lv, v.frames)
-            dropped.add_metric(lv, v.dropped)
-            dup.add_metric(lv, v.duplicated)
-            freezes.add_metric(lv, v.freezes)
-            freeze_s.add_metric(lv, v.freeze_seconds)
-            pauses.add_metric(lv, v.pauses)
-            if any(a.frame_interval.counts):
-                interval.add_metric(lv, a.frame_interval.cumulative(), a.frame_interval.sum)
-            if v.frames > 1:
-                jitter.add_metric(lv, v.jitter_s)
-            if v.fps is not None:
-                fps.add_metric(lv, v.fps)
-            if v.harmonic_fps is not None:
-                hfps.add_metric(lv, v.harmonic_fps)
-            gap.add_metric(lv, an.audio.gap_seconds)
-            for k in KINDS:
-                up.add_metric(lv + [k], 1.0 if a.track_up[k] else 0.0)
-                if k in a.last_frame_unix:
-                    last.add_metric(lv + [k], a.last_frame_unix[k])
-                s = a.rtp[k]
-                if s.jitter_s is not None:
-                    rtp_jitter.add_metric(lv + [k], s.jitter_s)
-                if s.packets_lost is not None:
-                    rtp_lost.add_metric(lv + [k], s.packets_lost)
-                if s.jitter_buffer_delay_s is not None:
-                    jbd.add_metric(lv + [k], s.jitter_buffer_delay_s)
-            if a.rtp["audio"].concealed_samples is not None:
-                concealed.add_metric(lv, a.rtp["audio"].concealed_samples)
-        yield from (
-            offset,
-            conf,
-            offset_abs,
-            drift,
-            frames,
-            dropped,
-            dup,
-            freezes,
-            freeze_s,
-            pauses,
-            interval,
-            jitter,
-            fps,
-            hfps,
-            gap,
-            concealed,
-            rtp_jitter,
-            rtp_lost,
-            jbd,
-            up,
-            last,
+            staged = self._read(fams, a)
+            for fam, args in staged:
+                fam.add_metric(*args)  # type: ignore[attr-defined]
+        errors = CounterMetricFamily(
+            n.COLLECT_ERRORS.removesuffix("_total"),
+            "Avatars left out of a scrape because their state could not be read",
         )
+        errors.add_metric([], self.errors)
+        yield from (connected, reconnects, rejected, *fams.all(), errors)
+
+    def _read(self, fams: _Families, a: AvatarState) -> Staged:
+        for attempt in range(COLLECT_TRIES):
+            try:
+                return _avatar_samples(fams, a)
+            except Exception:
+                if attempt == COLLECT_TRIES - 1:
+                    self.errors += 1
+                    log.exception("reading an avatar's state for a scrape failed")
+        return []
 
 
 def make_registry(state: MonitorState) -> CollectorRegistry:

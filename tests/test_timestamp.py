@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from syncmon.analysis.session import SyncAnalyzer
-from syncmon.analysis.timestamp import TimestampOffsetEstimator
+from syncmon.analysis.timestamp import MAX_PENDING, TimestampEstimate, TimestampOffsetEstimator
 from syncmon.marks import ENV_LEN_S, MarkError, TimingMark, envelope
 from syncmon.reference.speech import synth_phrase
 
@@ -23,9 +23,11 @@ def scenario(
     skew: float,
     clock_shift: float,
     utterances: int = 4,
-) -> None:
+) -> list[TimestampEstimate]:
     """Sender audio with utterances; the receiver gets it ``transit_a`` later and the frames
-    ``transit_v`` later (monitor clock); sender times are read on a clock ``clock_shift`` off."""
+    ``transit_v`` later (monitor clock); sender times are read on a clock ``clock_shift`` off.
+    Returns the estimates a ``TimestampOffsetEstimator`` gave (none for an analyzer)."""
+    got: list[TimestampEstimate] = []
     rng = np.random.default_rng(4)
     audio = [np.zeros(SR // 2, dtype=np.float32)]
     starts = []
@@ -63,12 +65,13 @@ def scenario(
             est.add_video(s_v + transit_v, k, s_v + clock_shift)
         while fed_audio * chunk < min(x.size, (k + 1) * SR // FPS):
             seg = x[fed_audio * chunk : (fed_audio + 1) * chunk]
-            est.add_audio(seg, send0 + fed_audio * chunk / SR + transit_a)
+            got += est.add_audio(seg, send0 + fed_audio * chunk / SR + transit_a) or []
             fed_audio += 1
         # a mark is sent once its utterance has started (data arrives before the audio)
         while fed_marks < len(marks) and marks[fed_marks].t_audio_us / 1e6 - clock_shift < s_v:
-            est.add_mark(marks[fed_marks])
+            got += est.add_mark(marks[fed_marks]) or []
             fed_marks += 1
+    return got
 
 
 @pytest.mark.parametrize(
@@ -78,17 +81,8 @@ def scenario(
 def test_offset_is_transit_difference_plus_skew_whatever_the_sender_clock(
     transit_v: float, transit_a: float, skew: float, shift: float
 ) -> None:
-    got = []
     est = TimestampOffsetEstimator(SR)
-    orig = est._try_pending
-
-    def capture() -> list:  # type: ignore[type-arg]
-        res = orig()
-        got.extend(res)
-        return res
-
-    est._try_pending = capture  # type: ignore[method-assign]
-    scenario(est, transit_v=transit_v, transit_a=transit_a, skew=skew, clock_shift=shift)
+    got = scenario(est, transit_v=transit_v, transit_a=transit_a, skew=skew, clock_shift=shift)
     assert len(got) == 4, got
     truth = transit_v - transit_a + skew
     for e in got:
@@ -113,18 +107,37 @@ def test_no_estimate_while_the_receiver_bias_is_unknown() -> None:
     assert an.report()["offset_ms"]["timestamp"] is None
 
 
+def _mark(**fields: str) -> bytes:
+    """A mark's JSON with some fields given as raw JSON text."""
+    raw = {"seq": "1", "t_audio_us": "1000", "skew_us": "0", "frame_id": "5"}
+    raw["env"] = "[" + ",".join(["0.1"] * 160) + "]"
+    raw.update(fields)
+    return ("{" + '"v":1,' + ",".join(f'"{k}":{v}' for k, v in raw.items()) + "}").encode()
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (b"\xff\xfe", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"v": 9}', "version 9"),
-        (b'{"v": 1, "seq": 1}', "missing or malformed"),
+        (b'{"v": 1, "seq": 1}', "envelope must be a list"),
         (
             b'{"v":1,"seq":1,"t_audio_us":1,"skew_us":0,"frame_id":1,"env":[0.1]}',
-            "1 usable blocks",
+            "list of 8",
         ),
         (b"x" * 9000, "exceeds"),
+        # numbers a participant can send that overflowed or poisoned the estimator before
+        (_mark(seq="1e999"), "'seq' is not an integer"),
+        (_mark(t_audio_us="1" + "0" * 400), "'t_audio_us' is outside"),
+        (_mark(t_audio_us="1e400"), "'t_audio_us' is not an integer"),
+        (_mark(skew_us="60000000"), "'skew_us' is outside"),
+        (_mark(frame_id="-1"), "'frame_id' is outside"),
+        (_mark(frame_id="true"), "'frame_id' is missing or not a number"),
+        (_mark(seq='"7"'), "'seq' is missing or not a number"),
+        (_mark(env="[" + ",".join(["0.1"] * 7 + ["NaN"]) + "]"), "outside \\[0, 2.0\\]"),
+        (_mark(env="[" + ",".join(["1e300"] * 10) + "]"), "outside"),
+        (_mark(env="[" + ",".join(["0.1"] * 400) + "]"), "list of 8"),
     ],
 )
 def test_malformed_marks_are_refused_with_what_was_wrong(payload: bytes, message: str) -> None:
@@ -179,3 +192,28 @@ def test_analyzer_withholds_an_estimate_whose_audio_was_not_continuous() -> None
     assert a.offsets["timestamp"].offset_s == pytest.approx(0.08)
     rep = a.report()
     assert rep["timestamp_estimates"] == 1 and rep["timestamp_withheld"] == 1
+
+
+def test_pending_marks_are_bounded_and_expire() -> None:
+    """A flood of well-formed marks that never match (far-future frames) keeps at most
+    ``MAX_PENDING`` waiting, gives up those older than the kept audio, and does not stop the
+    real marks from matching afterwards."""
+    from syncmon.analysis.timestamp import KEEP_S
+
+    est = TimestampOffsetEstimator(SR)
+    flood = [
+        TimingMark(seq=i, t_audio_us=i, skew_us=0, frame_id=10**12 + i, env=(0.1,) * 160)
+        for i in range(1000)
+    ]
+    est.add_audio(np.zeros(SR // 20, np.float32), 0.0)
+    for m in flood:
+        assert est.add_mark(m) == []
+        assert est.pending <= MAX_PENDING
+    assert est.expired == len(flood) - MAX_PENDING
+    # audio going on past the age bound: the rest are given up too
+    for k in range(int((KEEP_S + 1) * 20)):
+        est.add_audio(np.zeros(SR // 20, np.float32), 0.05 * (k + 1))
+    assert est.pending == 0 and est.expired == len(flood)
+    assert est.matched == 0
+    got = scenario(est, transit_v=0.08, transit_a=0.05, skew=0.0, clock_shift=0.0)
+    assert len(got) == 4

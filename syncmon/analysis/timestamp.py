@@ -28,6 +28,9 @@ KEEP_S = 10.0  # received envelope kept; a mark older than this is given up
 MIN_CORR = 0.7
 FRAME_SPAN = 25  # frames either side of the utterance's first frame for the median transit
 MAX_TRANSITS = 600
+# marks waiting for their audio and frames: an utterance's mark matches within a second or two,
+# so a few are plenty; the cap and the age bound keep a flood's memory and cost constant
+MAX_PENDING = 8
 SMOOTH_BLOCKS = 4
 SPLIT_SEARCH_S = 0.02  # each half of a matched template is placed within this of the whole
 SPLIT_MAX_S = 0.0025  # halves further apart: the audio was not continuous, no estimate
@@ -145,7 +148,9 @@ def _ncc(seg: np.ndarray, part: np.ndarray) -> np.ndarray:
     a = part - part.mean()
     w = win - win.mean(axis=1, keepdims=True)
     denom = np.sqrt((a * a).sum() * (w * w).sum(axis=1)) + 1e-12
-    return np.asarray((w @ a) / denom)
+    # einsum, not a BLAS product: this also runs inside the avatar worker (the sender's tap),
+    # where waking the BLAS thread pool would cost the application's cores
+    return np.asarray(np.einsum("ij,j->i", w, a) / denom)
 
 
 def _peak(corr: np.ndarray) -> tuple[float, float]:
@@ -181,6 +186,12 @@ def _split(seg: np.ndarray, tmpl: np.ndarray, pos: float) -> float:
     return (offsets[1] - offsets[0]) * ENV_BLOCK_S
 
 
+@dataclass
+class _Pending:
+    mark: TimingMark
+    added: float | None  # the received audio's time when the mark came (None: no audio yet)
+
+
 class TimestampOffsetEstimator:
     """Matches timing marks to received audio and frame metadata to received video."""
 
@@ -190,9 +201,11 @@ class TimestampOffsetEstimator:
         self._transits: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=MAX_TRANSITS
         )
-        self._pending: list[TimingMark] = []
+        # each mark with the received-audio time when it came (None: no audio yet)
+        self._pending: collections.deque[_Pending] = collections.deque()
         self.matched = 0
         self.unmatched = 0
+        self.expired = 0  # given up: too old, or pushed out by newer marks
 
     def clear(self) -> None:
         """A discontinuity: forget received audio and frames (pending marks stay)."""
@@ -209,23 +222,35 @@ class TimestampOffsetEstimator:
         return self._try_pending()
 
     def add_mark(self, mark: TimingMark) -> list[TimestampEstimate]:
-        self._pending.append(mark)
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self.expired += 1
+        self._pending.append(_Pending(mark, self.audio.latest))
         return self._try_pending()
 
     def _try_pending(self) -> list[TimestampEstimate]:
         out: list[TimestampEstimate] = []
-        keep: list[TimingMark] = []
-        for m in self._pending:
-            res = self._match(m)
+        now = self.audio.latest
+        for _ in range(len(self._pending)):
+            entry = self._pending.popleft()
+            if entry.added is None:
+                entry.added = now
+            if now is not None and entry.added is not None and now - entry.added > KEEP_S:
+                self.expired += 1
+                continue
+            res = self._match(entry.mark)
             if res is None:
-                keep.append(m)
+                self._pending.append(entry)
             elif isinstance(res, TimestampEstimate):
                 out.append(res)
                 self.matched += 1
             else:
                 self.unmatched += 1
-        self._pending = keep
         return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     def _transit_v(self, frame_id: int) -> float | None:
         near = [tr for fid, tr in self._transits if abs(fid - frame_id) <= FRAME_SPAN]

@@ -103,6 +103,7 @@ class VideoTimingAnalyzer:
         self._rate_window_s = rate_window_s
         self._dup_tol = duplicate_tolerance
         self._recent: deque[float] = deque(maxlen=FREEZE_HISTORY)
+        self._recent_sum = 0.0  # running sum of _recent: the mean is needed at every frame
         # (arrival time, interval) pairs within the rate window
         self._window: deque[tuple[float, float]] = deque()
         self._frames = 0
@@ -160,7 +161,7 @@ class VideoTimingAnalyzer:
                 pause = True
                 self._pauses += 1
             elif len(self._recent) > 0:
-                avg = float(np.mean(np.asarray(self._recent)))
+                avg = self._recent_sum / len(self._recent)
                 if interval >= freeze_threshold(avg) - TIME_EPS_S:
                     is_freeze = True
                     freeze_s = interval
@@ -189,7 +190,10 @@ class VideoTimingAnalyzer:
                 self._jitter_n += 1
             # libwebrtc keeps freezes out of the mean the next threshold is taken from
             if not pause and not is_freeze:
+                if len(self._recent) == FREEZE_HISTORY:
+                    self._recent_sum -= self._recent[0]
                 self._recent.append(interval)
+                self._recent_sum += interval
                 self._interval_sample.append(interval)
             self._window.append((t, interval))
         self._trim(t)
@@ -213,7 +217,9 @@ class VideoTimingAnalyzer:
             self._window.popleft()
 
     def stats(self) -> VideoTimingStats:
-        intervals = np.asarray([d for _, d in self._window], dtype=np.float64)
+        # tuple() copies a deque in one step under the GIL: a worker's scrape reads this while
+        # the room's thread appends, and iterating the deque itself can raise then
+        intervals = np.asarray([d for _, d in tuple(self._window)], dtype=np.float64)
         fps = hfps = var = None
         if intervals.size >= 2:
             span = float(np.sum(intervals))

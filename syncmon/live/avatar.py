@@ -24,9 +24,14 @@ from livekit.rtc._proto import video_frame_pb2 as proto_video
 from ..analysis.clock import SampleClock
 from ..analysis.receiver import ReceiverDelay
 from ..analysis.session import SyncAnalyzer
+from ..logs import RateLimitedLog
 from ..metrics import AvatarState
 
 log = logging.getLogger(__name__)
+RESTART_INITIAL_S = 1.0
+RESTART_MAX_S = 30.0
+# malformed input from a participant: one line per participant and kind a minute
+MALFORMED_LOG = RateLimitedLog(log)
 
 AUDIO_RATE = 16000
 AUDIO_FRAME_MS = 50
@@ -91,10 +96,9 @@ class AvatarMonitor:
         self._stats_interval = stats_interval_s
         self._stats_task: asyncio.Task[None] | None = None
         self._jb_prev: dict[str, tuple[float, int]] = {}
+        self._closed = False
         self.analyzer.receiver_bias_s = None
         self.analyzer.receiver = ReceiverDelay()
-        self.malformed_frames = 0
-        self.malformed_marks = 0
 
     @property
     def analyzer(self) -> SyncAnalyzer:
@@ -106,11 +110,11 @@ class AvatarMonitor:
         self._tracks[kind] = track
         coro = self._video(track) if kind == "video" else self._audio(track)
         task = asyncio.get_running_loop().create_task(coro, name=f"syncmon-{kind}")
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda t, kind=kind: self._stream_done(kind, t))  # type: ignore[misc]
         self._tasks[kind] = task
         if self._stats_task is None:
             self._stats_task = asyncio.get_running_loop().create_task(self._poll_stats())
-            self._stats_task.add_done_callback(self._task_done)
+            self._stats_task.add_done_callback(lambda t: self._stream_done("stats", t))
 
     def detach(self, kind: str) -> None:
         task = self._tasks.pop(kind, None)
@@ -133,6 +137,7 @@ class AvatarMonitor:
             self.detach(k)
 
     async def aclose(self) -> None:
+        self._closed = True
         tasks = list(self._tasks.values())
         if self._stats_task is not None:
             tasks.append(self._stats_task)
@@ -144,10 +149,44 @@ class AvatarMonitor:
         self._tasks.clear()
         self._stats_task = None
 
-    @staticmethod
-    def _task_done(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("avatar stream task failed", exc_info=task.exception())
+    def _stream_done(self, kind: str, task: asyncio.Task[None]) -> None:
+        """A stream task that died is logged, counted and restarted (its track reported down
+        meanwhile): an exception must not leave an avatar half-measured while it looks up."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.state.count_restart(kind)
+        n = self.state.task_restarts[kind]
+        delay = min(RESTART_MAX_S, RESTART_INITIAL_S * 2 ** min(n - 1, 8))
+        log.error(
+            "avatar %s task failed (%s: %s); restarting in %.1f s",
+            kind,
+            type(exc).__name__,
+            exc,
+            delay,
+            exc_info=exc,
+        )
+        if kind == "stats":
+            self._stats_task = None
+            asyncio.get_running_loop().call_later(delay, self._restart_stats)
+            return
+        if self._tasks.get(kind) is not task:
+            return
+        self.state.track_up[kind] = False
+        track = self._tracks.get(kind)
+        if track is not None:
+            asyncio.get_running_loop().call_later(delay, self._restart, kind, track)
+
+    def _restart(self, kind: str, track: rtc.RemoteTrack) -> None:
+        if self._closed or self._tracks.get(kind) is not track:
+            return  # detached or replaced meanwhile
+        self.attach(track)
+
+    def _restart_stats(self) -> None:
+        if self._closed or self._stats_task is not None or not self._tracks:
+            return
+        self._stats_task = asyncio.get_running_loop().create_task(self._poll_stats())
+        self._stats_task.add_done_callback(lambda t: self._stream_done("stats", t))
 
     async def _video(self, track: rtc.RemoteTrack) -> None:
         stream = UnboundedVideoStream(track, capacity=0)
@@ -157,8 +196,10 @@ class AvatarMonitor:
                 try:
                     luma = luma_of(ev.frame)
                 except ValueError as e:
-                    self.malformed_frames += 1
-                    log.warning("skipping a malformed video frame: %s", e)
+                    self.state.count_malformed("frame")
+                    MALFORMED_LOG.warning(
+                        f"frame:{self.state.participant}", "skipping a malformed video frame: %s", e
+                    )
                     continue
                 if not started:
                     if is_preroll(luma):
@@ -223,7 +264,11 @@ class AvatarMonitor:
     async def _poll_stats(self) -> None:
         await asyncio.sleep(min(1.0, self._stats_interval))
         while True:
-            await self.poll_stats_once()
+            try:
+                await self.poll_stats_once()
+            except Exception as e:  # one bad poll is not the end of the stats
+                self.state.count_restart("stats")
+                log.error("stats poll failed (%s: %s)", type(e).__name__, e, exc_info=e)
             await asyncio.sleep(self._stats_interval)
 
     async def poll_stats_once(self) -> None:
@@ -261,14 +306,17 @@ class AvatarMonitor:
                     jb[kind] = r.jitter_buffer_delay_s
                 if ib.inbound.estimated_playout_timestamp > 0:
                     playout[kind] = ib.inbound.estimated_playout_timestamp / 1000.0
+        playout_s: float | None = None
         if len(playout) == 2:
             # the sample being played: an older video sample means a late picture
-            self.analyzer.set_offset("playout", playout["audio"] - playout["video"], 1.0)
+            playout_s = playout["audio"] - playout["video"]
             self.analyzer.playout_source = "estimated_playout_timestamp"
         elif len(jb) == 2:
             # no playout clock (no audio device): the receiver's own contribution
-            self.analyzer.set_offset("playout", jb["video"] - jb["audio"], 1.0)
+            playout_s = jb["video"] - jb["audio"]
             self.analyzer.playout_source = "jitter_buffer"
+        if playout_s is not None:
+            self.analyzer.set_offset("playout", playout_s, 1.0)
         # after the stats calls: the poll's time is after every counter it read
         self.analyzer.receiver_poll(
             time.monotonic(),
@@ -285,8 +333,5 @@ class AvatarMonitor:
             None if rd.audio_delay_s is None else round(rd.audio_delay_s * 1000, 1),
             None if rd.bias_s is None else round(rd.bias_s * 1000, 1),
         )
-        if (
-            "playout" in self.analyzer.offsets
-            and self.analyzer.offsets["playout"].offset_s is not None
-        ):
-            self.state.observe_offset("playout", self.analyzer.offsets["playout"].offset_s)
+        if playout_s is not None:  # only a new reading: a stale one is not a new observation
+            self.state.observe_offset("playout", playout_s)

@@ -1,7 +1,9 @@
 """The monitor's HTTP endpoints: /metrics, /healthz, /readyz, /report.
 
 /metrics always answers (a lost room shows as ``syncmon_room_connected 0``, never a 500).
-/readyz is 200 once every watched room is connected with at least one avatar track up.
+/readyz is 200 while the monitor serves and reaches the server: every room it watches is
+connected (a worker with no room is ready). Whether an avatar is on is not readiness: a sidecar's
+/readyz gates its whole pod, and an idle room is normal; that state is in /metrics and /report.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from ..metrics import MonitorState, make_registry
 log = logging.getLogger(__name__)
 
 
-def build_app(state: MonitorState, registry: CollectorRegistry) -> web.Application:
+def build_app(
+    state: MonitorState, registry: CollectorRegistry, *, needs_rooms: bool = True
+) -> web.Application:
     async def metrics(_req: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -30,15 +34,13 @@ def build_app(state: MonitorState, registry: CollectorRegistry) -> web.Applicati
         return web.Response(text="ok\n")
 
     async def readyz(_req: web.Request) -> web.Response:
-        rooms = state.rooms
-        ready = bool(rooms) and all(
-            r.connected and any(any(a.track_up.values()) for a in r.avatars.values())
-            for r in rooms.values()
-        )
+        rooms = dict(state.rooms)
+        ready = (bool(rooms) or not needs_rooms) and all(r.connected for r in rooms.values())
         detail = {
             name: {
                 "connected": r.connected,
-                "tracks_up": sum(sum(a.track_up.values()) for a in r.avatars.values()),
+                "avatars": len(r.avatars),
+                "tracks_up": sum(sum(a.track_up.values()) for a in list(r.avatars.values())),
             }
             for name, r in rooms.items()
         }
@@ -58,10 +60,14 @@ def build_app(state: MonitorState, registry: CollectorRegistry) -> web.Applicati
 
 
 async def start_monitor_http(
-    state: MonitorState, host: str, port: int, *, what: str = "syncmon"
+    state: MonitorState, host: str, port: int, *, what: str = "syncmon", needs_rooms: bool = True
 ) -> web.AppRunner:
-    """Serve ``state`` on host:port (its own registry) and say where on stderr."""
-    runner = await serve(build_app(state, make_registry(state)), host, port)
+    """Serve ``state`` on host:port (its own registry) and say where on stderr.
+
+    ``needs_rooms``: not ready before a room is watched (``watch``); a worker is ready idle.
+    """
+    app = build_app(state, make_registry(state), needs_rooms=needs_rooms)
+    runner = await serve(app, host, port)
     print(f"{what}: metrics on http://{host}:{port}/metrics", file=sys.stderr)
     return runner
 

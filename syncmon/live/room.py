@@ -1,7 +1,10 @@
 """Join a room hidden and subscribe-only, find the avatars, keep the connection up.
 
-An avatar is a remote participant of kind agent, or one carrying ``lk.publish_on_behalf``
-(livekit-agents' avatar workers publish on behalf of the agent), or the identity given. Only its
+An avatar is a remote participant of kind agent that publishes video, or that carries
+``lk.publish_on_behalf`` (livekit-agents' avatar workers join as kind agent and publish on behalf
+of the voice agent), or the identity given. A voice agent without video is not one (it would
+page as an avatar whose video is down), and neither is a user, whatever attributes it sets:
+only the server can make a participant kind agent. Only its
 audio and video are subscribed; tracks published later, unpublished, muted and unmuted are
 followed, and several avatars in one room are measured separately. A lost connection sets
 ``syncmon_room_connected 0`` and is retried with exponential backoff while /metrics keeps
@@ -26,7 +29,7 @@ from ..analysis.session import AnalyzerConfig, SyncAnalyzer
 from ..errors import ConnectError
 from ..marks import TOPIC, MarkError, TimingMark
 from ..metrics import AvatarState, MonitorState, RoomState
-from .avatar import AUDIO_RATE, AvatarMonitor
+from .avatar import AUDIO_RATE, MALFORMED_LOG, AvatarMonitor
 from .config import LiveKitCredentials
 from .token import monitor_token
 
@@ -220,9 +223,10 @@ class RoomMonitor:
     def is_avatar(self, p: rtc.RemoteParticipant) -> bool:
         if self.options.participant is not None:
             return bool(p.identity == self.options.participant)
-        return bool(
-            p.kind == participant_pb2.ParticipantKind.PARTICIPANT_KIND_AGENT
-            or ATTR_PUBLISH_ON_BEHALF in p.attributes
+        if p.kind != participant_pb2.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return False
+        return ATTR_PUBLISH_ON_BEHALF in p.attributes or any(
+            pub.kind == rtc.TrackKind.KIND_VIDEO for pub in p.track_publications.values()
         )
 
     def _consider(self, p: rtc.RemoteParticipant) -> None:
@@ -302,15 +306,20 @@ class RoomMonitor:
             try:
                 mark = TimingMark.decode(packet.data)
             except MarkError as e:
-                am.malformed_marks += 1
-                log.warning("ignoring a timing mark from an avatar in %s: %s", self.room_name, e)
+                am.state.count_malformed("mark")
+                MALFORMED_LOG.warning(
+                    f"mark:{self.room_name}:{packet.participant.identity}",
+                    "ignoring a timing mark from an avatar in %s: %s",
+                    self.room_name,
+                    e,
+                )
                 return
             am.analyzer.add_mark(mark)
 
         @room.on("track_published")
         def _published(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
-            if self.is_avatar(p):
-                self._subscribe(pub)
+            # an agent becomes an avatar when it publishes video: its audio too, then
+            self._consider(p)
 
         @room.on("track_subscribed")
         def _subscribed(

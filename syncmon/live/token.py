@@ -38,7 +38,13 @@ def monitor_token(
 
 
 def publisher_token(
-    *, api_key: str, api_secret: str, room: str, identity: str, agent: bool = True
+    *,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    agent: bool = True,
+    attributes: dict[str, str] | None = None,
 ) -> str:
     """A token for the reference publisher (kind agent, so that a monitor finds it)."""
     grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=False)
@@ -51,4 +57,6 @@ def publisher_token(
     )
     if agent:
         tok = tok.with_kind("agent")
+    if attributes:
+        tok = tok.with_attributes(attributes)
     return tok.to_jwt()

@@ -49,7 +49,7 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
     stop_on_signals(stop)
     state = MonitorState(max_rooms=cfg.max_rooms)
     runner = await start_monitor_http(
-        state, cfg.metrics_host, cfg.metrics_port, what="syncmon worker"
+        state, cfg.metrics_host, cfg.metrics_port, what="syncmon worker", needs_rooms=False
     )
 
     server = agents.AgentServer(

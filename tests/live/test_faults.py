@@ -67,44 +67,73 @@ def test_missing_credentials_are_named(livekit: LocalServer) -> None:
     assert rc == 2 and "--api-secret" in err
 
 
-def test_avatar_without_video_reports_video_track_down(
+def test_voice_agent_and_user_are_not_avatars_an_avatar_without_video_is_down(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
+    """A voice agent (kind agent, audio only) and a user who sets ``lk.publish_on_behalf`` get
+    no series (a voice agent paged as a dead avatar before); an avatar worker (kind agent,
+    ``lk.publish_on_behalf``) that publishes no video has its video reported down. The monitor
+    is ready all along: an idle room is not a reason to fail a readiness probe."""
+    import json
+    import urllib.error
+    import urllib.request
+
     from livekit import rtc
 
     from syncmon.live.token import publisher_token
 
     room = "novideo"
     mon = start_monitor(procs, livekit, room)
+    behalf = {"lk.publish_on_behalf": "voice-agent"}
 
-    async def audio_only() -> None:
+    def ready() -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(mon.metrics_url + "/readyz", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    async def join(identity: str, *, agent: bool, attrs: dict[str, str] | None) -> rtc.Room:
         r = rtc.Room()
-        await r.connect(
-            livekit.url,
-            publisher_token(
-                api_key=livekit.api_key,
-                api_secret=livekit.api_secret,
-                room=room,
-                identity="mute-avatar",
-            ),
+        tok = publisher_token(
+            api_key=livekit.api_key,
+            api_secret=livekit.api_secret,
+            room=room,
+            identity=identity,
+            agent=agent,
+            attributes=attrs,
         )
+        await r.connect(livekit.url, tok)
         src = rtc.AudioSource(48000, 1)
         await r.local_participant.publish_track(
             rtc.LocalAudioTrack.create_audio_track("voice", src),
             rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
         )
-        silence = rtc.AudioFrame(b"\0\0" * 480, 48000, 1, 480)
-        for _ in range(600):
-            await src.capture_frame(silence)
-            await asyncio.sleep(0.01)
-            if _ == 400:
-                s = scrape(mon.metrics_url)
-                assert sample(s, "syncmon_track_up", room=room, kind="audio") == 1
-                assert sample(s, "syncmon_track_up", room=room, kind="video") == 0
-                assert sample(s, "syncmon_av_offset_seconds", room=room) is None
-        await r.disconnect()
+        return r
 
-    asyncio.run(audio_only())
+    async def scenario() -> None:
+        wait_for(lambda: ready()[0] == 200, 20)  # connected, no avatar yet: ready
+        voice = await join("voice-agent", agent=True, attrs=None)
+        user = await join("a-user", agent=False, attrs=behalf)
+        avatar = await join("mute-avatar", agent=True, attrs=behalf)
+
+        def avatar_seen() -> bool:
+            s = scrape(mon.metrics_url)
+            return sample(s, "syncmon_track_up", participant="mute-avatar", kind="audio") == 1
+
+        # (the SDK's loop must run meanwhile: wait in a thread)
+        await asyncio.to_thread(wait_for, avatar_seen, 20)
+        s = scrape(mon.metrics_url)
+        assert sample(s, "syncmon_track_up", participant="mute-avatar", kind="video") == 0
+        assert sample(s, "syncmon_av_offset_seconds", room=room) is None
+        for who in ("voice-agent", "a-user"):
+            assert not [k for k in s if ("participant", who) in k[1]], who
+        code, body = ready()
+        assert code == 200 and body["rooms"][room]["avatars"] == 1, body  # type: ignore[index]
+        for r in (avatar, user, voice):
+            await r.disconnect()
+
+    asyncio.run(scenario())
 
 
 def test_sigterm_exits_cleanly_within_2s(livekit: LocalServer, procs: Callable[..., Proc]) -> None:

@@ -1,0 +1,31 @@
+"""syncmon's own numeric thread pools.
+
+numpy's bundled OpenBLAS starts one worker thread per core and keeps them spinning for a while
+after every matrix product; the content estimator makes a few such products a second, so the
+pool spins almost all the time (measured: ~9 % of a core on a 2-core host, for products a
+single thread finishes in well under a millisecond). syncmon's commands therefore run every
+BLAS/OpenMP pool it loads with one thread. ``syncmon.instrument`` never calls this: inside an
+avatar worker the pools are the application's, and the instrumentation's numeric code makes no
+BLAS calls at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+_limits: Any = None
+
+
+def limit_numeric_threads() -> None:
+    """Run the BLAS and OpenMP pools loaded so far, and numpy's, with one thread each."""
+    global _limits
+    import numpy  # noqa: F401  # loads the BLAS library whose pool is limited
+
+    _limits = threadpool_limits(limits=1)
+
+
+def numeric_threads() -> dict[str, int]:
+    """Threads of each loaded BLAS/OpenMP pool, by its internal API (for tests and logs)."""
+    return {str(i["internal_api"]): int(i["num_threads"]) for i in threadpool_info()}

@@ -1,0 +1,141 @@
+"""The collector against its own registry: exact values, a complete scrape under concurrent
+writers, a broken avatar left out and counted; secrets out of tracebacks."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from syncmon import metric_names as n
+from syncmon.analysis.session import SyncAnalyzer
+from syncmon.metrics import AvatarState, MonitorState, make_registry
+
+LUMA = np.full((72, 128), 90, np.uint8)
+
+
+def avatar(state: MonitorState, room: str, who: str) -> AvatarState:
+    rs = state.add_room(room)
+    assert rs is not None
+    a = AvatarState(room=room, participant=who, analyzer=SyncAnalyzer(audio_rate=16000))
+    rs.avatars[who] = a
+    return a
+
+
+def test_collector_exports_exact_values() -> None:
+    state = MonitorState()
+    a = avatar(state, "r", "av")
+    for k in range(50):
+        a.analyzer.add_video(k * 0.04, LUMA + (k % 2))
+    a.count_malformed("mark")
+    a.count_malformed("mark")
+    a.count_restart("audio")
+    a.track_up["video"] = True
+    reg = make_registry(state)
+    lv = {"room": "r", "participant": "av"}
+    get = reg.get_sample_value
+    assert get(n.VIDEO_FRAMES, lv) == 50
+    assert get(n.TRACK_UP, {**lv, "kind": "video"}) == 1
+    assert get(n.TRACK_UP, {**lv, "kind": "audio"}) == 0
+    assert get(n.MALFORMED, {**lv, "what": "mark"}) == 2
+    assert get(n.MALFORMED, {**lv, "what": "frame"}) is None  # never seen: absent, not 0
+    assert get(n.TASK_RESTARTS, {**lv, "task": "audio"}) == 1
+    assert get(n.COLLECT_ERRORS, {}) == 0
+    assert get(n.AV_OFFSET, {**lv, "method": "content"}) is None  # unknown: absent
+    assert get(n.VIDEO_FPS, lv) == pytest.approx(25.0, rel=1e-6)
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # makes a race that is rare at the default show at once
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+def test_every_scrape_holds_every_avatar_while_their_threads_write(fast_switching: None) -> None:
+    """Worker jobs feed their analyzers from their own threads while /metrics renders them."""
+    state = MonitorState()
+    avatars = [avatar(state, f"room{i}", "av") for i in range(3)]
+    stop = threading.Event()
+
+    def feed(a: AvatarState) -> None:
+        k = 0
+        while not stop.is_set():
+            a.analyzer.add_video(k * 0.04, LUMA + (k % 3))
+            if k % 7 == 0:
+                a.count_malformed("frame")
+            k += 1
+
+    threads = [threading.Thread(target=feed, args=(a,)) for a in avatars]
+    for t in threads:
+        t.start()
+    reg = make_registry(state)
+    incomplete = 0
+    try:
+        for _ in range(300):
+            text = generate_latest(reg).decode()
+            for i in range(3):
+                if f'syncmon_video_frames_total{{participant="av",room="room{i}"}}' not in text:
+                    incomplete += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert incomplete == 0
+    assert reg.get_sample_value(n.COLLECT_ERRORS, {}) == 0
+
+
+def test_an_avatar_that_cannot_be_read_is_left_out_and_counted() -> None:
+    state = MonitorState()
+    good = avatar(state, "r", "good")
+    bad = avatar(state, "r", "bad")
+    good.analyzer.add_video(0.0, LUMA)
+
+    def broken() -> None:
+        raise RuntimeError("deque mutated during iteration")
+
+    bad.analyzer.video_stats = broken  # type: ignore[method-assign,assignment]
+    reg = make_registry(state)
+    for scrape in (1, 2):
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in reg.collect()
+            for s in fam.samples
+        }
+        assert samples[(n.VIDEO_FRAMES, (("participant", "good"), ("room", "r")))] == 1
+        assert not [k for k in samples if ("participant", "bad") in k[1]]
+        assert samples[(n.COLLECT_ERRORS, ())] == scrape  # each scrape that left one out
+
+
+def test_tracebacks_are_redacted() -> None:
+    from syncmon.logs import RedactingFilter, RedactingFormatter, add_secret
+
+    secret = "s3cr3t-value-that-must-not-leak-0123456789"
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtZSJ9.c2lnbmF0dXJl"
+    add_secret(secret)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("syncmon.test.redact")
+    log.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"connect failed with {token} and {secret}")
+        except ValueError:
+            log.exception("failed: %s", token)
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "Traceback" in text and "ValueError" in text
+    assert token not in text and secret not in text
+    assert text.count("<token>") == 2 and "<secret>" in text
