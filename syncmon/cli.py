@@ -74,6 +74,39 @@ def add_impairment_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the speech and the schedule")
     g.add_argument("--wav", type=Path, default=None, help="speak this 16-bit WAV instead")
+    g.add_argument(
+        "--lip-still",
+        type=_span,
+        action="append",
+        default=[],
+        metavar="START:DUR",
+        help="mouth held shut for DUR seconds from START while the voice goes on (repeatable)",
+    )
+    f = p.add_argument_group("face (calibrate with something like your own avatar)")
+    f.add_argument(
+        "--face",
+        choices=("synthetic", "photo"),
+        default="synthetic",
+        help="the cartoon face, or a photographic portrait (needs scikit-image)",
+    )
+    f.add_argument(
+        "--viseme",
+        action="store_true",
+        help="a viseme-like mouth: formant-band opening, closures, 40 ms lips, 20 ms anticipation",
+    )
+    f.add_argument(
+        "--head-motion-px",
+        type=float,
+        default=0.0,
+        help="nods driven by the speech's prosody, peak pixels at 360p (0: none; try 4)",
+    )
+    f.add_argument("--head-roll-deg", type=float, default=0.0, help="speech-driven roll (try 2)")
+    f.add_argument(
+        "--head-lead-ms",
+        type=float,
+        default=200.0,
+        help="the head moves this much ahead of the speech (default 200)",
+    )
 
 
 def impairments_from_args(args: argparse.Namespace) -> Any:
@@ -88,6 +121,7 @@ def impairments_from_args(args: argparse.Namespace) -> Any:
         audio_gaps=tuple(args.audio_gap),
         clock_drift_ppm=args.clock_drift_ppm,
         processing_delay_ms=args.processing_delay_ms,
+        lip_still=tuple(getattr(args, "lip_still", ())),
         seed=args.seed,
     )
 
@@ -96,12 +130,28 @@ def build_avatar(args: argparse.Namespace) -> Any:
     from .reference import ReferenceAvatar, SpeechSource
 
     imp = impairments_from_args(args)
-    speech = SpeechSource(seed=args.seed + 1, wav=args.wav)
     try:
+        art = None
+        if args.viseme or args.head_motion_px or args.head_roll_deg:
+            from .reference.articulation import ArticulationConfig
+
+            art = ArticulationConfig(
+                viseme=args.viseme,
+                head_px=args.head_motion_px,
+                head_roll_deg=args.head_roll_deg,
+                head_lead_s=args.head_lead_ms / 1000.0,
+            )
+        speech = SpeechSource(seed=args.seed + 1, wav=args.wav, consonants=args.viseme)
         return ReferenceAvatar(
-            width=args.width, height=args.height, fps=args.fps, impairments=imp, speech=speech
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            impairments=imp,
+            speech=speech,
+            articulation=art,
+            renderer=args.face,
         )
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         raise SyncmonError(str(e)) from e
 
 

@@ -24,6 +24,8 @@ VIDEO_FPS = "syncmon_video_fps"
 VIDEO_HARMONIC_FPS = "syncmon_video_harmonic_fps"
 
 AUDIO_GAP_SECONDS = "syncmon_audio_gap_seconds_total"
+LIP_STILL_SECONDS = "syncmon_lip_still_seconds_total"
+LIP_STILL_EPISODES = "syncmon_lip_still_episodes_total"
 AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"
 
 RTP_JITTER = "syncmon_rtp_jitter_seconds"

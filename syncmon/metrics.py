@@ -184,6 +184,8 @@ class _Families:
         self.hfps = g(n.VIDEO_HARMONIC_FPS, "Harmonic frame rate over the last 5 s")
         self.gap = c(n.AUDIO_GAP_SECONDS, "Received silence inside speech")
         self.concealed = c(n.AUDIO_CONCEALED_SAMPLES, "Audio samples concealed by the receiver")
+        self.still_s = c(n.LIP_STILL_SECONDS, "Speaking seconds with the mouth not moving")
+        self.still_n = c(n.LIP_STILL_EPISODES, "Episodes of the mouth not moving while speaking")
         self.rtp_jitter = g(n.RTP_JITTER, "inbound-rtp jitter", ["kind"])
         self.rtp_lost = c(n.RTP_PACKETS_LOST, "inbound-rtp packets lost", ["kind"])
         self.jbd = g(
@@ -239,6 +241,9 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
     if v.harmonic_fps is not None:
         add(f.hfps, lv, v.harmonic_fps)
     add(f.gap, lv, an.audio.gap_seconds)
+    still = an.content.lip_still
+    add(f.still_s, lv, still.seconds)
+    add(f.still_n, lv, still.episodes)
     for k in KINDS:
         add(f.up, lv + [k], 1.0 if a.track_up[k] else 0.0)
         if k in a.last_frame_unix:

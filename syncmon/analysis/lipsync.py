@@ -24,7 +24,7 @@ Sign: ``offset = t_video - t_audio``; positive when the picture is late.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -62,11 +62,27 @@ class LipSyncConfig:
     max_lag_s: float = 0.5
     lag_step_s: float = 0.005
     top_cells: int = 6
-    highpass_sigma_s: float = 0.15
+    highpass_sigma_s: float = 0.08
     envelope_sigma_s: float = 0.015
     min_confidence: float = 0.3
     min_speech_fraction: float = 0.25
     calibration_s: float = 0.0
+    candidates: int = 3  # candidate mouth regions tried per window, per way of ranking cells
+    exclusion: int = 1  # cells (Chebyshev) around a candidate kept out of its nuisance basis
+    nuisance_rank: int = 12  # common time courses taken out to rank the cells (and half as many)
+    region_rank: int = 45  # time courses of the cells away from a candidate taken out of it
+    # a less than clear estimate is published once the window before (within 3 hops) agrees
+    # with it: a lone window that locked onto something else (a syllable off, what is left of
+    # a nodding head) pages no one
+    agree_s: float = 0.020
+    confirm_confidence: float = 0.6  # a window this confident needs no confirmation
+    # a second peak of the correlation curve this close to the first lowers the confidence
+    rival_ratio: float = 0.85
+    # lip-still: the mouth's own motion below this share of its speaking level, during speech,
+    # for longer than still_min_s; pauses in the speech up to still_bridge_s do not end it
+    still_ratio: float = 0.15
+    still_min_s: float = 1.0
+    still_bridge_s: float = 0.6
 
     def __post_init__(self) -> None:
         if self.window_s < 2.0:
@@ -102,6 +118,123 @@ def _normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-9), ok
 
 
+@dataclass
+class LipStill:
+    """A mouth that does not move while the voice speaks: episodes longer than the threshold
+    and their speaking seconds (counters), and the run going on now."""
+
+    episodes: int = 0
+    seconds: float = 0.0
+    run_s: float = 0.0
+    last_still_t: float = -np.inf
+
+
+@dataclass(frozen=True)
+class _Mouth:
+    signal: np.ndarray  # normalized, one value per frame of the window
+    cells: np.ndarray  # grid cell indices
+    weights: np.ndarray
+    score: float
+    q: np.ndarray  # the nuisance basis its cells were cleaned with
+
+
+@dataclass
+class _MouthModel:
+    """Where the mouth was in the last confident window, and how much it moves speaking."""
+
+    cells: np.ndarray
+    weights: np.ndarray
+    lag: float
+    ref: float | None
+
+    def zone(self, shape: tuple[int, int]) -> np.ndarray:
+        """The mouth's cells and their neighbours (grid indices)."""
+        rows, cols = shape
+        r, c = self.cells // cols, self.cells % cols
+        out = {
+            (int(rr + dr)) * cols + int(cc + dc)
+            for rr, cc in zip(r, c, strict=True)
+            for dr in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+            if 0 <= rr + dr < rows and 0 <= cc + dc < cols
+        }
+        return np.asarray(sorted(out), dtype=np.int64)
+
+    def signal(self, hpg: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """The mouth's own motion per frame: its cells, high-passed, cleaned of the picture's
+        common time courses ``q``, combined with its weights."""
+        x = hpg[:, self.cells].T
+        x = x - (x @ q) @ q.T
+        w = self.weights / max(1e-9, float(np.sum(np.abs(self.weights))))
+        return np.asarray(w @ x)
+
+
+def _local_corr(m: np.ndarray, e: np.ndarray, t: np.ndarray, span_s: float = 1.2) -> np.ndarray:
+    """Pearson correlation of ``m`` and ``e`` over a sliding window of ``span_s`` around each
+    frame: how well the mouth follows the voice, moment by moment."""
+    n = max(5, int(round(span_s / max(1e-3, float(np.median(np.diff(t))))) ) | 1)
+    k = np.ones(n)
+
+    def mov(x: np.ndarray) -> np.ndarray:
+        return np.asarray(np.convolve(x, k, "same") / np.convolve(np.ones_like(x), k, "same"))
+
+    mm, me = mov(m), mov(e)
+    cov = mov(m * e) - mm * me
+    var = (mov(m * m) - mm * mm) * (mov(e * e) - me * me)
+    return np.asarray(cov / np.sqrt(np.maximum(var, 1e-18)))
+
+
+def _combine(x: np.ndarray, r: np.ndarray, peaks: np.ndarray, top: int) -> np.ndarray | None:
+    """The signed, weighted sum of the ``top`` rows of ``x`` whose correlation (``r``: lags x
+    rows) peaks highest, normalized; None if it vanishes."""
+    order = np.argsort(peaks)[::-1][:top]
+    pk = np.argmax(np.abs(r[:, order]), axis=0)
+    w = np.sign(r[pk, order]) * peaks[order] ** 2
+    out, ok = _normalize_rows((x[order].T @ w)[None, :])
+    return out[0] if ok[0] else None
+
+
+def _leading_subspace(gram: np.ndarray, size: int) -> np.ndarray:
+    """An orthonormal basis (frames x size) close to the leading eigenvectors of ``gram``
+    (a randomized range finder with two power iterations; a full eigendecomposition of the
+    frames x frames matrix costs several times more)."""
+    rng = np.random.default_rng(0)
+    y = gram @ rng.standard_normal((gram.shape[0], size))
+    for _ in range(2):
+        y, _ = np.linalg.qr(y)
+        y = gram @ y
+    q, _ = np.linalg.qr(y)
+    return np.asarray(q)
+
+
+def _downdated_basis(
+    gram: np.ndarray, sub: np.ndarray, g_sub: np.ndarray, zone: np.ndarray, rank: int
+) -> np.ndarray:
+    """The leading ``rank`` time courses of the cells outside ``zone`` (zone cells x frames):
+    the Gram matrix less the zone's own part, one subspace iteration from the leading subspace
+    of all cells, then Rayleigh-Ritz. A time course only the zone shows (the mouth's) has
+    little weight there and falls out of the leading ``rank``."""
+    y = g_sub - zone.T @ (zone @ sub)
+    q, _ = np.linalg.qr(y)
+    gq = gram @ q - zone.T @ (zone @ q)
+    _, vecs = np.linalg.eigh(q.T @ gq)
+    return np.asarray(q @ vecs[:, ::-1][:, :rank])
+
+
+def _basis(x: np.ndarray, rank: int) -> np.ndarray:
+    """An orthonormal basis (frames x rank) of the strongest time courses of the rows of ``x``
+    (a randomized range finder with two power iterations: well under a millisecond here, where
+    a full SVD takes ten)."""
+    rng = np.random.default_rng(0)
+    y = x.T @ rng.standard_normal((x.shape[0], rank + 4))
+    for _ in range(2):
+        y, _ = np.linalg.qr(y)
+        y = x.T @ (x @ y)
+    q, _ = np.linalg.qr(y)
+    u, _, _ = np.linalg.svd(q.T @ x.T @ x @ q)
+    return np.asarray(q @ u[:, :rank])
+
+
 class ContentOffsetEstimator:
     """Streaming content lip-sync estimator; keeps only one window of frames and envelope."""
 
@@ -116,14 +249,25 @@ class ContentOffsetEstimator:
         self._at: deque[np.ndarray] = deque()
         self._av: deque[np.ndarray] = deque()
         self._next_t: float | None = None
+        self._shape = DEFAULT_GRID
+        self._prev: tuple[float, float] | None = None  # (time, offset) of the last raw estimate
+        self._model: _MouthModel | None = None
+        self._still_until = -np.inf
+        self.lip_still = LipStill()
 
     def clear(self) -> None:
         """Drop the buffered window (the streams were interrupted)."""
         for q in (self._vt, self._vg, self._at, self._av):
             q.clear()
         self._next_t = None
+        self._prev = None
+        self._still_until = -np.inf
+        self.lip_still.run_s = 0.0
 
     def add_video(self, t: float, grid: np.ndarray) -> None:
+        """A frame's cell means (``luma_grid``: rows x cols) arriving at ``t``."""
+        if grid.ndim == 2:
+            self._shape = (int(grid.shape[0]), int(grid.shape[1]))
         self._vt.append(t)
         self._vg.append(np.asarray(grid, dtype=np.float32).ravel())
         while self._vt and self._vt[0] < t - self._keep_s:
@@ -155,7 +299,173 @@ class ContentOffsetEstimator:
         if end < self._next_t:
             return None
         self._next_t = end + self.config.hop_s
-        return self.estimate(end)
+        est = self.estimate(end)
+        if est.offset_s is None:
+            return est
+        prev, self._prev = self._prev, (end, est.offset_s)
+        c = self.config
+        agrees = (
+            prev is not None
+            and end - prev[0] <= 3.5 * c.hop_s
+            and abs(est.offset_s - prev[1]) <= c.agree_s
+        )
+        if not agrees and est.confidence < c.confirm_confidence:
+            return replace(est, offset_s=None)  # not confirmed yet
+        return est
+
+    def _find_mouth(
+        self, a_n: np.ndarray, v_n: np.ndarray, v_ok: np.ndarray
+    ) -> tuple[_Mouth | None, np.ndarray | None, np.ndarray | None]:
+        """The mouth (its normalized signal, cells and weights), or None; the nuisance basis of
+        the last mouth found (``self._model``) in this window, for the lip-still check; and the
+        plain signal of the cells that follow the speech best, uncleaned.
+
+        The cells that correlate best with the speech are often not the mouth: a talking head
+        nods and rolls with the speech's prosody, and its edges then follow the speech too,
+        only at another lag. What tells the mouth apart is that its motion is its own: the
+        rest of the picture does not show it. So each candidate region (a cell with a strong
+        correlation peak and its neighbours) is cleaned of what the cells away from it
+        explain -- the few strongest common time courses outside it (``nuisance_rank``):
+        the head's rigid motion, exposure steps, breathing -- and the region whose cleaned
+        signal still follows the speech best is the mouth. A head edge is explained by the
+        other edges of the same head and loses its correlation; a mouth frozen shut leaves no
+        region with one.
+        """
+        c = self.config
+        cols = self._shape[1]
+        idx = np.nonzero(v_ok)[0]
+        vv = v_n[idx]
+        cell_rc = np.stack([idx // cols, idx % cols], axis=1)
+        frames = vv.shape[1]
+        rank = min(c.region_rank, frames // 4, max(1, idx.size // 3))
+        # the picture's strongest common time courses, once for all candidates: the frames x
+        # frames Gram matrix of the cells and its leading subspace (with room to spare)
+        gram = vv.T @ vv
+        sub = _leading_subspace(gram, min(frames, rank + 12))
+        g_sub = gram @ sub
+        _, vecs = np.linalg.eigh(sub.T @ g_sub)
+        glob = sub @ vecs[:, ::-1]
+        seeds: list[int] = []
+        for k in sorted({0, min(c.nuisance_rank // 2, rank), min(c.nuisance_rank, rank)}):
+            x = vv
+            if k:
+                q = glob[:, :k]
+                x, _ = _normalize_rows(vv - (vv @ q) @ q.T)
+            r = a_n @ x.T
+            peaks = np.max(np.abs(r), axis=0)
+            if not k:
+                classic = _combine(vv, r, peaks, c.top_cells)
+            picked: list[int] = []
+            for j in np.argsort(peaks)[::-1]:
+                if len(picked) >= c.candidates:
+                    break
+                if all(np.max(np.abs(cell_rc[j] - cell_rc[i])) > 1 for i in picked):
+                    picked.append(int(j))
+            seeds += [j for j in picked if j not in seeds]
+        if self._model is not None:  # where the mouth was: it rarely moves between windows
+            at = np.nonzero(idx == int(self._model.cells[0]))[0]
+            if at.size and int(at[0]) not in seeds:
+                seeds.append(int(at[0]))
+        best: _Mouth | None = None
+        for j in seeds:
+            d = np.max(np.abs(cell_rc - cell_rc[j]), axis=1)
+            zone = np.nonzero(d <= c.exclusion)[0]
+            region = np.nonzero(d <= 1)[0]
+            x = vv[region]
+            q = _downdated_basis(gram, sub, g_sub, vv[zone], rank)
+            x = x - (x @ q) @ q.T
+            xn, ok = _normalize_rows(x)
+            if not ok.any():
+                continue
+            rr = a_n @ xn.T
+            pk = np.argmax(np.abs(rr), axis=0)
+            pv = np.abs(rr[pk, np.arange(rr.shape[1])]) * ok
+            top = np.argsort(pv)[::-1][: c.top_cells]
+            top = top[pv[top] > 0]
+            w = np.sign(rr[pk[top], top]) * pv[top] ** 2
+            mouth, mok = _normalize_rows((xn[top].T @ w)[None, :])
+            if not mok[0]:
+                continue
+            score = float(np.max(a_n @ mouth[0]))
+            if best is None or score > best.score:
+                best = _Mouth(mouth[0], idx[region[top]], w, score, q)
+        model_q = None
+        if self._model is not None:
+            near = np.isin(idx, self._model.zone(self._shape))
+            if near.any() and not near.all():
+                model_q = _downdated_basis(gram, sub, g_sub, vv[near], rank)
+        return best, model_q, classic
+
+    # -- a mouth that does not move while the voice speaks -----------------------------------
+    def _learn_mouth(self, found: _Mouth, lag: float) -> None:
+        """Keep the mouth of a confident window, for the lip-still check."""
+        self._model = _MouthModel(found.cells, found.weights, lag, 1.0)
+
+    def _still(self, tk: np.ndarray, act: np.ndarray, speech: np.ndarray) -> None:
+        """Account the window's new frames: speech (bridged over short pauses) while the
+        mouth's own motion no longer follows the voice (local correlation below
+        ``still_ratio``)."""
+        c = self.config
+        model = self._model
+        if model is None or model.ref is None or model.ref <= 0:
+            return
+        # speech within ±bridge of a frame counts as speech at that frame
+        near = np.convolve(speech.astype(float), np.ones(5), mode="same") > 0
+        still = act < c.still_ratio
+        new = np.nonzero(tk > self._still_until)[0]
+        if new.size == 0:
+            return
+        self._still_until = float(tk[-1])
+        st = self.lip_still
+        for i in new:
+            dt = float(tk[i] - tk[i - 1]) if i > 0 else 0.0
+            dt = min(dt, 0.2)  # a gap in the frames is not stillness
+            if near[i] and still[i]:
+                if st.run_s < c.still_min_s <= st.run_s + dt:
+                    st.episodes += 1
+                    st.seconds += st.run_s + dt
+                elif st.run_s >= c.still_min_s:
+                    st.seconds += dt
+                st.run_s += dt
+                st.last_still_t = float(tk[i])
+            elif near[i] or tk[i] - st.last_still_t > c.still_bridge_s:
+                st.run_s = 0.0  # the mouth moved while speaking, or the speech paused long
+
+    def _judge(self, a_n: np.ndarray, m: np.ndarray) -> tuple[float, float, float] | None:
+        """Lag (parabolic peak), peak correlation and confidence of a mouth signal; None when
+        the peak is at the edge of the search range."""
+        c = self.config
+        curve = a_n @ m
+        best = int(np.argmax(curve))
+        peak = float(curve[best])
+        if best in (0, curve.size - 1):
+            return None
+        y0, y1, y2 = curve[best - 1], curve[best], curve[best + 1]
+        denom = y0 - 2 * y1 + y2
+        frac = 0.5 * (y0 - y2) / denom if denom < 0 else 0.0
+        lag = float(self._lags[best] + frac * c.lag_step_s)
+        # null: the same mouth signal against audio shifted well outside the search range
+        k = m.size
+        shifts = np.linspace(k / 8, 7 * k / 8, 12).astype(int)
+        null = np.array([np.max(a_n @ np.roll(m, s)) for s in shifts])
+        null_ref = float(np.max(null))
+        conf = float(np.clip((peak - null_ref) / max(1e-6, 1.0 - null_ref), 0.0, 1.0))
+        return lag, peak, conf * self._rival_factor(curve, best)
+
+    def _rival_factor(self, curve: np.ndarray, best: int) -> float:
+        """1 when the peak stands alone, down to 0 as another local peak, further than the
+        mouth's own smoothing (50 ms), rises to its height: then the lag is ambiguous (a
+        neighbouring syllable can win) and saying so beats publishing the wrong one."""
+        c = self.config
+        far = np.abs(np.arange(curve.size) - best) * c.lag_step_s > 0.05
+        inner = curve[1:-1]
+        local = np.zeros(curve.size, bool)
+        local[1:-1] = (inner >= curve[:-2]) & (inner >= curve[2:])
+        rivals = curve[local & far]
+        if rivals.size == 0 or curve[best] <= 0:
+            return 1.0
+        ratio = float(np.max(rivals) / curve[best])
+        return float(np.clip((1.0 - ratio) / (1.0 - c.rival_ratio), 0.0, 1.0))
 
     def estimate(self, end: float) -> LipSyncEstimate:
         """Estimate over the window of frames ending at ``end``."""
@@ -190,34 +500,34 @@ class ContentOffsetEstimator:
             self._lags.size, tk.size
         )
         a_n, a_ok = _normalize_rows(a @ hp.T)
-        v_n, v_ok = _normalize_rows((hp @ grids).T)  # cells x frames
+        hpg = hp @ grids  # frames x cells, luma units
+        v_n, v_ok = _normalize_rows(hpg.T)  # cells x frames
         if not v_ok.any() or not a_ok.all():
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)  # static picture or flat audio
-        r = a_n @ v_n[v_ok].T  # lags x cells
-        peak_idx = np.argmax(np.abs(r), axis=0)
-        peaks = np.abs(r[peak_idx, np.arange(r.shape[1])])
-        order = np.argsort(peaks)[::-1][: c.top_cells]
-        signs = np.sign(r[peak_idx[order], order])
-        weights = signs * peaks[order] ** 2
-        mouth, ok = _normalize_rows((v_n[v_ok][order].T @ weights)[None, :])
-        if not ok[0]:
+        found, model_q, classic = self._find_mouth(a_n, v_n, v_ok)
+        if self._model is not None and model_q is not None:
+            li = int(np.argmin(np.abs(self._lags - self._model.lag)))
+            speech_at = np.interp(tk - self._model.lag, at, env) > level
+            m_abs = self._model.signal(hpg, model_q)
+            self._still(tk, _local_corr(m_abs, a[li] @ hp.T, tk), speech_at)
+        if found is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
-        m = mouth[0]
-        curve = a_n @ m
-        best = int(np.argmax(curve))
-        peak = float(curve[best])
-        if best in (0, curve.size - 1):
-            return LipSyncEstimate(end, None, 0.0, peak, speech)  # peak outside the search range
-        y0, y1, y2 = curve[best - 1], curve[best], curve[best + 1]
-        denom = y0 - 2 * y1 + y2
-        frac = 0.5 * (y0 - y2) / denom if denom < 0 else 0.0
-        lag = float(self._lags[best] + frac * c.lag_step_s)
-
-        # null: the same mouth signal against audio shifted well outside the search range
-        k = tk.size
-        shifts = np.linspace(k / 8, 7 * k / 8, 12).astype(int)
-        null = np.array([np.max(a_n @ np.roll(m, s)) for s in shifts])
-        null_ref = float(np.max(null))
-        conf = float(np.clip((peak - null_ref) / max(1e-6, 1.0 - null_ref), 0.0, 1.0))
+        judged = self._judge(a_n, found.signal)
+        if judged is None:
+            return LipSyncEstimate(end, None, 0.0, 0.0, speech)
+        lag, peak, conf = judged
+        # the plain best cells, where they agree, say it with their (higher) confidence: when
+        # nothing else moves with the speech they are the mouth, and cleaning only adds noise
+        plain = None if classic is None else self._judge(a_n, classic)
+        if plain is not None and abs(plain[0] - lag) <= c.agree_s and plain[2] > conf:
+            lag, peak, conf = plain
         offset = lag - c.calibration_s if conf >= c.min_confidence else None
+        if offset is not None:
+            first = self._model is None
+            self._learn_mouth(found, lag)
+            if first:  # the window before the mouth was known: look back over it too
+                li = int(np.argmin(np.abs(self._lags - lag)))
+                speech_at = np.interp(tk - lag, at, env) > level
+                m_abs = self._model.signal(hpg, found.q)  # type: ignore[union-attr]
+                self._still(tk, _local_corr(m_abs, a[li] @ hp.T, tk), speech_at)
         return LipSyncEstimate(end, offset, conf, peak, speech)

@@ -293,6 +293,10 @@ class SyncAnalyzer:
                 "harmonic_fps": None if v.harmonic_fps is None else round(v.harmonic_fps, 3),
             },
             "audio": {"gap_seconds": round(self.audio.gap_seconds, 4), "gaps": self.audio.gaps},
+            "lip_still": {
+                "seconds": round(self.content.lip_still.seconds, 2),
+                "episodes": self.content.lip_still.episodes,
+            },
             "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
             "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
             "content_estimates": self.content_median.count,

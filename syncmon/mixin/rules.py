@@ -34,6 +34,8 @@ class MixinConfig:
     freeze_for: str = "2m"
     drop_ratio: float = 0.05
     drop_for: str = "5m"
+    lip_still_s: float = 2.0  # speaking seconds with a still mouth within lip_still_window
+    lip_still_window: str = "5m"
     no_frames_s: float = 10.0
     no_frames_for: str = "1m"
     down_for: str = "2m"
@@ -174,6 +176,18 @@ def alert_rules(c: MixinConfig) -> dict[str, Any]:
                 "Lip-sync drifts apart over the session",
                 f"The offset of {where} changes by {{{{ $value | humanize }}}}s per minute.",
                 "drift",
+            ),
+            _alert(
+                c,
+                "SyncmonLipStill",
+                f"increase({n.LIP_STILL_SECONDS}{c.sel()}[{c.lip_still_window}]) "
+                f"> {c.lip_still_s}",
+                "0m",
+                "warning",
+                "The avatar speaks with a still mouth",
+                f"The mouth of {where} did not move for {{{{ $value | humanize }}}}s of speech "
+                f"over the last {c.lip_still_window} (frozen mouth; the voice goes on).",
+                "lip-still",
             ),
             _alert(
                 c,

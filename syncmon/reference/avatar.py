@@ -16,7 +16,14 @@ Schedule of frame slot ``k`` (nominal time ``k * T``):
 * a drop skips one slot and advances ``frame_id`` (the frame was lost); drops are isolated and
   kept away from freezes so that every one is countable without ``frame_id`` too;
 * a duplicate repeats the previous slot's picture in its own slot;
-* an audio gap zeroes the audio in ``[s, s + D)``.
+* an audio gap zeroes the audio in ``[s, s + D)``;
+* a lip-still span ``[s, s + D)`` holds the mouth shut while the speech (and the head) go on:
+  the frozen-mouth failure of avatar runtimes.
+
+With an ``ArticulationConfig`` the face follows its speech as talking-head models do (a viseme
+mouth with its own phase, prosodic head motion with a lead; ``articulation.py``); ``face_speech``
+drives the face from another utterance than the audio (a mismatched-content null), and
+``renderer="photo"`` animates a photographic portrait instead of the cartoon face.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .articulation import ArticulationConfig, Articulator
 from .face import FaceRenderer, YuvFrame
+from .photo import PhotoRenderer
 from .speech import SpeechSource
 
 WARMUP_SLOTS = 40  # no impairment before the monitor knows the frame rate
@@ -44,6 +53,9 @@ class Impairments:
     audio_gaps: tuple[tuple[float, float], ...] = ()
     clock_drift_ppm: float = 0.0
     processing_delay_ms: float = 0.0
+    lip_still: tuple[tuple[float, float], ...] = ()
+    # auto-exposure: a step of the picture's gain (±4-10 %) every this many seconds on average
+    exposure_step_s: float = 0.0
     seed: int = 0
 
     def validate(self, fps: float) -> None:
@@ -63,6 +75,11 @@ class Impairments:
                 raise ValueError(f"freeze ({s}, {d}) must start at >= 0 and last >= 2 frames")
         if self.processing_delay_ms < 0:
             raise ValueError(f"processing_delay_ms must be >= 0, got {self.processing_delay_ms}")
+        for s, d in self.lip_still:
+            if s < 0 or d <= 0:
+                raise ValueError(f"lip_still ({s}, {d}) must start at >= 0 and last > 0")
+        if self.exposure_step_s < 0:
+            raise ValueError(f"exposure_step_s must be >= 0, got {self.exposure_step_s}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,7 @@ class Truth:
     freeze_seconds: float
     audio_gap_seconds: float
     dropped_slots: tuple[int, ...] = field(default=())
+    lip_still_seconds: float = 0.0
 
 
 class ReferenceAvatar:
@@ -104,6 +122,9 @@ class ReferenceAvatar:
         fps: float = 25.0,
         impairments: Impairments | None = None,
         speech: SpeechSource | None = None,
+        articulation: ArticulationConfig | None = None,
+        face_speech: SpeechSource | None = None,
+        renderer: str = "synthetic",
     ) -> None:
         self.imp = impairments or Impairments()
         self.imp.validate(fps)
@@ -111,7 +132,25 @@ class ReferenceAvatar:
         self.period = 1.0 / fps
         self.speech = speech or SpeechSource(seed=self.imp.seed + 1)
         self.sample_rate = self.speech.sample_rate
-        self.face = FaceRenderer(width=width, height=height, seed=self.imp.seed + 7)
+        self.articulation = articulation
+        self._face_speech = face_speech
+        self.renderer = renderer
+        self.face: FaceRenderer | PhotoRenderer
+        if renderer == "photo":
+            self.face = PhotoRenderer(width=width, height=height, seed=self.imp.seed + 7)
+        elif renderer == "synthetic":
+            motion = 0.0 if articulation is None else articulation.head_px
+            self.face = FaceRenderer(
+                width=width, height=height, seed=self.imp.seed + 7, motion_px=motion
+            )
+        else:
+            raise ValueError(f"renderer must be 'synthetic' or 'photo', got {renderer!r}")
+        self._articulator: Articulator | None = None
+        if articulation is not None:
+            self._articulator = Articulator(face_speech or self.speech, articulation)
+        elif face_speech is not None:
+            raise ValueError("face_speech needs an articulation (the face follows that speech)")
+        self._gains = self._exposure_steps()
         self._rng = np.random.default_rng(self.imp.seed + 1000)
         self._skip_freeze: set[int] = set()
         for s, d in self.imp.freezes:
@@ -162,6 +201,45 @@ class ReferenceAvatar:
             e = float(jrng.uniform(-a, a)) if a > 0 else 0.0
             yield k, frame_id, action, max(0.0, nominal * stretch + e), nominal - offset
 
+    def _exposure_steps(self) -> list[tuple[float, float]]:
+        """(time, gain) of each auto-exposure step, for an hour of scene time."""
+        if self.imp.exposure_step_s <= 0:
+            return []
+        rng = np.random.default_rng(self.imp.seed + 3000)
+        out: list[tuple[float, float]] = []
+        t, gain = 0.0, 1.0
+        while t < 3600.0:
+            t += float(rng.exponential(self.imp.exposure_step_s))
+            step = float(rng.uniform(0.04, 0.10)) * (1 if rng.random() < 0.5 else -1)
+            gain = float(np.clip(gain * (1 + step), 0.8, 1.2))
+            out.append((t, gain))
+        return out
+
+    def gain(self, scene_t: float) -> float:
+        g = 1.0
+        for t, v in self._gains:
+            if t > scene_t:
+                break
+            g = v
+        return g
+
+    def lip_still(self, speech_t: float) -> bool:
+        return any(s <= speech_t < s + d for s, d in self.imp.lip_still)
+
+    def _render(self, k: int, speech_t: float) -> YuvFrame:
+        scene_t = k * self.period
+        pose = None
+        if self._articulator is not None:
+            pose = self._articulator.pose(speech_t)
+            opening = pose.mouth_open
+        else:
+            opening = self.speech.mouth_open(speech_t)
+        if self.lip_still(speech_t):
+            opening = 0.0
+        return self.face.render(
+            mouth_open=opening, scene_t=scene_t, slot=k, pose=pose, gain=self.gain(scene_t)
+        )
+
     def frames(self, duration_s: float | None = None) -> Iterator[VideoOut]:
         """Every emitted frame, in order, up to ``duration_s`` of nominal time."""
         last: YuvFrame | None = None
@@ -171,9 +249,7 @@ class ReferenceAvatar:
             if action == "dup" and last is not None:
                 frame = last
             else:
-                frame = self.face.render(
-                    mouth_open=self.speech.mouth_open(speech_t), scene_t=k * self.period, slot=k
-                )
+                frame = self._render(k, speech_t)
             last = frame
             yield VideoOut(k, frame_id, pts, speech_t, action == "dup", frame)
 
@@ -189,13 +265,7 @@ class ReferenceAvatar:
 
     def truth(self, duration_s: float) -> Truth:
         """Ground truth for the first ``duration_s`` seconds (re-runs the schedule)."""
-        twin = ReferenceAvatar(
-            width=self.face.width,
-            height=self.face.height,
-            fps=self.fps,
-            impairments=self.imp,
-            speech=self.speech,
-        )
+        twin = ReferenceAvatar(fps=self.fps, impairments=self.imp, speech=self.speech)
         dropped: list[int] = []
         frames = dups = freezes = 0
         freeze_s = 0.0
@@ -225,6 +295,9 @@ class ReferenceAvatar:
             freezes=freezes,
             freeze_seconds=freeze_s,
             audio_gap_seconds=float(sum(gaps)),
+            lip_still_seconds=float(
+                sum(max(0.0, min(d, duration_s - s)) for s, d in self.imp.lip_still)
+            ),
             dropped_slots=tuple(dropped),
         )
 

@@ -60,6 +60,59 @@ def synth_phrase(rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
     return np.concatenate(parts) * 0.5
 
 
+def _consonant(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A stop (closure then burst), a nasal (low murmur, lips shut) or a fricative (noise
+    above 3 kHz, lips narrow) before a vowel: what closes and narrows a viseme mouth."""
+    from scipy.signal import butter, sosfilt
+
+    kind = int(rng.integers(3))
+    if kind == 0:  # stop: silence, then a short broadband burst
+        closure = np.zeros(int(float(rng.uniform(0.03, 0.07)) * sr))
+        n = int(float(rng.uniform(0.008, 0.02)) * sr)
+        burst = rng.standard_normal(n) * np.linspace(0.4, 0.0, n)
+        return np.concatenate([closure, burst])
+    n = int(float(rng.uniform(0.06, 0.12)) * sr)
+    t = np.arange(n) / sr
+    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.012)
+    if kind == 1:  # nasal murmur: energy below 300 Hz
+        f0 = float(rng.uniform(100, 170))
+        phase = np.cumsum(np.full(n, f0)) / sr
+        pulses = (np.diff(np.floor(phase), prepend=0.0) > 0).astype(np.float64)
+        murmur = _resonator(pulses, 250, 60, sr)
+        return np.asarray(murmur / (np.max(np.abs(murmur)) + 1e-9) * 0.35 * fade)
+    sos = butter(4, (3500, min(7000, 0.45 * sr)), btype="bandpass", fs=sr, output="sos")
+    hiss = sosfilt(sos, rng.standard_normal(n))
+    return np.asarray(hiss / (np.max(np.abs(hiss)) + 1e-9) * 0.5 * fade)
+
+
+def synth_phrase_cv(rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """A phrase of consonant-vowel syllables (stops, nasals, fricatives before the vowels)."""
+    parts: list[np.ndarray] = []
+    for _ in range(int(rng.integers(2, 7))):
+        for _ in range(int(rng.integers(1, 5))):
+            if rng.random() < 0.75:
+                parts.append(_consonant(rng, sr))
+            parts.append(synth_phrase_syllable(rng, sr))
+        parts.append(np.zeros(int(float(rng.uniform(0.06, 0.22)) * sr)))
+    return np.concatenate(parts) * 0.5
+
+
+def synth_phrase_syllable(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """One voiced vowel of 110-320 ms (the syllable nucleus of ``synth_phrase``)."""
+    dur = float(rng.uniform(0.11, 0.32))
+    n = int(dur * sr)
+    t = np.arange(n) / sr
+    f0 = float(rng.uniform(105, 190)) * (1 + 0.08 * np.sin(2 * np.pi * t / dur))
+    phase = np.cumsum(f0) / sr
+    pulses = (np.diff(np.floor(phase), prepend=0.0) > 0).astype(np.float64)
+    f1, f2 = _VOWELS[int(rng.integers(len(_VOWELS)))]
+    voiced = _resonator(pulses, f1, 90, sr) + 0.6 * _resonator(pulses, f2, 120, sr)
+    attack = min(0.03, dur / 4)
+    release = max(attack, dur - 0.07)
+    env = np.minimum(1.0, t / attack) * np.exp(-np.maximum(t - release, 0.0) / 0.015)
+    return np.asarray(voiced / (np.max(np.abs(voiced)) + 1e-9) * env * float(rng.uniform(0.55, 1)))
+
+
 class SpeechSource:
     """An endless deterministic speech signal with the mouth opening that goes with it.
 
@@ -76,8 +129,10 @@ class SpeechSource:
         wav: str | Path | None = None,
         phrase_pause_s: tuple[float, float] = (0.25, 0.6),
         level: float = 1.0,
+        consonants: bool = False,
     ) -> None:
         self.sample_rate = sample_rate
+        self._synth = synth_phrase_cv if consonants else synth_phrase
         self._rng = np.random.default_rng(seed)
         self._pause = phrase_pause_s
         self._level = level
@@ -92,7 +147,7 @@ class SpeechSource:
             chunk = self._loop
         else:
             pause = np.zeros(int(float(self._rng.uniform(*self._pause)) * self.sample_rate))
-            chunk = np.concatenate([synth_phrase(self._rng, self.sample_rate), pause])
+            chunk = np.concatenate([self._synth(self._rng, self.sample_rate), pause])
         self._buf = np.concatenate([self._buf, chunk.astype(np.float32) * self._level])
 
     def _ensure(self, end: int) -> None:

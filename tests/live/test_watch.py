@@ -163,3 +163,41 @@ def test_server_restart_reconnects_and_measures_again(procs: Callable[..., Proc]
         assert (sample(s, "syncmon_reconnects_total", room=room) or 0) >= 1
     finally:
         srv.stop()
+
+
+def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    """A viseme mouth with its own phase on a head that nods and rolls with the speech,
+    leading it by 200 ms: ``content`` must follow the mouth, not the head. Judged on the change:
+    the live offset minus the same face's natural phase (measured offline, no codec, at 0 ms)
+    against the injected +80 ms."""
+    import argparse
+
+    from syncmon.cli import build_avatar
+
+    face = ("--viseme", "--head-motion-px", "4", "--head-roll-deg", "2", "--head-lead-ms", "200")
+    args = argparse.Namespace(
+        offset_ms=0.0, jitter_ms=0.0, drop_rate=0.0, duplicate_rate=0.0, freeze=[],
+        audio_gap=[], clock_drift_ppm=0.0, processing_delay_ms=0.0, seed=0, wav=None,
+        lip_still=[], face="synthetic", viseme=True, head_motion_px=4.0, head_roll_deg=2.0,
+        head_lead_ms=200.0, width=640, height=360, fps=25.0,
+    )  # fmt: skip
+    from conftest import feed_avatar
+
+    natural = feed_avatar(build_avatar(args), 24.0).content_median.median_ms()
+    assert natural is not None and abs(natural) < 60, natural  # the mouth's, not the head's
+
+    room = "nodding"
+    mon = start_monitor(procs, livekit, room)
+    start_publisher(procs, livekit, room, "--offset-ms", "80", "--duration", "45", *face)
+    wait_for(lambda: content_offset(mon.metrics_url, room) is not None, timeout=30)
+    time.sleep(8.0)  # the receiver's compensation settles over the first stats polls
+    readings = []
+    for _ in range(6):
+        readings.append(content_offset(mon.metrics_url, room))
+        time.sleep(1.0)
+    got = [r * 1000 - natural for r in readings if r is not None]
+    assert len(got) >= 4, readings
+    assert max(abs(g - 80) for g in got) <= 25, f"{got} (natural phase {natural} ms) vs 80 ms"
+    assert mon.stop() == 0

@@ -1,0 +1,121 @@
+"""The content estimator on talking-avatar material it was not built on (through real codecs).
+
+The reference face's mouth opens with the broadband envelope and its head sways at random;
+real avatars have a viseme mouth with a phase of its own and a head that nods and rolls with
+the speech's prosody ahead of it. These clips have both (``reference/articulation.py``), on the
+cartoon face and on a photographic portrait (``reference/photo.py``), with exposure steps and
+idle stretches. Judged on changes: each content at a shifted offset against its own 0 ms clip.
+The full table per nuisance is ``benchmarks/bench_content.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncmon.media import analyze_file
+from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
+from syncmon.reference.articulation import ArticulationConfig
+from syncmon.reference.render import RenderOptions, render
+
+pytestmark = pytest.mark.slow
+
+HEAD = ArticulationConfig(
+    tau_s=0.045, anticipation_s=0.025, head_px=5.0, head_roll_deg=2.5, head_lead_s=0.22
+)
+
+
+def clip(
+    tmp: Path,
+    name: str,
+    *,
+    offset_ms: float = 0.0,
+    renderer: str = "photo",
+    seed: int = 41,
+    lip_still: tuple[tuple[float, float], ...] = (),
+    face_seed: int | None = None,
+    duration: float = 20.0,
+) -> dict[str, object]:
+    speech = SpeechSource(seed=seed, consonants=True, phrase_pause_s=(0.4, 1.5))
+    face = None if face_seed is None else SpeechSource(seed=face_seed, consonants=True)
+    avatar = ReferenceAvatar(
+        impairments=Impairments(
+            offset_ms=offset_ms, seed=seed, lip_still=lip_still, exposure_step_s=7.0
+        ),
+        speech=speech,
+        articulation=HEAD,
+        face_speech=face,
+        renderer=renderer,
+    )
+    path = tmp / f"{name}.mp4"
+    render(avatar, path, RenderOptions(duration_s=duration, video_bitrate=350_000))
+    return analyze_file(path)
+
+
+def speaking_seconds(speech: SpeechSource, spans: tuple[tuple[float, float], ...]) -> float:
+    """Seconds inside ``spans`` during which the voice speaks (10 ms blocks above -40 dBFS,
+    widened by 60 ms: the closure of a stop is still speech)."""
+    import numpy as np
+
+    sr = speech.sample_rate
+    end = max(s + d for s, d in spans)
+    x = speech.samples(0, int(end * sr))
+    hop = sr // 100
+    rms = np.sqrt(np.mean(x[: x.size // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    active = np.convolve((rms > 0.01).astype(float), np.ones(13), "same") > 0
+    t = (np.arange(active.size) + 0.5) / 100
+    inside = np.zeros(active.size, bool)
+    for s0, d in spans:
+        inside |= (t >= s0) & (t < s0 + d)
+    return float(np.sum(active & inside) / 100)
+
+
+def content(rep: dict[str, object]) -> float | None:
+    return rep["offset_ms"]["content"]  # type: ignore[index,no-any-return]
+
+
+@pytest.mark.parametrize("renderer", ["photo", "synthetic"])
+def test_shifts_of_a_nodding_viseme_face_are_measured_within_10ms(
+    tmp_path: Path, renderer: str
+) -> None:
+    base = content(clip(tmp_path, "base", renderer=renderer))
+    # the mouth's natural phase (lips 45 ms slow, 25 ms ahead), not the head's 220 ms lead
+    assert base is not None and abs(base) < 60, base
+    for shift in (-120, 90):
+        got = content(clip(tmp_path, f"s{shift}", offset_ms=shift, renderer=renderer))
+        assert got is not None and abs((got - base) - shift) <= 10, (shift, got, base)
+
+
+def test_a_mouth_frozen_from_the_start_on_a_nodding_head_gives_no_offset(tmp_path: Path) -> None:
+    rep = clip(tmp_path, "frozen", lip_still=((0.0, 1e9),))
+    assert content(rep) is None
+    # no mouth was ever seen moving with the voice: syncmon cannot say where one would be,
+    # so it counts nothing as still (a limit stated in README)
+    assert rep["lip_still"] == {"seconds": 0.0, "episodes": 0}
+
+
+def test_a_mouth_that_freezes_while_the_voice_goes_on_is_counted(tmp_path: Path) -> None:
+    spans = ((12.0, 3.5),)
+    rep = clip(tmp_path, "freezes", renderer="synthetic", seed=44, lip_still=spans, duration=22)
+    still = rep["lip_still"]
+    assert isinstance(still, dict)
+    assert still["episodes"] == 1
+    # the speaking seconds inside the span are the truth; measured on three such clips: about
+    # half of them is counted (1.4 of 2.67, 1.48 of 2.92 s; a 1.47 s one was missed): the
+    # 1.2 s correlation window that keeps clean speech from ever counting blurs both edges
+    truth = speaking_seconds(
+        SpeechSource(seed=44, consonants=True, phrase_pause_s=(0.4, 1.5)), spans
+    )
+    assert 0.4 * truth <= still["seconds"] <= truth + 0.3, (still, truth)
+
+
+def test_a_face_that_follows_another_utterance_gives_no_offset(tmp_path: Path) -> None:
+    rep = clip(tmp_path, "mismatch", renderer="synthetic", face_seed=977)
+    assert content(rep) is None
+
+
+def test_clean_speech_with_pauses_counts_no_lip_still(tmp_path: Path) -> None:
+    rep = clip(tmp_path, "clean", renderer="synthetic", seed=43)
+    assert content(rep) is not None
+    assert rep["lip_still"] == {"seconds": 0.0, "episodes": 0}
