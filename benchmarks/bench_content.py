@@ -82,9 +82,7 @@ def contents(quick: bool = False) -> list[Content]:
         s = 100 + i
         out.append(Content(f"reference-{i}", "reference face", s, consonants=False, shifts=shifts))
         out.append(Content(f"viseme-{i}", "viseme mouth", s, articulation=_art(rng, False)))
-        out.append(
-            Content(f"head-{i}", "viseme + head motion", s, articulation=_art(rng, True))
-        )
+        out.append(Content(f"head-{i}", "viseme + head motion", s, articulation=_art(rng, True)))
         out.append(
             Content(
                 f"photo-{i}",
@@ -113,38 +111,69 @@ def contents(quick: bool = False) -> list[Content]:
     head = _art(rng, True)
     out.append(
         Content(
-            "frozen", "null: mouth frozen, head nods", 300, articulation=head,
-            lip_still=((0.0, 1e9),), null=True, shifts=(0,),
+            "frozen",
+            "null: mouth frozen, head nods",
+            300,
+            articulation=head,
+            lip_still=((0.0, 1e9),),
+            null=True,
+            shifts=(0,),
         )
     )
     out.append(
         Content(
-            "frozen-photo", "null: mouth frozen, head nods", 301, renderer="photo",
-            articulation=head, lip_still=((0.0, 1e9),), null=True, shifts=(0,),
+            "frozen-photo",
+            "null: mouth frozen, head nods",
+            301,
+            renderer="photo",
+            articulation=head,
+            lip_still=((0.0, 1e9),),
+            null=True,
+            shifts=(0,),
         )
     )
     out.append(
         Content(
-            "mismatch", "null: face follows another utterance", 302, articulation=head,
-            mismatched=True, null=True, shifts=(0,),
+            "mismatch",
+            "null: face follows another utterance",
+            302,
+            articulation=head,
+            mismatched=True,
+            null=True,
+            shifts=(0,),
         )
     )
     out.append(
         Content(
-            "still-episodes", "lip-still episodes", 303, renderer="photo",
-            articulation=_art(rng, True), lip_still=((6.0, 2.5), (14.0, 1.6)), shifts=(0,),
+            "still-episodes",
+            "lip-still episodes",
+            303,
+            renderer="photo",
+            articulation=_art(rng, True),
+            lip_still=((6.0, 2.5), (14.0, 1.6)),
+            shifts=(0,),
         )
     )
     out.append(
         Content(
-            "still-synthetic", "lip-still episodes", 304,
-            articulation=_art(rng, True), lip_still=((4.0, 1.5), (11.0, 3.0)), shifts=(0,),
+            "still-synthetic",
+            "lip-still episodes",
+            304,
+            articulation=_art(rng, True),
+            lip_still=((4.0, 1.5), (11.0, 3.0)),
+            shifts=(0,),
         )
     )
     out.append(
         Content(
-            "still-idle", "lip-still episodes", 305, renderer="photo", pauses=(1.5, 3.0),
-            articulation=_art(rng, True), lip_still=((9.0, 2.0),), shifts=(0,),
+            "still-idle",
+            "lip-still episodes",
+            305,
+            renderer="photo",
+            pauses=(1.5, 3.0),
+            articulation=_art(rng, True),
+            lip_still=((9.0, 2.0),),
+            shifts=(0,),
         )
     )
     return out
@@ -200,7 +229,9 @@ def render_one(args: tuple[Content, int, str, float]) -> str:
     path = clip_path(Path(d), c, shift)
     if not path.exists():
         tmp = path.with_name("tmp-" + path.name)
-        render(avatar_for(c, shift), tmp, RenderOptions(duration_s=duration, video_bitrate=c.bitrate))
+        render(
+            avatar_for(c, shift), tmp, RenderOptions(duration_s=duration, video_bitrate=c.bitrate)
+        )
         tmp.rename(path)
     return str(path)
 

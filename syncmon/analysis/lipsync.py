@@ -172,7 +172,7 @@ class _MouthModel:
 def _local_corr(m: np.ndarray, e: np.ndarray, t: np.ndarray, span_s: float = 1.2) -> np.ndarray:
     """Pearson correlation of ``m`` and ``e`` over a sliding window of ``span_s`` around each
     frame: how well the mouth follows the voice, moment by moment."""
-    n = max(5, int(round(span_s / max(1e-3, float(np.median(np.diff(t))))) ) | 1)
+    n = max(5, int(round(span_s / max(1e-3, float(np.median(np.diff(t)))))) | 1)
     k = np.ones(n)
 
     def mov(x: np.ndarray) -> np.ndarray:

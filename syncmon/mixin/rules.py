@@ -180,8 +180,7 @@ def alert_rules(c: MixinConfig) -> dict[str, Any]:
             _alert(
                 c,
                 "SyncmonLipStill",
-                f"increase({n.LIP_STILL_SECONDS}{c.sel()}[{c.lip_still_window}]) "
-                f"> {c.lip_still_s}",
+                f"increase({n.LIP_STILL_SECONDS}{c.sel()}[{c.lip_still_window}]) > {c.lip_still_s}",
                 "0m",
                 "warning",
                 "The avatar speaks with a still mouth",

@@ -42,7 +42,7 @@ class PhotoRenderer:
         from skimage import data
 
         self.width, self.height = width, height
-        rgb = np.ascontiguousarray(data.astronaut())
+        rgb = np.ascontiguousarray(data.astronaut())  # type: ignore[no-untyped-call]
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
             width=height, height=height, format="yuv420p"
         )
@@ -133,7 +133,9 @@ class PhotoRenderer:
             wy = _smoothstep((yy - my) / max(1.0, (chin - my) * 0.5)) * _smoothstep(
                 (chin + 12 * k - yy) / (12 * k)
             )
-            wx = _smoothstep((2.2 * _MOUTH_HALF_W * k - np.abs(xx - mx)) / (0.8 * _MOUTH_HALF_W * k))
+            wx = _smoothstep(
+                (2.2 * _MOUTH_HALF_W * k - np.abs(xx - mx)) / (0.8 * _MOUTH_HALF_W * k)
+            )
             src = yy - drop * wy * wx
             i0 = np.clip(np.floor(src).astype(np.int32) - j0, 0, roi.shape[0] - 1)
             f = src - np.floor(src)
