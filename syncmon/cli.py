@@ -341,24 +341,43 @@ def _demo_offline(args: argparse.Namespace) -> int:
 
 
 def _creds(args: argparse.Namespace) -> Any:
+    import logging
+
     from .live.config import LiveKitCredentials
     from .logs import add_secret
 
     add_secret(args.api_secret)
     add_secret(os.environ.get("LIVEKIT_API_SECRET"))
     add_secret(getattr(args, "token", None))
-    return LiveKitCredentials.resolve(
+    if args.api_secret:
+        logging.getLogger("syncmon").warning(
+            "--api-secret on the command line is visible to every user of this host (ps); "
+            "prefer LIVEKIT_API_SECRET or --api-secret-file"
+        )
+    creds = LiveKitCredentials.resolve(
         url=args.url,
         api_key=args.api_key,
         api_secret=args.api_secret,
         token=getattr(args, "token", None),
+        api_secret_file=getattr(args, "api_secret_file", None),
     )
+    add_secret(creds.api_secret)
+    return creds
 
 
 def _add_conn_args(p: argparse.ArgumentParser, *, token: bool = True) -> None:
     p.add_argument("--url", default=None, help="LiveKit URL (env LIVEKIT_URL)")
     p.add_argument("--api-key", default=None, help="API key (env LIVEKIT_API_KEY)")
-    p.add_argument("--api-secret", default=None, help="API secret (env LIVEKIT_API_SECRET)")
+    p.add_argument(
+        "--api-secret",
+        default=None,
+        help="API secret (env LIVEKIT_API_SECRET; shows in ps: prefer the env or a file)",
+    )
+    p.add_argument(
+        "--api-secret-file",
+        default=None,
+        help="read the API secret from this file (env LIVEKIT_API_SECRET_FILE)",
+    )
     if token:
         p.add_argument(
             "--token",
@@ -379,6 +398,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     host, port = parse_addr(args.metrics_addr)
     if args.token and len(args.room) > 1:
         raise SyncmonError("--token is valid for one room only; give key and secret for several")
+    if args.token:
+        from .live.config import token_room
+
+        granted = token_room(args.token)
+        if granted is not None and granted != args.room[0]:
+            # the metrics would carry --room's name while syncmon sits in the token's room
+            raise SyncmonError(
+                f"--token grants room {granted!r}, not --room {args.room[0]!r}: "
+                "give the token's room, or a token for that room"
+            )
     cfg = WatchConfig(
         creds=_creds(args),
         rooms=tuple(args.room),

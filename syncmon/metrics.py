@@ -98,6 +98,7 @@ class AvatarState:
 class RoomState:
     connected: bool = False
     reconnects: int = 0
+    task_restarts: int = 0  # the room's monitor failed unexpectedly and started over
     avatars: dict[str, AvatarState] = field(default_factory=dict)
 
 
@@ -156,7 +157,7 @@ COLLECT_TRIES = 3
 class _Families:
     """The per-avatar metric families of one scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, restarts: CounterMetricFamily) -> None:
         rp = [n.LABEL_ROOM, n.LABEL_PARTICIPANT]
 
         def g(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:
@@ -196,7 +197,7 @@ class _Families:
         self.malformed = c(
             n.MALFORMED, "Input from the avatar that failed validation, by what", [n.LABEL_WHAT]
         )
-        self.restarts = c(n.TASK_RESTARTS, "Monitor tasks that died and were restarted", ["task"])
+        self.restarts = restarts  # one family with the rooms' own restarts
 
     def all(self) -> tuple[Metric, ...]:
         return tuple(v for v in vars(self).values() if isinstance(v, Metric))
@@ -286,15 +287,22 @@ class MonitorCollector(Collector):
         reconnects = CounterMetricFamily(
             n.RECONNECTS.removesuffix("_total"), "Reconnections to the room", labels=[n.LABEL_ROOM]
         )
+        restarts = CounterMetricFamily(
+            n.TASK_RESTARTS.removesuffix("_total"),
+            "Monitor tasks that died and were restarted",
+            labels=[n.LABEL_ROOM, n.LABEL_PARTICIPANT, "task"],
+        )
         for name, r in list(st.rooms.items()):
             connected.add_metric([name], 1.0 if r.connected else 0.0)
             reconnects.add_metric([name], r.reconnects)
+            if r.task_restarts:
+                restarts.add_metric([name, "", "room"], r.task_restarts)
         rejected = CounterMetricFamily(
             n.ROOMS_REJECTED.removesuffix("_total"),
             "Rooms not monitored because the cap was reached",
         )
         rejected.add_metric([], st.rooms_rejected)
-        fams = _Families()
+        fams = _Families(restarts)
         for a in st.avatars():
             staged = self._read(fams, a)
             for fam, args in staged:

@@ -19,13 +19,16 @@ _limits: Any = None
 
 
 def limit_numeric_threads() -> None:
-    """Run the BLAS and OpenMP pools loaded so far, and numpy's, with one thread each."""
+    """Run the BLAS and OpenMP pools with one thread each: numpy's and scipy's (each wheel
+    bundles its own OpenBLAS, and scipy's loads with its first linear-algebra import, so both
+    are loaded here first: a pool loaded after the limit would start with one thread a core)."""
     global _limits
-    import numpy  # noqa: F401  # loads the BLAS library whose pool is limited
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
 
     _limits = threadpool_limits(limits=1)
 
 
-def numeric_threads() -> dict[str, int]:
-    """Threads of each loaded BLAS/OpenMP pool, by its internal API (for tests and logs)."""
-    return {str(i["internal_api"]): int(i["num_threads"]) for i in threadpool_info()}
+def numeric_threads() -> list[tuple[str, int]]:
+    """(library file, threads) of every loaded BLAS/OpenMP pool (for tests and logs)."""
+    return [(str(i["filepath"]), int(i["num_threads"])) for i in threadpool_info()]

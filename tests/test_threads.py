@@ -10,7 +10,7 @@ PROBE = """
 import json, sys
 from threadpoolctl import threadpool_info
 import syncmon.instrument  # the agent-side package must not touch the application's pools
-before = {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+before = [i["num_threads"] for i in threadpool_info()]
 from syncmon.cli import main
 main(sys.argv[1:])
 from syncmon.threads import numeric_threads
@@ -19,7 +19,7 @@ print(json.dumps({"before": before, "after": numeric_threads()}))
 
 
 def test_cli_runs_blas_single_threaded_and_instrument_leaves_pools_alone() -> None:
-    # a pool of two threads to start with, as numpy's OpenBLAS gives on this 2-core machine
+    # pools of two threads to start with, as OpenBLAS gives on this 2-core machine
     env = {"OPENBLAS_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, "analyze", "/nonexistent/clip.mp4"],
@@ -29,5 +29,7 @@ def test_cli_runs_blas_single_threaded_and_instrument_leaves_pools_alone() -> No
         check=True,
     ).stdout
     got = json.loads(out.strip().splitlines()[-1])
-    assert got["before"]["openblas"] == 2
-    assert got["after"]["openblas"] == 1
+    assert got["before"] and set(got["before"]) == {2}
+    # numpy's and scipy's OpenBLAS (each wheel bundles its own): every one of them at 1
+    assert len(got["after"]) >= 2
+    assert {threads for _lib, threads in got["after"]} == {1}, got["after"]

@@ -158,7 +158,7 @@ class RunnerTracker:
         self.tap_track: Any = None  # the published audio track the tap subscribes to
         self.taps_opened = 0
         self._next_frame_id = 1
-        self.errors = 0
+        self._background: set[asyncio.Future[None]] = set()
         self.marks_sent = 0
         self.marks_ambiguous = 0
         self.marks_underrun = 0  # not sent: the audio source may have run dry inside the mark
@@ -427,7 +427,19 @@ class RunnerTracker:
     def _close_tap(self) -> None:
         tap, self.tap = self.tap, None
         if tap is not None:
-            asyncio.ensure_future(tap.aclose())
+            self._keep(asyncio.ensure_future(tap.aclose()), "closing the audio tap")
+
+    def _keep(self, task: asyncio.Future[None], what: str) -> None:
+        """Hold a background task until it ends (an unreferenced one can be collected mid-run)
+        and log its failure with the reason."""
+        self._background.add(task)
+
+        def done(t: asyncio.Future[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("%s failed: %s", what, t.exception())
+
+        task.add_done_callback(done)
 
     def _maybe_send_mark(self) -> None:
         if self._mark_sent or self._mark_anchor is None or self._mark_env_s < ENV_LEN_S:
@@ -574,4 +586,4 @@ class RunnerTracker:
             except Exception as e:  # a mark lost costs one estimate, never the avatar
                 log.debug("timing mark not sent: %s", e)
 
-        asyncio.get_running_loop().create_task(send())
+        self._keep(asyncio.get_running_loop().create_task(send()), "sending a timing mark")

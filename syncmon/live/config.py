@@ -33,9 +33,13 @@ class LiveKitCredentials:
         api_key: str | None,
         api_secret: str | None,
         token: str | None,
+        api_secret_file: str | None = None,
     ) -> LiveKitCredentials:
         url = url or os.environ.get("LIVEKIT_URL")
         api_key = api_key or os.environ.get("LIVEKIT_API_KEY")
+        secret_file = api_secret_file or os.environ.get("LIVEKIT_API_SECRET_FILE")
+        if not api_secret and secret_file:
+            api_secret = read_secret_file(secret_file)
         api_secret = api_secret or os.environ.get("LIVEKIT_API_SECRET")
         if not url:
             raise ConfigError("no LiveKit URL: pass --url or set LIVEKIT_URL")
@@ -50,6 +54,37 @@ class LiveKitCredentials:
                 "(or set LIVEKIT_API_KEY and LIVEKIT_API_SECRET)"
             )
         return cls(url=url, api_key=api_key, api_secret=api_secret, token=token)
+
+
+def read_secret_file(path: str) -> str:
+    """The secret in ``path`` (a mounted Kubernetes Secret, say), surrounding blanks stripped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"--api-secret-file {path!r} cannot be read: {e.strerror}") from None
+    if not value:
+        raise ConfigError(f"--api-secret-file {path!r} is empty")
+    return value
+
+
+def token_room(token: str) -> str | None:
+    """The room a LiveKit JWT grants (its ``video.room``), read without verifying it; None when
+    it names none or is not a JWT (the server will say what is wrong with it)."""
+    import base64
+    import json
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        pad = "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + pad))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    video = claims.get("video") if isinstance(claims, dict) else None
+    room = video.get("room") if isinstance(video, dict) else None
+    return room if isinstance(room, str) and room else None
 
 
 def parse_addr(addr: str, flag: str = "--metrics-addr") -> tuple[str, int]:

@@ -18,8 +18,9 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from livekit import rtc
 from livekit.rtc._proto import participant_pb2
@@ -34,6 +35,7 @@ from .config import LiveKitCredentials
 from .token import monitor_token
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ATTR_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 CONNECT_TIMEOUT_S = 5.0
@@ -41,6 +43,46 @@ CONNECT_TIMEOUT_S = 5.0
 # threads of a loaded worker, the SDK's FFI timed out waiting for a room's ready request after
 # its connect callback and panicked, ending the process
 _CONNECT_GATE = threading.Lock()
+# a connect holds the gate at most this long: a slow one (a server far away, up to the 60 s
+# safety timeout) must not stall every other room's reconnect behind it
+GATE_HOLD_S = CONNECT_TIMEOUT_S
+GATE_POLL_S = 0.02
+
+
+async def acquire_gate(gate: threading.Lock) -> None:
+    """Take a lock shared with other threads' event loops without a thread of our own: polled,
+    so that a cancelled wait can never take the lock later and leave it held (a thread blocked
+    in ``acquire`` would, and every later connect of the process would hang)."""
+    while not gate.acquire(blocking=False):
+        await asyncio.sleep(GATE_POLL_S)
+
+
+async def gated(
+    start: Callable[[], Awaitable[T]], gate: threading.Lock, *, hold_s: float, timeout_s: float
+) -> T:
+    """Run ``start()`` holding ``gate`` until it completes or ``hold_s`` passes, whichever is
+    first, then wait for it without the gate up to ``timeout_s`` in all (``TimeoutError``)."""
+    await acquire_gate(gate)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        task = asyncio.ensure_future(start())
+    except BaseException:
+        gate.release()
+        raise
+    try:
+        try:
+            await asyncio.wait({task}, timeout=hold_s)
+        finally:
+            gate.release()
+        left = max(0.0, timeout_s - (loop.time() - t0))
+        return await asyncio.wait_for(task, timeout=left)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+        raise
+
+
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
 _ROOM_GONE = {
@@ -96,6 +138,7 @@ class RoomMonitor:
         self.identity = identity or f"syncmon-{secrets.token_hex(4)}"
         self._avatars: dict[str, AvatarMonitor] = {}
         self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._room: rtc.Room | None = None
         self._stop = asyncio.Event()
         self._lost = asyncio.Event()
@@ -127,14 +170,12 @@ class RoomMonitor:
             # a safety net only: the SDK's own connect_timeout answers first. Cancelling a
             # connect the SDK has completed makes its FFI panic (and end the process) when the
             # room's ready request never follows, which a loaded host hit at 3 x 5 s
-            await asyncio.to_thread(_CONNECT_GATE.acquire)
-            try:
-                await asyncio.wait_for(
-                    room.connect(self.creds.url, self._token(), opts),
-                    timeout=12 * CONNECT_TIMEOUT_S,
-                )
-            finally:
-                _CONNECT_GATE.release()
+            await gated(
+                lambda: room.connect(self.creds.url, self._token(), opts),
+                _CONNECT_GATE,
+                hold_s=GATE_HOLD_S,
+                timeout_s=12 * CONNECT_TIMEOUT_S,
+            )
         except asyncio.TimeoutError:
             await _quiet_disconnect(room)
             raise ConnectError(f"timed out connecting to {self.creds.url}") from None
@@ -156,44 +197,77 @@ class RoomMonitor:
             self._consider(p)
 
     async def run(self) -> None:
-        """Connect (the first failure raises), then keep the room monitored until stopped."""
+        """Connect (the first failure raises), then keep the room monitored until stopped.
+
+        After the first connect nothing ends the monitor but ``stop()`` or the room ending: a
+        lost connection is retried with backoff, and an unexpected error (a bug, the SDK) is
+        logged with its reason, counted in ``syncmon_task_restarts_total{task="room"}`` and
+        treated as a lost connection."""
         if self.state.add_room(self.room_name) is None:
             raise ConnectError(f"room cap of {self.state.max_rooms} reached")
-        await self.connect_once()
-        backoff = BACKOFF_INITIAL_S
-        while not self._stop.is_set():
-            stop_wait = asyncio.ensure_future(self._stop.wait())
-            lost_wait = asyncio.ensure_future(self._lost.wait())
-            await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            lost_wait.cancel()
-            if self._stop.is_set() or self._ended:
-                break
-            # connection lost: keep the series, mark them, retry with backoff
-            rs = self.room_state
-            if rs is not None:
-                rs.connected = False
-            for am in self._avatars.values():
-                am.discontinuity()
-            if self._room is not None:
-                await _quiet_disconnect(self._room)
-                self._room = None
-            while not self._stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=backoff)
-                if self._stop.is_set():
+        try:
+            await self.connect_once()
+            while not self._stop.is_set() and not self._ended:
+                await self._wait_lost()
+                if self._stop.is_set() or self._ended:
                     break
                 try:
-                    await self.connect_once()
-                except ConnectError as e:
-                    log.warning("reconnect to room failed: %s", e)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
-                    continue
-                if (rs := self.room_state) is not None:
-                    rs.reconnects += 1
-                backoff = BACKOFF_INITIAL_S
-                break
-        await self._close()
+                    await self._reconnect()
+                except Exception as e:
+                    self._count_restart(e)
+                    self._lost.set()
+        finally:
+            await self._close()
+
+    def _count_restart(self, e: BaseException) -> None:
+        if (rs := self.room_state) is not None:
+            rs.task_restarts += 1
+        log.error(
+            "room %s monitor failed (%s: %s); starting it over",
+            self.room_name,
+            type(e).__name__,
+            e,
+            exc_info=e,
+        )
+
+    async def _wait_lost(self) -> None:
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        lost_wait = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            lost_wait.cancel()
+
+    async def _reconnect(self) -> None:
+        """The connection was lost: keep the series, mark them, retry with backoff."""
+        rs = self.room_state
+        if rs is not None:
+            rs.connected = False
+        for am in self._avatars.values():
+            am.discontinuity()
+        if self._room is not None:
+            await _quiet_disconnect(self._room)
+            self._room = None
+        backoff = BACKOFF_INITIAL_S
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            if self._stop.is_set():
+                return
+            try:
+                await self.connect_once()
+            except ConnectError as e:
+                log.warning("reconnect to room failed: %s", e)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            except Exception as e:  # the SDK failed in a way it does not name: try again
+                self._count_restart(e)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            if (rs := self.room_state) is not None:
+                rs.reconnects += 1
+            return
 
     def stop(self) -> None:
         self._stop.set()
@@ -272,7 +346,9 @@ class RoomMonitor:
             return
         for k in ("audio", "video"):
             am.detach(k)
-        asyncio.get_running_loop().create_task(am.aclose())
+        task = asyncio.get_running_loop().create_task(am.aclose())
+        self._closing.add(task)  # held until done: an unreferenced task can vanish mid-run
+        task.add_done_callback(self._closing.discard)
 
         def remove() -> None:
             self._removals.pop(identity, None)

@@ -119,6 +119,13 @@ async def run_watch(
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             if cfg.print_table:
                 print(format_table(state) + "\n", file=out, flush=True)
+            failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+            if failed:
+                # a room monitor restarts itself on every error it can recover from: one that
+                # ended with an error cannot, and a supervisor should restart the process
+                e = failed[0].exception()
+                log.error("a room monitor ended with an error: %s: %s", type(e).__name__, e)
+                return 1
             if tasks and all(t.done() for t in tasks):
                 break  # every room ended
         return 0

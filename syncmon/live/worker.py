@@ -42,9 +42,37 @@ class WorkerConfig:
     health_port: int = 0  # the agents framework's own health endpoint; 0 picks a free port
 
 
+PREFLIGHT_TIMEOUT_S = 8.0
+
+
+async def preflight(creds: LiveKitCredentials) -> None:
+    """Ask the server's RoomService once before registering: the agents framework retries a
+    rejected key or an unreachable URL forever without saying so, and a worker that never gets
+    a job looks healthy. Raises ConnectError naming what is wrong (no secret in it)."""
+    from livekit import api
+
+    assert creds.api_key and creds.api_secret
+    http_url = creds.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    try:
+        async with api.LiveKitAPI(http_url, creds.api_key, creds.api_secret) as lk:
+            await asyncio.wait_for(
+                lk.room.list_rooms(api.ListRoomsRequest(names=["syncmon-preflight"])),
+                timeout=PREFLIGHT_TIMEOUT_S,
+            )
+    except asyncio.TimeoutError:
+        raise ConnectError(f"timed out connecting to {creds.url}") from None
+    except api.TwirpError as e:
+        if e.status == 401 or "unauthenticated" in str(e.code).lower():
+            raise ConnectError(f"unauthorized: {creds.url} rejected the API key/secret") from None
+        raise ConnectError(f"cannot use {creds.url}: {e.code} {e.message}") from None
+    except Exception as e:  # connection refused, DNS, TLS
+        raise ConnectError(f"cannot connect to {creds.url}: {type(e).__name__}") from None
+
+
 async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) -> int:
     if not (cfg.creds.api_key and cfg.creds.api_secret):
         raise ConnectError("syncmon worker needs --api-key and --api-secret (not --token)")
+    await preflight(cfg.creds)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     state = MonitorState(max_rooms=cfg.max_rooms)

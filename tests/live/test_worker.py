@@ -119,3 +119,39 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
     assert (a2, b2) == (a, b)
     for w in workers:
         assert w.stop() == 0
+
+
+@pytest.mark.parametrize("fault", ["secret", "url"])
+def test_worker_with_bad_credentials_says_so_within_10s_and_exits_non_zero(
+    livekit: LocalServer, fault: str
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    env = lk_env(livekit)
+    if fault == "secret":
+        env["LIVEKIT_API_SECRET"] = "wrong-secret-wrong-secret-wrong-secret-77"
+    else:
+        env["LIVEKIT_URL"] = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    t = time.monotonic()
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "syncmon.cli",
+            "worker",
+            "--metrics-addr",
+            f"127.0.0.1:{free_port()}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    took = time.monotonic() - t
+    assert p.returncode == 2 and took <= 10.0, (p.returncode, took, p.stderr[-500:])
+    want = "unauthorized" if fault == "secret" else "cannot connect"
+    assert want in p.stderr, p.stderr[-500:]
+    assert "wrong-secret" not in p.stderr and livekit.api_secret not in p.stderr
+    assert "Traceback" not in p.stderr
