@@ -123,7 +123,7 @@ class Scraper(threading.Thread):
             try:
                 s = scrape(self.url)
             except Exception:
-                self.failed += 1
+                self.failed += bool(self.last)  # not before the monitor first answered
                 continue
             self.last = s
             now = time.monotonic()

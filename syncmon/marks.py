@@ -106,9 +106,6 @@ class TimingMark:
 
 def envelope(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """RMS of consecutive ``ENV_BLOCK_S`` blocks of mono audio in [-1, 1]."""
-    block = max(1, int(round(ENV_BLOCK_S * sample_rate)))
-    n = samples.size // block
-    if n == 0:
-        return np.zeros(0)
-    x = samples[: n * block].astype(np.float64).reshape(n, block)
-    return np.asarray(np.sqrt(np.mean(x * x, axis=1)))
+    from .analysis.audio import block_rms
+
+    return block_rms(samples, max(1, int(round(ENV_BLOCK_S * sample_rate))))

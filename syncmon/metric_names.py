@@ -5,8 +5,6 @@ Dashboards, alert rules and tests read these names; the exporter renders exactly
 
 from __future__ import annotations
 
-PREFIX = "syncmon_"
-
 AV_OFFSET = "syncmon_av_offset_seconds"
 AV_OFFSET_CONFIDENCE = "syncmon_av_offset_confidence"
 AV_OFFSET_ABS = "syncmon_av_offset_abs_seconds"

@@ -98,7 +98,7 @@ def test_impairments_counted_exactly(impaired: tuple[Path, Path, object], which:
     assert v["frames"] == truth.frames  # type: ignore[attr-defined]
     assert v["dropped"] == truth.dropped  # type: ignore[attr-defined]
     assert v["duplicated"] == truth.duplicated  # type: ignore[attr-defined]
-    assert v["freezes"] == 3
+    assert v["freezes"] == truth.freezes == 3  # type: ignore[attr-defined]
     assert truth.freeze_seconds == pytest.approx(2.4, abs=0.03)  # type: ignore[attr-defined]
     assert v["freeze_seconds"] == pytest.approx(truth.freeze_seconds, abs=0.002)  # type: ignore[attr-defined]
     assert v["pauses"] == 0
@@ -112,7 +112,8 @@ def test_audio_gaps_through_aac(impaired: tuple[Path, Path, object]) -> None:
 
     truth = impaired[2]
     r = analyze_file(impaired[1])
-    assert r["audio"]["gaps"] == 7
+    assert truth.audio_gaps >= 5  # type: ignore[attr-defined]
+    assert r["audio"]["gaps"] == truth.audio_gaps  # type: ignore[attr-defined]
     assert r["audio"]["gap_seconds"] == pytest.approx(truth.audio_gap_seconds, abs=0.04)  # type: ignore[attr-defined]
 
 

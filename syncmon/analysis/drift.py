@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import theilslopes
 
-MS_PER_MIN_PER_PPM = 0.06
-
 
 @dataclass(frozen=True)
 class DriftEstimate:

@@ -47,6 +47,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from ..metric_names import OFFSET_ABS_BUCKETS
 from ._tracker import Instruments, RunnerTracker
 
 __all__ = ["AvatarInstrumentor", "RunnerTracker"]
@@ -57,7 +58,7 @@ _INSTRUMENTS = ("livekit-agents >= 1.8, < 1.9",)
 VERSION = "0.1.0"
 PROCESSING_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.12, 0.16, 0.24, 0.32, 0.5, 0.75, 1.0, 2.0)
 # the monitor's |offset| buckets (DESIGN.md's band edges: 15, 45, 90, 125, 185 ms)
-SKEW_BUCKETS = (0.005, 0.015, 0.03, 0.045, 0.06, 0.09, 0.125, 0.185, 0.25, 0.35, 0.5)
+SKEW_BUCKETS = OFFSET_ABS_BUCKETS
 
 
 def _agents_tracer_provider() -> trace_api.TracerProvider | None:
@@ -119,9 +120,6 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             frame_event_every=max(1, int(kwargs.get("frame_event_every", 25))),
             clock=clock,
             timing_marks=bool(kwargs.get("timing_marks", True)),
-        )
-        self._trackers: weakref.WeakValueDictionary[int, RunnerTracker] = (
-            weakref.WeakValueDictionary()
         )
         self._by_source: weakref.WeakKeyDictionary[Any, RunnerTracker] = weakref.WeakKeyDictionary()
         self._by_generator_cls: set[tuple[type, str]] = set()

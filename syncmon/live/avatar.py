@@ -36,13 +36,6 @@ MALFORMED_LOG = RateLimitedLog(log)
 AUDIO_RATE = 16000
 AUDIO_FRAME_MS = 50
 STATS_INTERVAL_S = 2.0
-# VideoFrameEvent.timestamp_us is WebRTC's render time: the decoded frame's arrival plus the
-# timing model's render delay (kDefaultRenderDelayMs = 10; measured here: 6.4-9.8 ms ahead of
-# the frame reaching Python). Audio chunks are stamped at their first sample's earliest arrival,
-# about one 10 ms pull early. Taking the render delay off moved live content through the
-# reference publisher from +4 to -6 ms of its truth and widened the errors under load, so it
-# is kept (0 here): both streams are timed at their presentation edge.
-RENDER_DELAY_S = 0.0
 # a frame this dark and flat before the first real picture is the decoder's pre-roll
 PREROLL_MAX_MEAN = 20.0
 PREROLL_MAX_STD = 3.0
@@ -212,7 +205,10 @@ class AvatarMonitor:
                         frame_id = int(md.frame_id)
                     if md.HasField("user_timestamp"):
                         sender_t = md.user_timestamp / 1e6
-                t = ev.timestamp_us / 1e6 - RENDER_DELAY_S
+                # WebRTC's render time (the decoded frame's arrival plus its timing model's
+                # render delay), kept: audio is stamped at its earliest arrival, a 10 ms pull
+                # early, so both streams are timed at their presentation edge
+                t = ev.timestamp_us / 1e6
                 event = self.analyzer.add_video(t, luma, frame_id=frame_id, sender_time=sender_t)
                 if event.interval_s is not None:
                     self.state.frame_interval.observe(event.interval_s)

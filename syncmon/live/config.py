@@ -10,7 +10,6 @@ from urllib.parse import urlparse
 from ..errors import ConfigError
 
 DEFAULT_TOKEN_TTL = datetime.timedelta(hours=6)
-DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
 
 
 @dataclass(frozen=True)

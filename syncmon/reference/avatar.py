@@ -107,6 +107,7 @@ class Truth:
     freezes: int
     freeze_seconds: float
     audio_gap_seconds: float
+    audio_gaps: int
     dropped_slots: tuple[int, ...] = field(default=())
     lip_still_seconds: float = 0.0
 
@@ -295,6 +296,7 @@ class ReferenceAvatar:
             freezes=freezes,
             freeze_seconds=freeze_s,
             audio_gap_seconds=float(sum(gaps)),
+            audio_gaps=len(gaps),
             lip_still_seconds=float(
                 sum(max(0.0, min(d, duration_s - s)) for s, d in self.imp.lip_still)
             ),

@@ -152,21 +152,35 @@ def test_room_that_ends_has_its_series_removed(
 ) -> None:
     from livekit import api
 
-    room = "ending"
-    mon = start_monitor(procs, livekit, room, extra=("--series-linger-s", "1"))
-    start_publisher(procs, livekit, room, "--duration", "30")
-    wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_video_frames_total", room=room), 20)
+    room, other = "ending", "staying"
+    mon = start_monitor(procs, livekit, room, other, extra=("--series-linger-s", "1"))
+    start_publisher(procs, livekit, room, "--duration", "40")
+    start_publisher(procs, livekit, other, "--duration", "40", identity="avatar-b")
+    for r in (room, other):
+        wait_for(
+            lambda r=r: sample(scrape(mon.metrics_url), "syncmon_video_frames_total", room=r), 20
+        )
 
-    async def delete() -> None:
+    async def delete(name: str) -> None:
         async with api.LiveKitAPI(
             livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret
         ) as lk:
-            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            await lk.room.delete_room(api.DeleteRoomRequest(room=name))
 
-    asyncio.run(delete())
-    # the monitor exits once its only room ended; until then /metrics loses the room's series
-    rc = mon.proc.wait(timeout=20)
-    assert rc == 0
+    asyncio.run(delete(room))
+
+    def gone() -> bool:
+        s = scrape(mon.metrics_url)
+        return not [k for k in s if ("room", room) in k[1]]
+
+    # the ended room's every series goes after the linger; the other room is measured on
+    wait_for(gone, timeout=20)
+    s = scrape(mon.metrics_url)
+    assert sample(s, "syncmon_room_connected", room=other) == 1
+    assert sample(s, "syncmon_video_frames_total", room=other, participant="avatar-b")
+    # once every room it watches has ended, the monitor exits by itself
+    asyncio.run(delete(other))
+    assert mon.proc.wait(timeout=20) == 0
 
 
 def test_token_is_never_logged(livekit: LocalServer) -> None:

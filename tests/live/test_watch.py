@@ -192,11 +192,24 @@ def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
     mon = start_monitor(procs, livekit, room)
     start_publisher(procs, livekit, room, "--offset-ms", "80", "--duration", "45", *face)
     wait_for(lambda: content_offset(mon.metrics_url, room) is not None, timeout=30)
-    time.sleep(8.0)  # the receiver's compensation settles over the first stats polls
+
+    # the receiver's compensation settles over the first stats polls: read once the monitor's
+    # own report has published estimates for a while (one per second)
+    def estimates() -> int:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(mon.metrics_url + "/report", timeout=5) as r:
+            rep = json.loads(r.read())
+        return int(rep["rooms"][room]["avatars"]["avatar"]["content_estimates"])
+
+    wait_for(lambda: estimates() >= 8, timeout=30)
     readings = []
     for _ in range(6):
         readings.append(content_offset(mon.metrics_url, room))
-        time.sleep(1.0)
+        n, until = estimates(), time.monotonic() + 3.0
+        while estimates() <= n and time.monotonic() < until:  # the next estimate (1 s hop)
+            time.sleep(0.2)
     got = [r * 1000 - natural for r in readings if r is not None]
     assert len(got) >= 4, readings
     assert max(abs(g - 80) for g in got) <= 25, f"{got} (natural phase {natural} ms) vs 80 ms"
