@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from syncmon.media import analyze_file  # noqa: E402
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource  # noqa: E402
 from syncmon.reference.articulation import ArticulationConfig  # noqa: E402
+from syncmon.reference.avatar import speaking_seconds  # noqa: E402
 from syncmon.reference.render import RenderOptions, render  # noqa: E402
 
 SHIFTS_MS = (-160, -80, 0, 40, 120, 160)
@@ -204,22 +205,6 @@ def avatar_for(c: Content, shift_ms: int) -> ReferenceAvatar:
     )
 
 
-def speaking_seconds(c: Content, duration: float) -> float:
-    """The truth of lip-still: seconds inside the still spans during which the avatar speaks
-    (10 ms blocks above -40 dBFS, widened by 60 ms either side: a stop's closure is speech)."""
-    sp = SpeechSource(seed=c.seed, consonants=c.consonants, phrase_pause_s=c.pauses)
-    sr = sp.sample_rate
-    x = sp.samples(0, int(duration * sr))
-    hop = sr // 100
-    rms = np.sqrt(np.mean(x[: x.size // hop * hop].reshape(-1, hop) ** 2, axis=1))
-    active = np.convolve((rms > 0.01).astype(float), np.ones(13), "same") > 0
-    t = (np.arange(active.size) + 0.5) / 100
-    inside = np.zeros(active.size, bool)
-    for t0, d in c.lip_still:
-        inside |= (t >= t0) & (t < t0 + d)
-    return float(np.sum(active & inside) / 100)
-
-
 def clip_path(d: Path, c: Content, shift: int) -> Path:
     return d / f"{c.name}_{shift:+d}{c.ext}"
 
@@ -282,7 +267,9 @@ def summarize(rows: list[dict[str, Any]], duration: float) -> list[str]:
                 else:
                     errors.setdefault(c.nuisance, []).append(abs((off - base) - s))
             if c.lip_still and not c.null:
-                truth = speaking_seconds(c, duration)
+                sp = SpeechSource(seed=c.seed, consonants=c.consonants, phrase_pause_s=c.pauses)
+                spans = tuple((t0, min(d_, duration - t0)) for t0, d_ in c.lip_still)
+                truth = speaking_seconds(sp, spans)
                 got = ls.get("seconds")
                 still.append(f"{name}: {got} s (truth {truth:.2f} s)")
     lines.append("")

@@ -37,21 +37,15 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_monitor import spawn  # noqa: E402
 
 from syncmon.live.localserver import LocalServer, free_port  # noqa: E402
 from syncmon.live.token import publisher_token  # noqa: E402
 from syncmon.marks import TOPIC  # noqa: E402
 
 ROOM = "soak"
-
-
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "syncmon.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -17,6 +17,7 @@ import pytest
 from syncmon.media import analyze_file
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 from syncmon.reference.articulation import ArticulationConfig
+from syncmon.reference.avatar import speaking_seconds
 from syncmon.reference.render import RenderOptions, render
 
 pytestmark = pytest.mark.slow
@@ -51,24 +52,6 @@ def clip(
     path = tmp / f"{name}.mp4"
     render(avatar, path, RenderOptions(duration_s=duration, video_bitrate=350_000))
     return analyze_file(path)
-
-
-def speaking_seconds(speech: SpeechSource, spans: tuple[tuple[float, float], ...]) -> float:
-    """Seconds inside ``spans`` during which the voice speaks (10 ms blocks above -40 dBFS,
-    widened by 60 ms: the closure of a stop is still speech)."""
-    import numpy as np
-
-    sr = speech.sample_rate
-    end = max(s + d for s, d in spans)
-    x = speech.samples(0, int(end * sr))
-    hop = sr // 100
-    rms = np.sqrt(np.mean(x[: x.size // hop * hop].reshape(-1, hop) ** 2, axis=1))
-    active = np.convolve((rms > 0.01).astype(float), np.ones(13), "same") > 0
-    t = (np.arange(active.size) + 0.5) / 100
-    inside = np.zeros(active.size, bool)
-    for s0, d in spans:
-        inside |= (t >= s0) & (t < s0 + d)
-    return float(np.sum(active & inside) / 100)
 
 
 def content(rep: dict[str, object]) -> float | None:

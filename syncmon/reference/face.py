@@ -46,6 +46,21 @@ def _ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.n
     return ((yy - cy) / max(ry, 1e-6)) ** 2 + ((xx - cx) / max(rx, 1e-6)) ** 2 <= 1.0
 
 
+class Blinks:
+    """Blinks of 150 ms at irregular times (2-5 s apart): eyes that move, not with the speech."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._times = np.cumsum(rng.uniform(2.0, 5.0, 4096))
+
+    def closure(self, t: float) -> float:
+        """Eyelid closure in [0, 1] at scene time ``t``."""
+        i = int(np.searchsorted(self._times, t))
+        near = min(
+            abs(t - self._times[max(i - 1, 0)]), abs(t - self._times[min(i, self._times.size - 1)])
+        )
+        return float(max(0.0, 1.0 - near / 0.075))
+
+
 def warp_small(
     img: np.ndarray, dx: float, dy: float, theta: float, cy: float, cx: float
 ) -> np.ndarray:
@@ -121,7 +136,7 @@ class FaceRenderer:
         v[sk[::2, ::2]] = 150
         self._u, self._v = u, v
         self._block = max(4, w // 80)
-        self._blink_times = np.cumsum(rng.uniform(2.0, 5.0, 4096))
+        self._blinks = Blinks(rng)
 
     def sway(self, t: float) -> tuple[int, int]:
         """Head position offset (dy, dx) in pixels at scene time ``t``."""
@@ -133,12 +148,7 @@ class FaceRenderer:
 
     def blink(self, t: float) -> float:
         """Eyelid closure in [0, 1]: blinks of 150 ms at irregular times."""
-        i = int(np.searchsorted(self._blink_times, t))
-        near = min(
-            abs(t - self._blink_times[max(i - 1, 0)]),
-            abs(t - self._blink_times[min(i, self._blink_times.size - 1)]),
-        )
-        return float(max(0.0, 1.0 - near / 0.075))
+        return self._blinks.closure(t)
 
     def render(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .articulation import Pose
-from .face import YuvFrame, warp_small
+from .face import Blinks, YuvFrame, warp_small
 
 # landmarks in the 512 x 512 portrait (row, column), read off the picture
 _MOUTH = (146.0, 223.0)
@@ -56,7 +56,7 @@ class PhotoRenderer:
         self._v = np.pad(uv[1], ((0, 0), (pad // 2, (width - height - pad) // 2)), mode="edge")
         self._k = height / SOURCE
         rng = np.random.default_rng(seed)
-        self._blink_times = np.cumsum(rng.uniform(2.0, 5.0, 4096))
+        self._blinks = Blinks(rng)
         self._close_mouth()
         self._head_roi()
 
@@ -87,12 +87,7 @@ class PhotoRenderer:
         self._head_box = (r0, r1, c0, c1)
 
     def blink(self, t: float) -> float:
-        i = int(np.searchsorted(self._blink_times, t))
-        near = min(
-            abs(t - self._blink_times[max(i - 1, 0)]),
-            abs(t - self._blink_times[min(i, self._blink_times.size - 1)]),
-        )
-        return float(max(0.0, 1.0 - near / 0.075))
+        return self._blinks.closure(t)
 
     def render(
         self,

@@ -37,20 +37,7 @@ def synth_phrase(rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
     parts: list[np.ndarray] = []
     for _ in range(int(rng.integers(2, 7))):
         for _ in range(int(rng.integers(1, 5))):
-            dur = float(rng.uniform(0.11, 0.32))
-            n = int(dur * sr)
-            t = np.arange(n) / sr
-            f0 = float(rng.uniform(105, 190)) * (1 + 0.08 * np.sin(2 * np.pi * t / dur))
-            phase = np.cumsum(f0) / sr
-            pulses = (np.diff(np.floor(phase), prepend=0.0) > 0).astype(np.float64)
-            f1, f2 = _VOWELS[int(rng.integers(len(_VOWELS)))]
-            voiced = _resonator(pulses, f1, 90, sr) + 0.6 * _resonator(pulses, f2, 120, sr)
-            attack = min(0.04, dur / 4)
-            # exponential release, as a voice fades: a cut to silence is then never natural
-            release = max(attack, dur - 0.09)
-            env = np.minimum(1.0, t / attack) * np.exp(-np.maximum(t - release, 0.0) / 0.015)
-            env = env * float(rng.uniform(0.55, 1.0))
-            syl = voiced / (np.max(np.abs(voiced)) + 1e-9) * env
+            syl = synth_phrase_syllable(rng, sr, attack_s=0.04, tail_s=0.09)
             burst_n = int(float(rng.uniform(0.01, 0.05)) * sr)
             burst = rng.standard_normal(burst_n) * np.linspace(0.15, 0.0, burst_n)
             syl[:burst_n] += burst * float(rng.uniform(0.2, 1.0))
@@ -97,8 +84,12 @@ def synth_phrase_cv(rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarr
     return np.concatenate(parts) * 0.5
 
 
-def synth_phrase_syllable(rng: np.random.Generator, sr: int) -> np.ndarray:
-    """One voiced vowel of 110-320 ms (the syllable nucleus of ``synth_phrase``)."""
+def synth_phrase_syllable(
+    rng: np.random.Generator, sr: int, *, attack_s: float = 0.03, tail_s: float = 0.07
+) -> np.ndarray:
+    """One voiced vowel of 110-320 ms: a glottal pulse train with a slow f0 contour through two
+    formant resonators, an onset of ``attack_s`` and an exponential release over its last
+    ``tail_s``, as a voice fades (a cut to silence is then never natural)."""
     dur = float(rng.uniform(0.11, 0.32))
     n = int(dur * sr)
     t = np.arange(n) / sr
@@ -107,8 +98,8 @@ def synth_phrase_syllable(rng: np.random.Generator, sr: int) -> np.ndarray:
     pulses = (np.diff(np.floor(phase), prepend=0.0) > 0).astype(np.float64)
     f1, f2 = _VOWELS[int(rng.integers(len(_VOWELS)))]
     voiced = _resonator(pulses, f1, 90, sr) + 0.6 * _resonator(pulses, f2, 120, sr)
-    attack = min(0.03, dur / 4)
-    release = max(attack, dur - 0.07)
+    attack = min(attack_s, dur / 4)
+    release = max(attack, dur - tail_s)
     env = np.minimum(1.0, t / attack) * np.exp(-np.maximum(t - release, 0.0) / 0.015)
     return np.asarray(voiced / (np.max(np.abs(voiced)) + 1e-9) * env * float(rng.uniform(0.55, 1)))
 
