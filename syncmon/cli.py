@@ -219,6 +219,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"jitter {v['jitter_ms']:.2f} ms (mean {v['jitter_avg_ms']:.2f} ms), fps {v['fps']}, "
         f"harmonic fps {v['harmonic_fps']}",
         f"audio gaps {r['audio']['gaps']} ({r['audio']['gap_seconds']:.3f} s)",
+        f"mouth still while speaking {r['lip_still']['episodes']} times "
+        f"({r['lip_still']['seconds']:.2f} s)",
         f"verdict: {r['verdict']}",
     ]
     return "\n".join(lines)

@@ -178,6 +178,8 @@ def test_cli_analyze_text_summary(impaired: tuple[Path, Path, object]) -> None:
     p = run_cli("analyze", str(impaired[0]))
     assert p.returncode == 0, p.stderr
     assert "lip-sync offset (content)" in p.stdout and "freezes 3" in p.stdout
+    # the reference face never stops moving its mouth while it speaks
+    assert "mouth still while speaking 0 times (0.00 s)" in p.stdout
 
 
 def test_verdict_critical_beyond_acceptability(tmp_path: Path) -> None:

@@ -169,7 +169,12 @@ class _MouthModel:
         return np.asarray(w @ x)
 
 
-def _local_corr(m: np.ndarray, e: np.ndarray, t: np.ndarray, span_s: float = 1.2) -> np.ndarray:
+STILL_SPAN_S = 1.2  # the window over which the mouth must follow the voice, moment by moment
+
+
+def _local_corr(
+    m: np.ndarray, e: np.ndarray, t: np.ndarray, span_s: float = STILL_SPAN_S
+) -> np.ndarray:
     """Pearson correlation of ``m`` and ``e`` over a sliding window of ``span_s`` around each
     frame: how well the mouth follows the voice, moment by moment."""
     n = max(5, int(round(span_s / max(1e-3, float(np.median(np.diff(t)))))) | 1)
@@ -412,15 +417,26 @@ class ContentOffsetEstimator:
         # speech within ±bridge of a frame counts as speech at that frame
         near = np.convolve(speech.astype(float), np.ones(5), mode="same") > 0
         still = act < c.still_ratio
-        new = np.nonzero(tk > self._still_until)[0]
+        # frames near a gap in the frames (a freeze, a stall: counted as such) are not judged:
+        # a picture that does not arrive is not a mouth that does not move
+        gaps = np.nonzero(np.diff(tk) > max(0.15, 2.5 * float(np.median(np.diff(tk)))))[0]
+        unjudged = np.zeros(tk.size, bool)
+        for g in gaps:
+            unjudged |= (tk >= tk[g] - STILL_SPAN_S / 2) & (tk <= tk[g + 1] + STILL_SPAN_S / 2)
+        # a frame is judged once the correlation window around it lies inside this window
+        # (half a span from either edge, where the high-pass and the window are one-sided)
+        inner = (tk >= tk[0] + STILL_SPAN_S / 2) & (tk <= tk[-1] - STILL_SPAN_S / 2)
+        new = np.nonzero(inner & (tk > self._still_until))[0]
         if new.size == 0:
             return
-        self._still_until = float(tk[-1])
+        self._still_until = float(tk[new[-1]])
         st = self.lip_still
         for i in new:
             dt = float(tk[i] - tk[i - 1]) if i > 0 else 0.0
             dt = min(dt, 0.2)  # a gap in the frames is not stillness
-            if near[i] and still[i]:
+            if unjudged[i]:
+                st.run_s = 0.0
+            elif near[i] and still[i]:
                 if st.run_s < c.still_min_s <= st.run_s + dt:
                     st.episodes += 1
                     st.seconds += st.run_s + dt
@@ -523,11 +539,10 @@ class ContentOffsetEstimator:
             lag, peak, conf = plain
         offset = lag - c.calibration_s if conf >= c.min_confidence else None
         if offset is not None:
-            first = self._model is None
+            # frames before the mouth was first located are not judged: looking back over the
+            # window that found it counted a stream's first seconds as still on a clip whose
+            # mouth moved throughout
+            if self._model is None:
+                self._still_until = max(self._still_until, float(tk[-1]) - STILL_SPAN_S / 2)
             self._learn_mouth(found, lag)
-            if first:  # the window before the mouth was known: look back over it too
-                li = int(np.argmin(np.abs(self._lags - lag)))
-                speech_at = np.interp(tk - lag, at, env) > level
-                m_abs = self._model.signal(hpg, found.q)  # type: ignore[union-attr]
-                self._still(tk, _local_corr(m_abs, a[li] @ hp.T, tk), speech_at)
         return LipSyncEstimate(end, offset, conf, peak, speech)
