@@ -84,9 +84,9 @@ def test_a_mouth_that_freezes_while_the_voice_goes_on_is_counted(tmp_path: Path)
     still = rep["lip_still"]
     assert isinstance(still, dict)
     assert still["episodes"] == 1
-    # the speaking seconds inside the span are the truth; measured on three such clips: about
-    # half of them is counted (1.4 of 2.67, 1.48 of 2.92 s; a 1.47 s one was missed): the
-    # 1.2 s correlation window that keeps clean speech from ever counting blurs both edges
+    # the speaking seconds inside the span are the truth; measured on two such clips: about
+    # half of them is counted (1.40 of 2.67, 1.44 of 2.92 s): the 1.2 s correlation window
+    # that keeps clean speech from ever counting blurs both edges
     truth = speaking_seconds(
         SpeechSource(seed=44, consonants=True, phrase_pause_s=(0.4, 1.5)), spans
     )
