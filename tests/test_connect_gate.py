@@ -6,17 +6,30 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from syncmon.live.room import acquire_gate, gated
 
 
+async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Wait for ``cond`` on the loop (not for a fixed time)."""
+
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 async def test_a_cancelled_wait_never_leaves_the_gate_held() -> None:
     gate = threading.Lock()
     gate.acquire()  # another room's connect holds it
     waiter = asyncio.create_task(acquire_gate(gate))
-    await asyncio.sleep(0.05)
+    for _ in range(3):  # let it try (and fail) to take the gate
+        await asyncio.sleep(0)
+    assert not waiter.done()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -32,7 +45,7 @@ async def test_a_slow_connect_holds_the_gate_only_hold_s() -> None:
     slow = asyncio.create_task(
         gated(lambda: asyncio.sleep(2.0, "slow"), gate, hold_s=0.2, timeout_s=5.0)
     )
-    await asyncio.sleep(0.02)
+    await until(gate.locked)  # the slow connect holds the gate
     t0 = time.monotonic()
     fast = await gated(lambda: asyncio.sleep(0.01, "fast"), gate, hold_s=0.2, timeout_s=5.0)
     waited = time.monotonic() - t0
@@ -52,8 +65,7 @@ async def test_a_connect_past_its_timeout_raises_and_frees_the_gate() -> None:
 async def test_a_connect_cancelled_while_holding_the_gate_frees_it() -> None:
     gate = threading.Lock()
     task = asyncio.create_task(gated(lambda: asyncio.sleep(5.0), gate, hold_s=2.0, timeout_s=9))
-    await asyncio.sleep(0.05)
-    assert gate.locked()
+    await until(gate.locked)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
