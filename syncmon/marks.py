@@ -9,7 +9,12 @@ nothing. So, once per utterance, the instrumented avatar publishes a small data 
   that first audio) minus ``t_audio_us`` -- the sender's own A/V skew,
 - ``frame_id``: that frame's FrameMetadata id,
 - ``env``: the RMS envelope of the utterance's first audio, 2.5 ms blocks, so that the monitor
-  can find the utterance's start in the audio it received.
+  can find the utterance's start in the audio it received;
+- ``exact`` (only when false): the leave time is the earliest the audio can have left, not
+  when it did (the sender's skew is then an upper bound; the offset does not depend on it).
+
+A mark may also time a later point of an utterance (the utterance's audio from there on, and the
+frame generated with it): ``seq`` is the utterance's number either way.
 
 The monitor then has, all in one clock each: the video transit ``R_v - S_v`` (its arrival time
 minus the frame's ``user_timestamp``) and the audio transit ``R_a - S_a`` (where the envelope
@@ -49,6 +54,13 @@ def _bounded_int(d: dict[str, object], key: str, lo: int, hi: int) -> int:
     return int(v)
 
 
+def _exact(d: dict[str, object]) -> bool:
+    v = d.get("exact", True)
+    if not isinstance(v, bool):
+        raise MarkError("timing mark field 'exact' is not true or false")
+    return v
+
+
 class MarkError(ValueError):
     """A timing mark that cannot be read."""
 
@@ -60,19 +72,20 @@ class TimingMark:
     skew_us: int
     frame_id: int
     env: tuple[float, ...]
+    exact: bool = True
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "v": VERSION,
-                "seq": self.seq,
-                "t_audio_us": self.t_audio_us,
-                "skew_us": self.skew_us,
-                "frame_id": self.frame_id,
-                "env": [round(x, 5) for x in self.env],
-            },
-            separators=(",", ":"),
-        ).encode()
+        d: dict[str, object] = {
+            "v": VERSION,
+            "seq": self.seq,
+            "t_audio_us": self.t_audio_us,
+            "skew_us": self.skew_us,
+            "frame_id": self.frame_id,
+            "env": [round(x, 5) for x in self.env],
+        }
+        if not self.exact:
+            d["exact"] = False
+        return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> TimingMark:
@@ -100,6 +113,7 @@ class TimingMark:
             skew_us=_bounded_int(d, "skew_us", -MAX_SKEW_US, MAX_SKEW_US),
             frame_id=_bounded_int(d, "frame_id", 0, MAX_ID),
             env=tuple(float(x) for x in raw_env),
+            exact=_exact(d),
         )
         return mark
 

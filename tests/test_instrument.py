@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner
@@ -108,8 +107,13 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     async def main() -> tuple[list[Any], RunnerTracker]:
         runner = await make_runner(rtc.Room(), PROFILE)
         tracker = AvatarInstrumentor().trackers()[-1]
+        # the published track (not published here): the tap on it times the audio's leave
+        tracker.attach_audio_track(
+            rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
+        )
         items = await drive(runner, 6.0)
         otel.collect()
+        tracker._close_tap()
         return items, tracker
 
     items, tracker = asyncio.run(main())
@@ -270,12 +274,13 @@ print("kept")
 def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(otel: Otel) -> None:
     """The real audio source and a real sink on its track: the tracker times the first
     utterances on its tap, learns the phase of the source's 10 ms timer, closes the tap, and
-    from then on models each utterance's leave from its capture -- checked against a second,
-    independent tap that stays open."""
+    from then on models when each mark point's audio left from its captures -- the utterances'
+    starts and the points a second and more into them -- checked against a second, independent
+    tap that stays open."""
     from syncmon.instrument._leave import AudioLeaveTap
 
     profile = WorkerProfile(width=160, height=90, pause_s=(0.3, 0.5))
-    sent: list[tuple[Any, float, float, bool, float]] = []
+    sent: list[tuple[Any, float, float, bool, float, int, bool]] = []
 
     async def main() -> tuple[RunnerTracker, AudioLeaveTap]:
         runner = await make_runner(rtc.Room(), profile)
@@ -284,19 +289,19 @@ def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(ote
         ref = AudioLeaveTap(track, time.monotonic, keep_s=60.0)
         ref.start()
         tracker.attach_audio_track(track)
-        original = tracker._send_mark
+        original = tracker._send
 
-        def send_mark(s_a: float) -> None:
-            m = tracker._mark_wait
-            assert m is not None
+        def send(p: Any, s_a: float, exact: bool = True) -> None:
             offset = tracker.ins.clock() - time.monotonic()
-            sent.append((m.template, m.estimate, s_a, tracker.tick_phase is not None, offset))
-            original(s_a)
+            modelled = tracker.tick_phase is not None
+            sent.append((p.template, p.estimate, s_a, modelled, offset, p.index, exact))
+            original(p, s_a, exact)
 
-        tracker._send_mark = send_mark  # type: ignore[method-assign]
+        tracker._send = send  # type: ignore[method-assign]
 
         def enough() -> bool:
-            return len(sent) >= 9 and sum(1 for x in sent if x[3]) >= 4
+            modelled = [x for x in sent if x[3]]
+            return len(modelled) >= 8 and any(x[5] > 0 for x in modelled)
 
         # ~40 s on a quiet machine; the tap shares this loaded loop, so it may take longer
         await drive(runner, 120.0, until=enough)
@@ -306,72 +311,92 @@ def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(ote
 
     tracker, ref = asyncio.run(main())
     assert tracker.tick_phase is not None
-    # (captures late for their ticks on this shared loop drop their marks, and reopen the tap
-    # when three of five are)
-    assert 1 <= tracker.taps_opened <= 1 + tracker.marks_underrun // 3
+    assert tracker.taps_opened == 1 and tracker.tap is None
     modelled = [x for x in sent if x[3]]
-    assert len(sent) >= 7 and len(modelled) >= 3, sent
+    assert len(modelled) >= 8 and any(x[5] > 0 for x in modelled), sent
     errors = []
-    for tmpl, estimate, s_a, _, offset in sent:
+    for tmpl, estimate, s_a, _, offset, _, exact in sent:
         res = ref.find(tmpl, estimate - offset)  # (the tap runs on the monotonic clock)
         assert isinstance(res, tuple), res
-        errors.append(s_a - offset - res[0])
+        if exact:
+            errors.append(s_a - offset - res[0])
+        else:  # after a chunk late for its tick (this loop is shared): the earliest it left
+            assert res[0] >= s_a - offset - 0.001, (res[0], s_a - offset)
     # the timer's phase as the independent tap sees it
     ref_phase = ref.timer_phase()
     assert ref_phase is not None
     d = (tracker.tick_phase - ref_phase + 0.005) % 0.01 - 0.005
     assert abs(d) <= 0.001, (tracker.tick_phase, ref_phase)
-    # measured or modelled, the utterances' leaves agree with the independent tap to 1 ms. (That
-    # tap shares this process's event loop with the generator: when the loop stalls through an
-    # utterance's first chunks, its own reading comes out late by a few ms -- hence most, not all)
+    # measured or modelled, start or later point, the leaves agree with the independent tap to
+    # 1 ms. (That tap shares this process's event loop with the generator: when the loop
+    # stalls through an utterance's first chunks, its own reading comes out late by a few ms --
+    # hence most, not all)
     close = [abs(e) <= 0.001 for e in errors]
     assert sum(close) >= 0.7 * len(errors), (errors, [x[3] for x in sent])
     assert sorted(abs(e) for e in errors)[len(errors) // 2] <= 0.0005, errors
 
 
-def test_a_capture_late_for_its_tick_drops_the_modelled_mark_and_reopens_the_tap(
-    otel: Otel,
+class _ReadingTap:
+    """Stands in for the audio tap with a fixed reading (the real tap is tested against the
+    real source in test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer):
+    here only the tracker's decision is under test."""
+
+    chunks = 100
+
+    def __init__(self, leave: float, phase: float) -> None:
+        self.leave, self.phase = leave, phase
+
+    def find(self, template: Any, expected: float) -> tuple[float, float]:
+        return self.leave, 0.99
+
+    def timer_phase(self) -> float:
+        return self.phase
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_mark_measured_on_the_tap_is_sent_only_if_its_audio_left_in_one_stretch(
+    otel: Otel, late: bool
 ) -> None:
-    """The source sends 10 ms per tick of its timer; a chunk of the utterance's start that is
-    in the source only just before (or after) the tick that should send it may have missed it,
-    and then everything after it left a tick late: the modelled leave would be wrong by up to
-    a tick, so the mark is not sent and the utterances are measured on the tap again."""
-    from syncmon.instrument._tracker import PendingMark
+    """Under load the tap measured an utterance's start right, but a chunk of its first
+    400 ms came after the tick that should have sent it: the source ran dry and the rest left a
+    tick later. That utterance's envelope then matches between the two -- once the cause of
+    estimates 10 ms off on a loaded host, when a mark measured on the tap went out without
+    this check. Now no mark; in time, the mark goes with the tap's reading."""
+    import numpy as np
+
+    from syncmon.instrument._schedule import SendSchedule
+    from syncmon.instrument._tracker import MarkPoint
 
     sent: list[float] = []
 
     async def main() -> RunnerTracker:
         runner = await make_runner(rtc.Room(), PROFILE)
         t = AvatarInstrumentor().trackers()[-1]
-        t.tap_track = rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
-        t._send_mark = lambda s_a: (sent.append(s_a), setattr(t, "_mark_wait", None))  # type: ignore[assignment,method-assign,func-returns-value]
-        t.tick_phase = 0.0
-        t._out_active = False  # the utterance has gone into the source
-
-        def mark() -> PendingMark:
-            m = PendingMark(1, np.zeros(160), 99.99, 1, 100.0, modelled=100.0)
-            m.modelled_mono = 100.0  # its first block leaves on the tick at 100.01
-            return m
-
-        # the chunk at 40 ms is due on the tick at 100.05: confirmed 5 ms before, in time
-        t._captures = [(0.0, 99.995, 99.996), (0.04, 100.03, 100.045)]
-        t._mark_wait = mark()
-        t._resolve_mark()
-        assert sent == [100.0] and t.tap is None
-        # confirmed 0.5 ms after that tick: it may have missed it -- no mark
-        t._captures = [(0.0, 99.995, 99.996), (0.04, 100.03, 100.0505)]
-        t._mark_wait = mark()
-        t._resolve_mark()
-        assert sent == [100.0] and t._mark_wait is None and t.marks_underrun == 1
-        assert t.tap is None  # one such utterance: the model goes on for the others
-        # three of five at risk: the machine is loaded, the utterances are measured on the tap
-        for _ in range(2):
-            t._mark_wait = mark()
-            t._resolve_mark()
-        assert sent == [100.0] and t.marks_underrun == 3
-        assert t.tap is not None and t.taps_opened == 1
-        await t.tap.aclose()
+        t._send = lambda p, s_a, exact=True: (sent.append(s_a), t._points.remove(p))  # type: ignore[assignment,method-assign,func-returns-value]
+        t0 = 100.0  # a tick of the source's timer: phase 0
+        t.tap = _ReadingTap(t0, 0.0)  # type: ignore[assignment]
+        sched = SendSchedule()
+        sched.add(0.04, t0 - 0.005, t0 - 0.004)
+        for k in range(1, 12):  # 40 ms chunks, 3 ms ahead of their ticks
+            due = t0 + 0.04 * k + 0.01
+            if late and k == 5:
+                sched.add(0.04, due + 0.004, due + 0.005)  # 4 ms after its tick: ran dry
+            else:
+                sched.add(0.04, due - 0.004, due - 0.003)
+        clock_offset = t.ins.clock() - time.monotonic()
+        p = MarkPoint(1, 0, 0.0, sched, float("inf"), np.ones(160), 7, t0 + 0.1, t0)
+        t._points = [p]
+        t._resolve_points()
+        assert p.sched.measured_base == pytest.approx(t0)
+        if not late:
+            assert sent == [pytest.approx(t0 + clock_offset, abs=1e-4)]
         await runner._av_sync.aclose()
         return t
 
-    asyncio.run(main())
+    t = asyncio.run(main())
+    assert (sent == []) is late
+    assert t.marks_underrun == (1 if late else 0)
+    assert t._points == []

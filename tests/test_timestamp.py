@@ -171,13 +171,54 @@ def test_match_tells_audio_that_did_not_play_out_as_sent(
     audio = np.concatenate([np.zeros(SR // 2, np.float32), x, np.zeros(SR, np.float32)])
     for k in range(0, audio.size, SR // 20):
         track.add(audio[k : k + SR // 20], t0 + k / SR)
-    m = track.match(tmpl, t0 + 0.5 + 0.1, 0.5)
+    # (a search narrow enough that this phrase's own near-repeat 400 ms on is not in it: see
+    # test_a_template_that_matches_two_places_is_no_match)
+    m = track.match(tmpl, t0 + 0.5 + 0.1, 0.3)
     assert isinstance(m, tuple) and m.corr > 0.9
     if gap_at_ms is None:
         assert abs(m.t - (t0 + 0.5)) <= 0.0005 and abs(m.split_s) <= 0.0005
     else:
         assert m.split_s == pytest.approx(gap_ms / 1000, abs=0.003)
         assert abs(m.split_s) > SPLIT_MAX_S
+
+
+def test_a_mark_that_knows_only_the_earliest_leave_says_so() -> None:
+    m = TimingMark(seq=3, t_audio_us=5, skew_us=40_000, frame_id=9, env=(0.1,) * 8, exact=False)
+    assert b'"exact":false' in m.encode()
+    assert TimingMark.decode(m.encode()) == m
+    exact = TimingMark(seq=3, t_audio_us=5, skew_us=40_000, frame_id=9, env=(0.1,) * 8)
+    assert b"exact" not in exact.encode()  # (what monitors before it read)
+    assert TimingMark.decode(exact.encode()).exact is True
+    bad = exact.encode().replace(b'"v":1', b'"v":1,"exact":"no"')
+    with pytest.raises(MarkError, match="exact"):
+        TimingMark.decode(bad)
+
+
+def test_a_template_that_matches_two_places_is_no_match() -> None:
+    """Audio that repeats itself within the search (here: the same 400 ms twice, 100 ms of
+    silence apart) has no single place: no match, rather than the wrong one of two."""
+    from syncmon.analysis.timestamp import EnvelopeTrack
+
+    rng = np.random.default_rng(3)
+    ph = synth_phrase(rng, SR).astype(np.float32)
+    part = ph[: int(ENV_LEN_S * SR)]
+    tmpl = envelope(part, SR)
+    track = EnvelopeTrack(SR)
+    t0 = 20.0
+    gap = np.zeros(int(0.1 * SR), np.float32)
+    audio = np.concatenate(
+        [np.zeros(SR // 2, np.float32), part, gap, part, np.zeros(SR, np.float32)]
+    )
+    for k in range(0, audio.size, SR // 20):
+        track.add(audio[k : k + SR // 20], t0 + k / SR)
+    assert track.match(tmpl, t0 + 0.5 + 0.1, 0.5) is False
+    # the same template with one copy: matched where it is
+    track = EnvelopeTrack(SR)
+    audio = np.concatenate([np.zeros(SR // 2, np.float32), part, np.zeros(2 * SR, np.float32)])
+    for k in range(0, audio.size, SR // 20):
+        track.add(audio[k : k + SR // 20], t0 + k / SR)
+    m = track.match(tmpl, t0 + 0.5 + 0.1, 0.5)
+    assert isinstance(m, tuple) and abs(m.t - (t0 + 0.5)) <= 0.0005
 
 
 def test_analyzer_withholds_an_estimate_whose_audio_was_not_continuous() -> None:

@@ -206,17 +206,29 @@ class SyncAnalyzer:
             return
         self.timestamp_published += 1
         est = replace(est, offset_s=est.offset_s - bias)
-        log.debug(
-            "timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, receiver "
-            "bias %.1f ms, r=%.3f, transit v %.1f a %.1f ms)",
-            est.offset_s * 1000.0,
-            est.skew_s * 1000.0,
-            (est.offset_s - est.skew_s) * 1000.0,
-            bias * 1000.0,
-            est.correlation,
-            est.transit_v_s * 1000.0,
-            est.transit_a_s * 1000.0,
-        )
+        if est.skew_exact:
+            log.debug(
+                "utterance %d: timestamp offset %.1f ms (sender skew %.1f ms, transport %.1f ms, "
+                "receiver bias %.1f ms, r=%.3f, transit v %.1f a %.1f ms)",
+                est.seq,
+                est.offset_s * 1000.0,
+                est.skew_s * 1000.0,
+                (est.offset_s - est.skew_s) * 1000.0,
+                bias * 1000.0,
+                est.correlation,
+                est.transit_v_s * 1000.0,
+                est.transit_a_s * 1000.0,
+            )
+        else:  # (the sender knows only the earliest its audio left)
+            log.debug(
+                "utterance %d: timestamp offset %.1f ms (sender skew <= %.1f ms, receiver bias "
+                "%.1f ms, r=%.3f)",
+                est.seq,
+                est.offset_s * 1000.0,
+                est.skew_s * 1000.0,
+                bias * 1000.0,
+                est.correlation,
+            )
         self.last_timestamp = est
         self.offsets["timestamp"] = OffsetState(est.offset_s, est.correlation)
         if self._on_estimate is not None:
@@ -302,10 +314,11 @@ class SyncAnalyzer:
             "content_estimates": self.content_median.count,
             "timestamp_estimates": self.timestamp_published,
             "timestamp_withheld": self.timestamp_withheld,
+            # the latest estimate's; null when its sender knew only the earliest its audio left
             "sender_skew_ms": (
-                None
-                if self.last_timestamp is None
-                else round(self.last_timestamp.skew_s * 1000.0, 1)
+                round(self.last_timestamp.skew_s * 1e3, 1)
+                if self.last_timestamp is not None and self.last_timestamp.skew_exact
+                else None
             ),
             "playout_source": self.playout_source,
             "verdict": verdict(None if headline is None else headline / 1000.0),

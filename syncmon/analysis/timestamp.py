@@ -32,6 +32,10 @@ MAX_TRANSITS = 600
 # so a few are plenty; the cap and the age bound keep a flood's memory and cost constant
 MAX_PENDING = 8
 SMOOTH_BLOCKS = 4
+# a second place matching within this of the best, further than RIVAL_S from it, makes the
+# match ambiguous (a template from the middle of speech whose syllables repeat; a flat one)
+RIVAL_MARGIN = 0.02
+RIVAL_S = 0.03
 SPLIT_SEARCH_S = 0.02  # each half of a matched template is placed within this of the whole
 SPLIT_MAX_S = 0.0025  # halves further apart: the audio was not continuous, no estimate
 
@@ -45,6 +49,8 @@ class TimestampEstimate:
     transit_a_s: float
     skew_s: float
     split_s: float = 0.0  # ``Match.split_s`` of the audio match
+    seq: int = 0  # the mark's utterance number at the sender
+    skew_exact: bool = True  # False: ``skew_s`` is an upper bound (the mark's ``exact``)
 
 
 def _smooth(env: np.ndarray) -> np.ndarray:
@@ -125,9 +131,10 @@ class EnvelopeTrack:
             return False  # the audio has a hole there
         # a 10 ms moving RMS on both sides: the 2.5 ms blocks alone ripple with the pitch
         tmpl, seg = _smooth(np.asarray(template, dtype=np.float64)), _smooth(seg)
-        pos, peak = _peak(_ncc(seg, tmpl))
-        if peak < MIN_CORR:
-            return False
+        corr = _ncc(seg, tmpl)
+        pos, peak = _peak(corr)
+        if peak < MIN_CORR or _rival(corr, pos) > peak - RIVAL_MARGIN:
+            return False  # no match, or not one place: audio that repeats itself
         return Match(
             float(np.interp(pos, np.arange(seg_t.size), seg_t)), peak, _split(seg, tmpl, pos)
         )
@@ -163,6 +170,16 @@ def _peak(corr: np.ndarray) -> tuple[float, float]:
         if den < 0:
             frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
     return k + frac, float(corr[k])
+
+
+def _rival(corr: np.ndarray, pos: float) -> float:
+    """The highest other peak (a local maximum) more than ``RIVAL_S`` away from ``pos``."""
+    if corr.size < 3:
+        return -1.0
+    inner = corr[1:-1]
+    peaks = np.flatnonzero((inner >= corr[:-2]) & (inner >= corr[2:])) + 1
+    far = peaks[np.abs(peaks - pos) > RIVAL_S / ENV_BLOCK_S]
+    return float(corr[far].max()) if far.size else -1.0
 
 
 def _split(seg: np.ndarray, tmpl: np.ndarray, pos: float) -> float:
@@ -283,4 +300,6 @@ class TimestampOffsetEstimator:
             transit_a_s=transit_a,
             skew_s=skew,
             split_s=split,
+            seq=m.seq,
+            skew_exact=m.exact,
         )

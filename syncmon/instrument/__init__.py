@@ -21,10 +21,13 @@ What it records, per runner, with ``lk.room_name``, ``lk.participant_identity`` 
 
 It also stamps every video frame with FrameMetadata (``frame_id``, ``user_timestamp`` = sender
 time in microseconds), asks for those features when the avatar publishes its video, and sends
-one timing mark per utterance (``syncmon.marks``), so that the monitor reports the ``timestamp``
-offset. When the audio leaves is measured, not estimated: a sink on the published audio track
-(``audio_tap=False`` turns it off) sees the source's output, and each utterance's first audio is
-found in it (``syncmon.instrument._leave``). A failure inside a hook is counted and logged at
+timing marks (``syncmon.marks``: an utterance's start and every second of it), so that the
+monitor reports the ``timestamp`` offset. When the audio leaves is measured, not estimated: a sink
+on the published audio track (``audio_tap=False`` turns it off) sees the source's output for the
+first utterances and learns the phase of the source's timer (``syncmon.instrument._leave``), and
+every capture into the source is timed, so that each part of an utterance's audio is placed on
+the tick that sent it (``syncmon.instrument._schedule``); where that is not known, the skew gauge
+is absent rather than rough. A failure inside a hook is counted and logged at
 debug level; the avatar goes on.
 
 Providers: the ``tracer_provider`` / ``meter_provider`` arguments; else the tracer provider

@@ -4,13 +4,21 @@ Media time within an utterance is the generator's own timeline: its first audio 
 segment is t = 0, its video frames are 1/fps apart from the frame generated just before that
 first audio (the generator emits a frame and then its audio, as bitHuman's runtime does). A frame
 at media time t is compared, for processing time, with the moment the audio of t was pushed into
-the generator and, for sender A/V skew, with the moment the audio of t leaves the audio source.
+the generator and, for sender A/V skew, with the moment the audio of t left the audio source.
 
-That moment is estimated (push time plus the source's queued duration), then set exactly for the
-utterance's first audio: measured on a tap on the published track (``_leave.AudioLeaveTap``)
-while the phase of the source's 10 ms timer is being learned, modelled from that phase and the
-capture afterwards. The utterance's audio leaves from there one sample per sample period, as
-long as the estimate does not fall behind that (the source ran dry: the estimate is used again).
+That moment comes from the source's send schedule (``_schedule.SendSchedule``): every capture
+into the audio source is timed, and with the phase of the source's 10 ms timer each part of the
+utterance's audio is placed on the tick that sent it -- including after the source ran dry
+inside the utterance (a busy host), when the rest left later. The phase is learned on a tap on
+the published track (``_leave.AudioLeaveTap``) from the first utterances, whose first audio is
+measured there; then the tap closes. Where the schedule does not know (a capture that went in
+while a tick fell, before the phase is known), the skew is not reported: the gauge is absent
+rather than rough.
+
+A timing mark is sent at mark points: the utterance's start and every ``MARK_EVERY_S`` of its
+audio after it, each for 400 ms of audio that left in one stretch (a point whose audio did not
+is skipped: the monitor could only place it between two offsets), so that an utterance whose
+start ran dry is still timed on a later stretch.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..marks import ENV_BLOCK_S, ENV_LEN_S, TOPIC, TimingMark, envelope
+from ._schedule import TICK_S, SendSchedule
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram
@@ -38,21 +47,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PENDING_FRAMES = 256
-MARK_WAIT_S = 2.0  # a mark whose audio the tap has not shown by then goes with the estimate
-TICK_S = 0.01  # livekit's audio source hands 10 ms to WebRTC per tick of its native timer
+MARK_WAIT_S = 2.0  # a mark point not resolved this long after its audio went out is given up
 CALIBRATION_MARKS = 3  # leaves on the tap that agree with the timer's phase
 PHASE_SPREAD_S = 0.002  # a leave on the tap this close to the timer's phase agrees with it
-UNDERRUN_S = 0.015  # the estimated leave this much after the measured one: the source ran dry
-# an utterance's captures into the audio source are timed while its audio is within the
-# mark's envelope (and the match's smoothing past it)
+# the audio of a mark point must have left in one stretch for its envelope (and the match's
+# smoothing past it)
 CAPTURE_WINDOW_S = ENV_LEN_S + 0.02
-# a capture confirmed later than this before the tick that sends its first block may have
-# missed that tick: the source then ran dry and sent the rest of the utterance one tick late
-# (confirmed before the tick, it was in time; the margin covers the phase's own error)
-CAPTURE_GUARD_S = 0.0003
-# this many of the last RISK_OF utterances at risk: the machine is loaded, measure on the tap
-# (which costs ~3.5 % of a core while open) rather than drop most marks
-RISKY_MARKS, RISK_OF = 3, 5
+MARK_EVERY_S = 1.0  # mark points: the utterance's start, then one per second of its audio
+MAX_OPEN_POINTS = 8
+SKEW_HOLD_S = 2.0  # points waiting for their frame, audio or schedule
 ATTR_ROOM = "lk.room_name"
 ATTR_IDENTITY = "lk.participant_identity"
 ATTR_TRACK = "lk.track_sid"
@@ -65,7 +68,7 @@ class FrameInfo:
     frame_id: int = 0  # the generator's frame index: a frame lost downstream leaves a gap
     media_t: float | None = None  # within the utterance; None: idle frame
     processing_s: float | None = None
-    anchor: bool = False
+    point: MarkPoint | None = None  # the mark point whose picture this frame is
 
 
 @dataclass
@@ -82,18 +85,19 @@ class InputSegment:
         return self.pushed_at[i] if i < len(self.pushed_at) else None
 
 
-@dataclass
-class PendingMark:
-    """A timing mark whose audio leave time is still being measured."""
+@dataclass(eq=False)
+class MarkPoint:
+    """A place in an utterance to be timed: its picture's frame and its audio's leave."""
 
-    seq: int
-    template: np.ndarray
-    estimate: float  # push time plus the source's queued duration
-    frame_id: int
-    s_v: float
-    modelled: float | None = None  # from the source timer's phase, once calibrated
-    modelled_mono: float | None = None  # the same on the monotonic clock
-    give_up: float = 0.0
+    seq: int  # the utterance
+    index: int  # 0: the utterance's start; k: k * MARK_EVERY_S into it
+    offset: float  # media time of the point (a frame boundary)
+    sched: SendSchedule  # the utterance's
+    give_up: float  # sender clock
+    template: np.ndarray | None = None  # envelope of its first ENV_LEN_S of audio
+    frame_id: int | None = None
+    s_v: float | None = None  # when its picture left (sender clock)
+    estimate: float | None = None  # its audio's push time plus the queued duration
 
 
 @dataclass
@@ -135,35 +139,33 @@ class RunnerTracker:
         self._frames_in_span = 0
         self._proc_sum = 0.0
         self._proc_n = 0
-        # timing mark of the current utterance
+        # timing marks: the utterance's number, audio (offset, mono samples) kept for the mark
+        # points still to come, and the points waiting for their frame, audio or schedule
         self._mark_seq = 0
-        self._mark_env: list[np.ndarray] = []
-        self._mark_env_s = 0.0
+        self._mark_audio: list[tuple[float, np.ndarray]] = []
         self._mark_rate = 0
-        self._mark_anchor: tuple[int, float] | None = None  # frame_id, S_v
-        self._mark_sent = True
-        self._mark_wait: PendingMark | None = None  # a mark waiting for the tap
+        self._points: list[MarkPoint] = []
+        self._next_point = 0  # index of the next mark point of this utterance
         # the phase of the audio source's 10 ms timer (monotonic clock), learned on the tap
         self.tick_phase: float | None = None
         self._agree = 0  # utterances whose leave on the tap agrees with its timer's phase
-        self._leave0: float | None = None  # measured leave of this utterance's first audio
-        # this utterance's first capture into the audio source: call, return (monotonic), queued
-        self._first_capture: tuple[float, float, float] | None = None
         self._queued_at_first = 0.0
-        # (offset in the utterance's audio, call, confirmation) of its captures into the source
-        self._captures: list[tuple[float, float, float]] = []
-        self._cap_content = 0.0
-        # open until the timer's phase is known, and again while the model may be wrong
+        # when this utterance's audio went into the source and left it
+        self._sched = SendSchedule()
+        # open until the timer's phase is known
         self.tap: AudioLeaveTap | None = None
         self.tap_track: Any = None  # the published audio track the tap subscribes to
         self.taps_opened = 0
         self._next_frame_id = 1
         self._background: set[asyncio.Future[None]] = set()
         self.marks_sent = 0
-        self.marks_ambiguous = 0
-        self.marks_underrun = 0  # not sent: the audio source may have run dry inside the mark
-        self._risks: collections.deque[bool] = collections.deque(maxlen=RISK_OF)
+        self.marks_ambiguous = 0  # a point whose audio's leave is not known (no mark)
+        self.marks_underrun = 0  # a point whose audio did not leave in one stretch (no mark)
+        self.marks_unresolved = 0  # a point given up: its frame or audio never came
+        # the latest frame's skew, from its audio's measured or scheduled leave; None when
+        # that has not been known for SKEW_HOLD_S (the gauge is then absent, not rough)
         self.last_skew_s: float | None = None
+        self._unknown_since: float | None = None  # sender clock
         self.last_utterance_skew_s: float | None = None
 
     @property
@@ -233,6 +235,8 @@ class RunnerTracker:
             self._next_frame_id += 1
             if self._out_active:
                 info.media_t = self._out_frames / self.fps
+                if self._out_frames == self._point_frame(self._next_point):
+                    info.point = self._add_point(info.media_t)
                 self._out_frames += 1
                 self._processing(info)
             self._pending[id(item)] = info
@@ -243,35 +247,30 @@ class RunnerTracker:
         elif kind == "audio":
             if not self._out_active:
                 self._start_utterance(now)
-                self._queued_at_first = self.audio_source_queued_s()
             queued = self.audio_source_queued_s()
             self._leave_starts.append(self._out_audio_s)
             self._leave_at.append(self.ins.clock() + queued)
-            self._out_audio_s += float(item.duration)
             self._collect_mark_audio(item)
+            self._out_audio_s += float(item.duration)
+            self._resolve_points()
         else:
             self._end_utterance()
 
     def wants_capture_timing(self) -> bool:
-        """Is the next capture into the audio source within the utterance's timed start?"""
-        return self._out_active and self._cap_content < CAPTURE_WINDOW_S
+        """Is the next capture into the audio source part of an utterance (timed)?"""
+        return self._out_active and self.ins.timing_marks
 
     def on_audio_capture(self, frame: Any, t_call: float, t_done: float) -> None:
-        """Audio went into the audio source between ``t_call`` and ``t_done``: for the
-        utterance's first chunk, when, and behind how much queued audio; for each chunk of its
-        start, whether it came in time for the tick that sends it."""
-        if not self._out_active or self._cap_content >= CAPTURE_WINDOW_S:
+        """The utterance's audio went into the audio source between ``t_call`` and
+        ``t_done`` (monotonic)."""
+        if not self._out_active:
             return
-        if self._first_capture is None:
-            self._first_capture = (t_call, t_done, self._queued_at_first)
-        self._captures.append((self._cap_content, t_call, t_done))
-        self._cap_content += float(frame.duration)
+        self._sched.add(float(frame.duration), t_call, t_done)
+        self._resolve_points()
 
     def on_capture(self, frame: Any, metadata: Any) -> tuple[int, float]:
         """A frame leaves through the video source: its FrameMetadata id and sender time."""
         s_v = self.ins.clock()
-        if self._mark_wait is not None:
-            self._resolve_mark()  # gives up on a tap that shows nothing
         info = self._pending.pop(id(frame), None)
         if metadata is not None and metadata.HasField("frame_id"):
             frame_id = int(metadata.frame_id)
@@ -280,17 +279,27 @@ class RunnerTracker:
         else:  # a frame that did not come out of the generator
             frame_id = self._next_frame_id
             self._next_frame_id += 1
+        if info is not None and info.point is not None:
+            info.point.frame_id, info.point.s_v = frame_id, s_v
         if info is not None and info.media_t is not None:
-            s_a = self._audio_leave(info.media_t)
+            s_a, known = self._audio_leave(info.media_t)
             if s_a is not None:
                 skew = s_v - s_a
-                self.last_skew_s = skew
-                self.ins.skew.record(abs(skew), self.attributes())
-                if info.anchor:
-                    self._mark_anchor = (frame_id, s_v)
-                    self.last_utterance_skew_s = skew
-                    self._maybe_send_mark()
+                # the gauge and histogram take only a skew from a known leave. While the
+                # utterance's start is still being measured (on the tap), the gauge keeps the
+                # last one for a while; when the leave is lost (a chunk late for its tick), it
+                # is absent at once: the skew may just have changed by a tick
+                if known:
+                    self.last_skew_s, self._unknown_since = skew, None
+                    self.ins.skew.record(abs(skew), self.attributes())
+                elif self._sched.base is not None:
+                    self.last_skew_s = None
+                elif self._unknown_since is None:
+                    self._unknown_since = s_v
+                elif s_v - self._unknown_since > SKEW_HOLD_S:
+                    self.last_skew_s = None
                 self._frame_event(frame_id, info, skew)
+        self._resolve_points()
         return frame_id, s_v
 
     # -- internals -------------------------------------------------------------------------
@@ -306,48 +315,37 @@ class RunnerTracker:
         self._proc_n += 1
         self.ins.processing.record(info.processing_s, self.attributes())
 
-    def _audio_leave(self, media_t: float) -> float | None:
+    def _audio_leave(self, media_t: float) -> tuple[float | None, bool]:
+        """When the audio of ``media_t`` (this utterance) left the source, sender clock, and
+        whether that is known (else the push-time estimate, or None if not out yet)."""
         i = bisect.bisect_right(self._leave_starts, media_t) - 1
-        if i < 0:
-            return None
-        offset = media_t - self._leave_starts[i]
-        if i == len(self._leave_starts) - 1 and media_t >= self._out_audio_s:
-            return None  # its audio has not come out yet
-        estimate = self._leave_at[i] + offset
-        if self._leave0 is not None:
-            measured = self._leave0 + media_t
-            if estimate - measured <= UNDERRUN_S:
-                return measured
-        return estimate
+        if i < 0 or (i == len(self._leave_starts) - 1 and media_t >= self._out_audio_s):
+            return None, False  # its audio has not come out yet
+        left = self._sched.leave(media_t)
+        if left is not None:
+            return self._sender_time(left), True
+        return self._leave_at[i] + media_t - self._leave_starts[i], False
 
     def _start_utterance(self, now: float) -> None:
-        if self._mark_wait is not None:  # the last utterance's mark is still waiting: decide
-            m = self._mark_wait
-            m.give_up = float("-inf")
-            self._resolve_mark()
-            if self._mark_wait is m:
-                self._send_mark(m.estimate if m.modelled is None else m.modelled)
         self._out_active = True
         self._out_audio_s = 0.0
         self._leave_starts.clear()
         self._leave_at.clear()
         self._out_frames = 0
+        self._mark_seq += 1
+        self._queued_at_first = self.audio_source_queued_s()
+        self._sched = SendSchedule(self.tick_phase, self._queued_at_first)
+        self._mark_audio = []
+        self._next_point = 0
         last = self._last_video
         if last is not None and last.media_t is None and now - last.out_t < 1.5 / self.fps:
-            # the frame generated with this audio: media time 0
+            # the frame generated with this audio: media time 0, the first mark point's picture
             last.media_t = 0.0
-            last.anchor = True
+            last.point = self._add_point(0.0)
             self._out_frames = 1
             self._processing(last)
-        self._mark_seq += 1
-        self._mark_env = []
-        self._mark_env_s = 0.0
-        self._mark_anchor = None
-        self._mark_sent = not self.ins.timing_marks
-        self._leave0 = None
-        self._first_capture = None
-        self._captures = []
-        self._cap_content = 0.0
+        else:
+            self._next_point = 1  # no picture of the start: the first point is a second in
         self._frames_in_span = 0
         self._proc_sum, self._proc_n = 0.0, 0
         attrs = self.attributes()
@@ -355,12 +353,211 @@ class RunnerTracker:
         self._span = self.ins.tracer.start_span("avatar.utterance", attributes=attrs)
         self.ins.utterances.add(1, self.attributes())
 
+    def _point_frame(self, index: int) -> int:
+        """The frame (within the utterance) that is mark point ``index``'s picture."""
+        return int(round(index * MARK_EVERY_S * self.fps))
+
+    def _add_point(self, offset: float) -> MarkPoint | None:
+        index = self._next_point
+        self._next_point += 1
+        if not self.ins.timing_marks:
+            return None
+        if len(self._points) >= MAX_OPEN_POINTS:
+            self._drop_point(self._points[0], "too many points waiting")
+            self.marks_unresolved += 1
+        point = MarkPoint(
+            self._mark_seq,
+            index,
+            offset,
+            self._sched,
+            self.ins.clock() + ENV_LEN_S + MARK_WAIT_S,
+        )
+        self._points.append(point)
+        return point
+
+    def _collect_mark_audio(self, frame: Any) -> None:
+        """Keep the utterance's audio from the next mark point's on, and give each point the
+        envelope of its first ENV_LEN_S once it has come out."""
+        if not self.ins.timing_marks:
+            return
+        x = np.frombuffer(frame.data, dtype=np.int16)
+        if frame.num_channels > 1:
+            x = x.reshape(-1, frame.num_channels).mean(axis=1)
+        self._mark_rate = int(frame.sample_rate)
+        self._mark_audio.append((self._out_audio_s, x.astype(np.float32) / 32768.0))
+        end = self._out_audio_s + float(frame.duration)
+        for p in self._points:
+            if p.template is None and p.seq == self._mark_seq and end >= p.offset + ENV_LEN_S:
+                p.template = self._template(p.offset)
+                i = bisect.bisect_right(self._leave_starts, p.offset) - 1
+                p.estimate = self._leave_at[i] + p.offset - self._leave_starts[i]
+        # audio before every point still to fill is not needed any more
+        keep_from = min(
+            [p.offset for p in self._points if p.template is None and p.seq == self._mark_seq]
+            + [self._point_frame(self._next_point) / self.fps]
+        )
+        rate = self._mark_rate
+        while self._mark_audio and (
+            self._mark_audio[0][0] + self._mark_audio[0][1].size / rate <= keep_from
+        ):
+            self._mark_audio.pop(0)
+
+    def _template(self, offset: float) -> np.ndarray:
+        rate = self._mark_rate
+        t0 = self._mark_audio[0][0]
+        x = np.concatenate([a for _, a in self._mark_audio])
+        i = int(round((offset - t0) * rate))
+        n = int(round(ENV_LEN_S / ENV_BLOCK_S))
+        env = envelope(x[max(0, i) : i + int(round(ENV_LEN_S * rate))], rate)
+        return env[:n]
+
+    def _resolve_points(self) -> None:
+        """Called as audio, captures and frames go out: which mark points can be sent now?"""
+        for p in list(self._points):
+            try:
+                self._resolve(p)
+            except Exception as e:  # one point's failure never stops the others
+                self._drop_point(p, f"failed: {e}")
+                self.marks_unresolved += 1
+
+    def _resolve(self, p: MarkPoint) -> None:
+        now = self.ins.clock()
+        if p.template is None or p.s_v is None or p.frame_id is None or p.estimate is None:
+            if now > p.give_up:
+                self._drop_point(p, "its picture or audio never went out")
+                self.marks_unresolved += 1
+            return
+        sched = p.sched
+        if p.index == 0 and self.tap is not None and sched.measured_base is None:
+            res = self.tap.find(p.template, p.estimate - self._sender_time(0.0))
+            if isinstance(res, tuple):
+                self._calibrate(res[0], sched)
+            elif res is None and now <= p.give_up:
+                return  # its audio has not all come through the tap yet
+            else:
+                log.debug("utterance %d not found in the audio tap", p.seq)
+        if sched.base is None:
+            if self.tap is None and self.tick_phase is None and p.index == 0:
+                # no tap (turned off, or the room went away before it): the estimate
+                self._send(p, p.estimate, exact=False)
+            elif self.tap is not None and p.index > 0 and now <= p.give_up:
+                return  # the start may still be measured on the tap
+            else:  # better no mark than one a timer step off
+                self._drop_point(p, "when its audio left is not known")
+                self.marks_ambiguous += 1
+            return
+        end = p.offset + CAPTURE_WINDOW_S
+        if p.seq != self._mark_seq or not self._out_active:
+            end = min(end, sched.captured_s)  # (the utterance ended: all of it went in)
+        whole = sched.in_time(p.offset, end)
+        if whole is None:
+            if now > p.give_up:
+                self._drop_point(p, "its audio never all went into the source")
+                self.marks_unresolved += 1
+            return
+        if not whole:
+            self._drop_point(p, "the audio source may have run dry inside it")
+            self.marks_underrun += 1
+            return
+        left = sched.leave(p.offset)
+        if left is not None:
+            self._send(p, self._sender_time(left))
+            return
+        # its audio left in one piece, but after a chunk that came late for its tick: when,
+        # exactly, is not known -- the monitor's offset does not need it (it cancels between
+        # the transits); the mark says so, and carries the earliest it can have left
+        earliest = sched.earliest(p.offset)
+        assert earliest is not None
+        self._send(p, self._sender_time(earliest), exact=False)
+
+    def _drop_point(self, p: MarkPoint, why: str) -> None:
+        log.debug("utterance %d, mark point %d: %s, no timing mark", p.seq, p.index, why)
+        self._points.remove(p)
+
+    def _sender_time(self, t_mono: float) -> float:
+        return t_mono + (self.ins.clock() - time.monotonic())
+
+    def _calibrate(self, s_a: float, sched: SendSchedule) -> None:
+        """The utterance's start measured on the tap (monotonic clock) sets its schedule's
+        base; once the tap knows the phase of the source's timer (and enough utterances agree
+        with it), the tap closes and schedules are modelled from the captures."""
+        assert self.tap is not None
+        phase = self.tap.timer_phase()
+        if phase is None:
+            log.debug("audio source timer: no phase yet (%d chunks)", self.tap.chunks)
+            sched.set_base(s_a)
+            return
+        # an utterance starts on a tick (its audio goes in whole 10 ms blocks)
+        snapped = phase + TICK_S * round((s_a - phase) / TICK_S)
+        if abs(snapped - s_a) > PHASE_SPREAD_S:
+            # the tap's own reading came late (a busy loop): the schedule, from the phase
+            log.debug("audio tap reading %.1f ms off the timer's phase", 1e3 * (s_a - snapped))
+            sched.set_phase(phase)
+            return
+        sched.set_base(snapped)
+        self._agree += 1
+        if self._agree >= CALIBRATION_MARKS:
+            self.tick_phase = phase
+            log.debug("audio source timer phase %.2f ms: the tap closes", 1000 * phase)
+            if self._sched.phase is None:
+                self._sched.set_phase(phase)
+            self._close_tap()
+
+    def _send(self, p: MarkPoint, s_a: float, exact: bool = True) -> None:
+        self._points.remove(p)
+        assert p.template is not None and p.frame_id is not None and p.s_v is not None
+        skew = p.s_v - s_a
+        log.debug(
+            "utterance %d: timing mark at %.3f s, skew %s%.2f ms",
+            p.seq,
+            p.offset,
+            "" if exact else "<= ",
+            1e3 * skew,
+        )
+        if p.seq == self._mark_seq and self._out_active:
+            if exact:
+                self.last_utterance_skew_s = skew
+            if self._span is not None:
+                self._span.add_event(
+                    "avatar.timing_mark",
+                    {
+                        "syncmon.media_time_ms": round(1000.0 * p.offset, 1),
+                        "syncmon.frame_id": p.frame_id,
+                        "syncmon.sender_av_skew_ms": 1000.0 * skew,
+                        "syncmon.leave_exact": exact,
+                    },
+                )
+        mark = TimingMark(
+            seq=p.seq,
+            t_audio_us=int(round(s_a * 1e6)),
+            skew_us=int(round(skew * 1e6)),
+            frame_id=p.frame_id,
+            env=tuple(float(v) for v in p.template),
+            exact=exact,
+        )
+
+        async def send() -> None:
+            try:
+                await self.room.local_participant.publish_data(
+                    mark.encode(), reliable=True, topic=TOPIC
+                )
+                self.marks_sent += 1
+            except Exception as e:  # a mark lost costs one estimate, never the avatar
+                log.debug("timing mark not sent: %s", e)
+
+        self._keep(asyncio.get_running_loop().create_task(send()), "sending a timing mark")
+
     def _end_utterance(self) -> None:
         if self._inputs:
             self._inputs.popleft()
         if not self._out_active:
             return
         self._out_active = False
+        # its audio is all out: a point without ENV_LEN_S of audio after it is not one
+        self._points = [p for p in self._points if p.template is not None]
+        self._mark_audio = []
+        self._resolve_points()
+        log.debug("utterance %d ended: %.3f s of audio", self._mark_seq, self._out_audio_s)
         span, self._span = self._span, None
         if span is not None:
             span.set_attribute("syncmon.frames", self._out_frames)
@@ -389,17 +586,6 @@ class RunnerTracker:
             attrs["syncmon.processing_time_ms"] = round(1000.0 * info.processing_s, 2)
         span.add_event("avatar.frame", attrs)
 
-    def _collect_mark_audio(self, frame: Any) -> None:
-        if self._mark_sent or self._mark_env_s >= ENV_LEN_S:
-            return
-        x = np.frombuffer(frame.data, dtype=np.int16)
-        if frame.num_channels > 1:
-            x = x.reshape(-1, frame.num_channels).mean(axis=1)
-        self._mark_env.append(x.astype(np.float32) / 32768.0)
-        self._mark_rate = int(frame.sample_rate)
-        self._mark_env_s += float(frame.duration)
-        self._maybe_send_mark()
-
     def attach_audio_track(self, track: Any) -> None:
         """The runner's published audio track: the first utterances' audio is timed on it."""
         self.tap_track = track
@@ -419,7 +605,7 @@ class RunnerTracker:
         # the source's timer runs on the monotonic clock: so does the tap, and the phase learned
         # on it (a wall clock that NTP slews would walk away from it)
         tap = AudioLeaveTap(self.tap_track, time.monotonic)
-        tap.on_audio(self._resolve_mark)
+        tap.on_audio(self._resolve_points)
         tap.start()
         self.tap = tap
         self.taps_opened += 1
@@ -440,150 +626,3 @@ class RunnerTracker:
                 log.warning("%s failed: %s", what, t.exception())
 
         task.add_done_callback(done)
-
-    def _maybe_send_mark(self) -> None:
-        if self._mark_sent or self._mark_anchor is None or self._mark_env_s < ENV_LEN_S:
-            return
-        self._mark_sent = True
-        frame_id, s_v = self._mark_anchor
-        env = envelope(np.concatenate(self._mark_env), self._mark_rate)
-        n = int(round(ENV_LEN_S / ENV_BLOCK_S))
-        self._mark_env = []
-        m = PendingMark(self._mark_seq, env[:n], self._leave_at[0], frame_id, s_v)
-        m.modelled_mono = self._modelled_leave()
-        m.modelled = None if m.modelled_mono is None else self._sender_time(m.modelled_mono)
-        m.give_up = self.ins.clock() + MARK_WAIT_S
-        self._mark_wait = m
-        self._resolve_mark()
-
-    def _modelled_leave(self) -> float | None:
-        """When the utterance's first audio left, from when it went into the source: the
-        source's 10 ms timer sends it at the first tick after it, behind what was queued.
-        ``None`` when a tick fell between the call and its return (which tick took it is not
-        known) or nothing is known yet."""
-        if self.tick_phase is None or self._first_capture is None:
-            return None
-        t_call, t_done, queued = self._first_capture
-        since_tick = (t_call - self.tick_phase) % TICK_S
-        if since_tick + (t_done - t_call) >= TICK_S:
-            return None
-        # what is queued leaves first; the source's estimate drains it continuously, the timer
-        # in 10 ms steps
-        ahead = TICK_S * round((queued + since_tick) / TICK_S) if queued > 1e-4 else 0.0
-        # (on the tap's and the monitor's convention: a 10 ms block is timed at its start)
-        return t_call - since_tick + ahead
-
-    def _resolve_mark(self) -> None:
-        """Called as audio and frames go out: can the waiting mark's leave be told yet?"""
-        m = self._mark_wait
-        if m is None:
-            return
-        fallback = m.estimate if m.modelled is None else m.modelled
-        if self.tap is not None:
-            res = self.tap.find(m.template, m.estimate - self._sender_time(0.0))
-            if isinstance(res, tuple):
-                self._send_mark(self._sender_time(self._calibrate(res[0], m)))
-            elif res is False or self.ins.clock() > m.give_up:
-                log.debug("utterance not found in the audio tap: its mark goes with the estimate")
-                self._send_mark(fallback)
-            return
-        if self.tick_phase is None:  # no tap (turned off, or the room went away before it)
-            self._send_mark(fallback)
-            return
-        if m.modelled is None:  # better no estimate than one a timer step off
-            self._drop_mark("its audio's tick is ambiguous")
-            self.marks_ambiguous += 1
-            return
-        risk = self._underrun_risk(m)
-        if risk is None and self.ins.clock() <= m.give_up:
-            return  # its audio is still going into the source
-        self._risks.append(risk is not False)
-        if risk is False:
-            self._send_mark(m.modelled)
-            return
-        # the audio that left may not be the audio modelled
-        self.marks_underrun += 1
-        if sum(self._risks) >= RISKY_MARKS:
-            self._drop_mark("the audio source may have run dry inside it; the tap reopens")
-            self._risks.clear()
-            self._agree = 0
-            self._open_tap()
-        else:
-            self._drop_mark("the audio source may have run dry inside it")
-
-    def _drop_mark(self, why: str) -> None:
-        assert self._mark_wait is not None
-        log.debug("utterance %d: %s, no timing mark", self._mark_wait.seq, why)
-        self._mark_wait = None
-
-    def _underrun_risk(self, m: PendingMark) -> bool | None:
-        """Did a capture of the utterance's start come too late for the tick that sends it
-        (the source ran dry, and what followed left a tick late)? ``None`` while its start is
-        still going in; never ``True`` for audio queued far enough ahead."""
-        if m.modelled_mono is None:
-            return None
-        for offset, _, t_done in self._captures:
-            if t_done > m.modelled_mono + offset + TICK_S - CAPTURE_GUARD_S:
-                return True
-        if self._out_active and self._cap_content < min(CAPTURE_WINDOW_S, self._out_audio_s):
-            return None
-        return False
-
-    def _sender_time(self, t_mono: float) -> float:
-        return t_mono + (self.ins.clock() - time.monotonic())
-
-    def _calibrate(self, s_a: float, m: PendingMark) -> float:
-        """A leave measured on the tap (monotonic clock); once the tap knows the phase of the
-        source's timer (and enough utterances agree with it), the tap closes and leaves are
-        modelled."""
-        assert self.tap is not None
-        phase = self.tap.timer_phase()
-        if phase is None:
-            log.debug("audio source timer: no phase yet (%d chunks)", self.tap.chunks)
-            return s_a
-        # an utterance starts on a tick (its audio goes in whole 10 ms blocks)
-        snapped = phase + TICK_S * round((s_a - phase) / TICK_S)
-        if abs(snapped - s_a) > PHASE_SPREAD_S:
-            return s_a  # (the tap's own reading came late: a busy loop)
-        if self.tick_phase is not None and self._underrun_risk(m) is not False:
-            self._agree = 0  # a reopened tap closes after utterances the model would get right
-            return snapped
-        self._agree += 1
-        log.debug(
-            "audio left %.1f ms after the estimate (tap %.2f ms off the timer's phase %.2f ms)",
-            1000 * (self._sender_time(snapped) - m.estimate),
-            1000 * (s_a - snapped),
-            1000 * phase,
-        )
-        if self._agree >= CALIBRATION_MARKS:
-            self.tick_phase = phase
-            log.debug("audio source timer phase %.2f ms: the tap closes", 1000 * phase)
-            self._close_tap()
-        return snapped
-
-    def _send_mark(self, s_a: float) -> None:
-        m = self._mark_wait
-        assert m is not None
-        self._mark_wait = None
-        seq, tmpl, frame_id, s_v = m.seq, m.template, m.frame_id, m.s_v
-        if seq == self._mark_seq and self._out_active:
-            self._leave0 = s_a
-            self.last_utterance_skew_s = s_v - s_a
-        mark = TimingMark(
-            seq=seq,
-            t_audio_us=int(round(s_a * 1e6)),
-            skew_us=int(round((s_v - s_a) * 1e6)),
-            frame_id=frame_id,
-            env=tuple(float(v) for v in tmpl),
-        )
-
-        async def send() -> None:
-            try:
-                await self.room.local_participant.publish_data(
-                    mark.encode(), reliable=True, topic=TOPIC
-                )
-                self.marks_sent += 1
-            except Exception as e:  # a mark lost costs one estimate, never the avatar
-                log.debug("timing mark not sent: %s", e)
-
-        self._keep(asyncio.get_running_loop().create_task(send()), "sending a timing mark")

@@ -314,6 +314,13 @@ class LaggedSynchronizer(rtc.AVSynchronizer):
         self._lags = lags_s
         self._period = period_s
         self._t0 = time.monotonic()
+        # (benchmarks read the truth off this line: the host's monotonic clock is shared)
+        log.info(
+            "video lag schedule: %s ms, %.1f s each, from monotonic %.6f",
+            ",".join(f"{1000 * x:g}" for x in lags_s),
+            period_s,
+            self._t0,
+        )
         # unbounded: a frame enters the synchronizer's own queue exactly ``lag_s`` late (the
         # generator upstream is paced by its audio and, when idle, by its own frame clock)
         self._delay_line: collections.deque[tuple[float, rtc.VideoFrame, float | None]] = (

@@ -69,8 +69,9 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
 
     wait_for(estimates, timeout=45)
     # the receiver's jitter buffers settle over the first seconds (its audio delay is anchored
-    # on 8 s of stats): then one estimate per utterance (none for an utterance whose audio did
-    # not play out as sent), each new one collected for 90 s
+    # on 8 s of stats): then one estimate per mark point (an utterance's start and each second
+    # of it; none for a point whose audio did not play out as sent), each new one collected for
+    # 90 s
     time.sleep(20)
     pairs: dict[int, tuple[float, float]] = {}
     deadline = time.monotonic() + 90
@@ -78,7 +79,11 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         a = avatar_report(mon.metrics_url, room, identity)
         assert a is not None
         n = int(a["timestamp_estimates"])
-        if n not in pairs and a["offset_ms"]["timestamp"] is not None:
+        if (
+            n not in pairs
+            and a["offset_ms"]["timestamp"] is not None
+            and a["sender_skew_ms"] is not None
+        ):
             pairs[n] = (a["offset_ms"]["timestamp"], a["sender_skew_ms"])
         time.sleep(0.25)
     assert len(pairs) >= 8, pairs
@@ -137,11 +142,23 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         assert str(a["lk.track_sid"]).startswith("TR_")
         assert sp["resource"]["service.name"] == "reference-avatar"
     assert any(e[0] == "avatar.frame" for sp in utt for e in sp["events"])
-    span_skews = [sp["attributes"]["syncmon.sender_av_skew_ms"] for sp in utt]
-    # the spans carry the same sender skews the marks did, utterance by utterance (but the last:
-    # the avatar stopped in the middle of an utterance, whose span never ended)
+    # each timing mark is an event of its utterance's span, with the sender skew it carried
+    span_skews = [
+        e[1]["syncmon.sender_av_skew_ms"]
+        for sp in utt
+        for e in sp["events"]
+        if e[0] == "avatar.timing_mark"
+    ]
+    assert all(
+        sp["attributes"]["syncmon.sender_av_skew_ms"] in span_skews
+        for sp in utt
+        if "syncmon.sender_av_skew_ms" in sp["attributes"]
+    )
+    # the monitor's estimates carry the same sender skews the spans do (but those of the last
+    # utterance: the avatar stopped in its middle, its span never ended; and a mark resolved
+    # after its utterance ended is not an event of its span)
     matched = [k for k in skew if min(abs(k - x) for x in span_skews) <= 0.1]
-    assert len(matched) >= len(skew) - 1, (skew, span_skews)
+    assert len(matched) >= 0.8 * len(skew), (skew, span_skews)
     for name in (
         "syncmon.agent.processing_time",
         "syncmon.agent.sender_av_skew",

@@ -1,0 +1,318 @@
+"""The ``timestamp`` method on a busy avatar host (issue 17): coverage and accuracy, quiet and
+loaded, through the real livekit-server.
+
+Each run: the instrumented reference avatar (livekit-agents ``AvatarRunner`` with
+``syncmon.instrument``), a pacing lag switching 0/100/40 ms every 30 s and a model error of
+60 ms (which ``timestamp`` must not see), a ``syncmon watch`` on its room, and a load on the
+host's cores:
+
+- ``none``: nothing else runs;
+- ``core``: a busy loop on one core;
+- ``pulse``: two busy loops that each run for 0.5-3 s and rest for 0.5-3 s, at random.
+
+It prints, per run and over all runs of a load:
+
+- accuracy: each published ``timestamp`` estimate minus the injected lag in effect when its
+  picture left (estimates within 4 s after a switch are left out: which lag they saw is not
+  known), as the p95 and max of its deviation from the run's median (the transport's constant
+  A/V difference on loopback);
+- coverage: estimates per utterance of >= 2 s, and the share of those utterances with none;
+- the agent's skew gauge (``syncmon_agent_sender_av_skew_seconds``, read from the avatar's
+  Prometheus exposition 4 times a second) against what the monitor measured within 1.5 s of the
+  read (its ``timestamp`` offset less the transport's constant: an offset that does not depend
+  on the sender's own leave times): p95 of the difference, and the share of reads where it was
+  absent. (The reference avatar's video is paced on its own 40 ms grid, so its sender skew is
+  the injected lag plus a few to 60 ms that change when the lag does: the gauge's truth is what
+  the picture and sound did, not the lag.)
+
+    python benchmarks/bench_timestamp_load.py                       # none, core, pulse; 3 runs
+    python benchmarks/bench_timestamp_load.py --load core --runs 1 --seconds 120
+
+Goal (issue 17): with one core busy, p95 <= 2 ms over 3 runs, >= 1 estimate per utterance of
+>= 2 s, the gauge within 1 ms of the truth or absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from syncmon.live.localserver import LocalServer, free_port  # noqa: E402
+
+LAGS_MS = (0, 100, 40)
+PERIOD_S = 30.0
+MODEL_MS = 60.0
+AFTER_SWITCH_S = 4.0
+WARM_UP_S = 20.0
+LONG_S = 2.0
+NEAR_S = 1.5  # a gauge read is compared with an estimate this close in time
+
+BUSY = "while True: pass"
+PULSE = """
+import random, time
+r = random.Random({seed})
+while True:
+    end = time.monotonic() + r.uniform(0.5, 3.0)
+    while time.monotonic() < end:
+        pass
+    time.sleep(r.uniform(0.5, 3.0))
+"""
+
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+SCHEDULE = re.compile(r"video lag schedule: ([\d.,]+) ms, ([\d.]+) s each, from monotonic ([\d.]+)")
+ESTIMATE = re.compile(
+    r"utterance (\d+): timestamp offset (-?[\d.]+) ms \(sender skew (<= )?(-?[\d.]+)"
+)
+ENDED = re.compile(r"utterance (\d+) ended: ([\d.]+) s of audio")
+GAUGE = re.compile(r"^syncmon_agent_sender_av_skew_seconds\{.*\} (\S+)$", re.M)
+
+
+def wall(line: str) -> float | None:
+    m = LOG_TIME.match(line)
+    if m is None:
+        return None
+    return dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@dataclass
+class Run:
+    load: str
+    errors_ms: list[float] = field(default_factory=list)  # estimate - lag, in the window
+    method_ms: list[float] = field(default_factory=list)  # estimate - sender skew
+    per_long: list[int] = field(default_factory=list)  # estimates per utterance >= 2 s
+    gauge_ms: list[float] = field(default_factory=list)  # gauge - lag
+    gauge_absent: int = 0
+    gauge_reads: int = 0
+    utterances: int = 0
+
+
+def start_load(kind: str) -> list[subprocess.Popen[bytes]]:
+    if kind == "none":
+        return []
+    if kind == "core":
+        return [subprocess.Popen([sys.executable, "-c", BUSY])]
+    seed = random.randrange(1 << 30)
+    return [subprocess.Popen([sys.executable, "-c", PULSE.format(seed=seed + k)]) for k in (0, 1)]
+
+
+def one_run(srv: LocalServer, load: str, seconds: float, workdir: Path, k: int) -> Run:
+    env = {
+        **os.environ,
+        "LIVEKIT_URL": srv.url,
+        "LIVEKIT_API_KEY": srv.api_key,
+        "LIVEKIT_API_SECRET": srv.api_secret,
+    }
+    room = f"tsload-{load}-{k}-{time.monotonic_ns()}"
+    mport, oport = free_port(), free_port()
+    mon_log = (workdir / f"{load}-{k}-monitor.log").open("wb")
+    av_log = (workdir / f"{load}-{k}-avatar.log").open("wb")
+    cli = [sys.executable, "-m", "syncmon.cli"]
+    mon = subprocess.Popen(
+        [*cli, "watch", "-v", "--room", room, "--metrics-addr", f"127.0.0.1:{mport}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=mon_log,
+    )
+    loads = start_load(load)
+    av = subprocess.Popen(
+        [
+            *cli,
+            "reference",
+            "avatar",
+            "-v",
+            "--room",
+            room,
+            "--identity",
+            "av",
+            "--video-lag-ms",
+            ",".join(str(x) for x in LAGS_MS),
+            "--lag-period-s",
+            str(PERIOD_S),
+            "--offset-ms",
+            str(MODEL_MS),
+            "--duration",
+            str(seconds),
+            "--otel-metrics-addr",
+            f"127.0.0.1:{oport}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=av_log,
+    )
+    mono_to_wall = time.time() - time.monotonic()
+    reads: list[tuple[float, float | None]] = []
+    done = threading.Event()
+
+    def poll_gauge() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{oport}/metrics", timeout=2) as r:
+                    m = GAUGE.search(r.read().decode())
+                reads.append((time.time(), float(m.group(1)) if m else None))
+            except OSError:
+                pass
+            done.wait(0.25)
+
+    poller = threading.Thread(target=poll_gauge, daemon=True)
+    poller.start()
+    try:
+        av.wait(timeout=seconds + 60)
+    finally:
+        done.set()
+        for p in (av, mon, *loads):
+            if p.poll() is None:
+                p.terminate()
+        for p in (av, mon, *loads):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        mon_log.close()
+        av_log.close()
+    return score(
+        load,
+        (workdir / f"{load}-{k}-monitor.log").read_text(errors="replace"),
+        (workdir / f"{load}-{k}-avatar.log").read_text(errors="replace"),
+        reads,
+        mono_to_wall,
+    )
+
+
+def score(
+    load: str, mon: str, av: str, reads: list[tuple[float, float | None]], mono_to_wall: float
+) -> Run:
+    run = Run(load)
+    sched = SCHEDULE.search(av)
+    if sched is None:
+        raise SystemExit("the avatar did not log its lag schedule")
+    lags = [float(x) for x in sched.group(1).split(",")]
+    period = float(sched.group(2))
+    t0 = float(sched.group(3)) + mono_to_wall
+
+    def lag_at(t: float) -> float | None:
+        since = (t - t0) % period
+        if since < AFTER_SWITCH_S:
+            return None
+        return lags[int((t - t0) // period) % len(lags)]
+
+    ests: list[tuple[float, int, float, float | None]] = []
+    for line in mon.splitlines():
+        m = ESTIMATE.search(line)
+        t = wall(line)
+        if m and t is not None:  # (a sender skew "<= x": the sender knew only a bound)
+            skew = None if m.group(3) else float(m.group(4))
+            ests.append((t, int(m.group(1)), float(m.group(2)), skew))
+    if not ests:
+        return run
+    start = ests[0][0] + WARM_UP_S
+    per_seq: dict[int, int] = {}
+    for t, seq, off, skew in ests:
+        if t < start:
+            continue
+        per_seq[seq] = per_seq.get(seq, 0) + 1
+        if skew is not None:
+            run.method_ms.append(off - skew)
+        lag = lag_at(t)
+        if lag is not None:
+            run.errors_ms.append(off - lag)
+    first_seq = min(per_seq, default=0)
+    for line in av.splitlines():
+        m = ENDED.search(line)
+        t = wall(line)
+        if m is None or t is None or t < start:
+            continue
+        seq, secs = int(m.group(1)), float(m.group(2))
+        run.utterances += 1
+        if secs >= LONG_S and seq >= first_seq:
+            run.per_long.append(per_seq.get(seq, 0))
+    # the gauge's truth: what the monitor measured (its offset does not depend on when the
+    # sender says the audio left: that cancels between the transits), less the transport's
+    # constant, from the estimate nearest in time (one sender skew holds through an utterance)
+    if run.method_ms:
+        transport = float(np.median(run.method_ms))
+        times = np.asarray([e[0] for e in ests])
+        for t, v in reads:
+            if t < start or lag_at(t) is None:
+                continue
+            k = int(np.argmin(np.abs(times - t)))
+            if abs(times[k] - t) > NEAR_S:
+                continue
+            run.gauge_reads += 1
+            if v is None:
+                run.gauge_absent += 1
+            else:
+                run.gauge_ms.append(1000.0 * v - (ests[k][2] - transport))
+    return run
+
+
+def p95_dev(xs: list[float]) -> tuple[float, float, float]:
+    """(median, p95 and max of the absolute deviation from it)"""
+    if not xs:
+        return float("nan"), float("nan"), float("nan")
+    a = np.asarray(xs)
+    med = float(np.median(a))
+    d = np.abs(a - med)
+    return med, float(np.percentile(d, 95)), float(d.max())
+
+
+def summary(label: str, runs: list[Run]) -> str:
+    errs = [x for r in runs for x in r.errors_ms]
+    meth = [x for r in runs for x in r.method_ms]
+    per = [x for r in runs for x in r.per_long]
+    gauge = [x for r in runs for x in r.gauge_ms]
+    reads = sum(r.gauge_reads for r in runs)
+    absent = sum(r.gauge_absent for r in runs)
+    med, p95, mx = p95_dev(errs)
+    _, mp95, _ = p95_dev(meth)
+    gdev = np.abs(np.asarray(gauge)) if gauge else np.asarray([np.nan])
+    return (
+        f"{label:<14} estimates {len(errs):4d}  vs lag: median {med:+6.1f} ms, p95 dev "
+        f"{p95:5.1f} ms, max {mx:5.1f} ms | vs sender skew p95 {mp95:4.1f} ms | per utterance "
+        f">= {LONG_S:g} s: mean {np.mean(per) if per else float('nan'):.2f}, none "
+        f"{sum(1 for x in per if x == 0)}/{len(per)} | gauge - truth p95 "
+        f"{float(np.percentile(gdev, 95)):5.1f} ms, max {float(np.max(gdev)):5.1f} ms, absent "
+        f"{absent}/{reads}"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--load", action="append", choices=("none", "core", "pulse"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=150.0)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the logs in this directory")
+    args = ap.parse_args()
+    loads = args.load or ["none", "core", "pulse"]
+    workdir = args.keep or Path(os.environ.get("TMPDIR", "/tmp")) / f"tsload-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    srv = LocalServer.start(build=False)
+    try:
+        for load in loads:
+            runs = []
+            for k in range(args.runs):
+                r = one_run(srv, load, args.seconds, workdir, k)
+                runs.append(r)
+                print(summary(f"{load} run {k + 1}", [r]), flush=True)
+            print(summary(f"{load} all", runs), flush=True)
+    finally:
+        srv.stop()
+    print(f"logs: {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
