@@ -12,10 +12,12 @@ host's cores:
 
 It prints, per run and over all runs of a load:
 
-- accuracy: each published ``timestamp`` estimate minus the injected lag in effect when its
-  picture left (estimates within 4 s after a switch are left out: which lag they saw is not
-  known), as the p95 and max of its deviation from the run's median (the transport's constant
-  A/V difference on loopback);
+- accuracy: each published ``timestamp`` estimate against the others of its lag period (the
+  truth is the lag plus the reference sender's own pacing, which changes only when the lag
+  does; estimates within 4 s after a switch are left out: which lag they saw is not known), as
+  the p95 and max of its deviation from the period's median -- a figure that does not depend on
+  the sender's own leave times; and the same for ``timestamp - sender skew`` (the transport's
+  constant A/V difference on loopback), which does;
 - coverage: estimates per utterance of >= 2 s, and the share of those utterances with none;
 - the agent's skew gauge (``syncmon_agent_sender_av_skew_seconds``, read from the avatar's
   Prometheus exposition 4 times a second) against what the monitor measured within 1.5 s of the
@@ -91,7 +93,7 @@ def wall(line: str) -> float | None:
 @dataclass
 class Run:
     load: str
-    errors_ms: list[float] = field(default_factory=list)  # estimate - lag, in the window
+    errors_ms: list[float] = field(default_factory=list)  # estimate - its lag period's median
     method_ms: list[float] = field(default_factory=list)  # estimate - sender skew
     per_long: list[int] = field(default_factory=list)  # estimates per utterance >= 2 s
     gauge_ms: list[float] = field(default_factory=list)  # gauge - lag
@@ -203,11 +205,16 @@ def score(
     period = float(sched.group(2))
     t0 = float(sched.group(3)) + mono_to_wall
 
-    def lag_at(t: float) -> float | None:
+    def period_at(t: float) -> int | None:
+        """The lag period a picture that left at ``t`` is in (None: near a switch)."""
         since = (t - t0) % period
         if since < AFTER_SWITCH_S:
             return None
-        return lags[int((t - t0) // period) % len(lags)]
+        return int((t - t0) // period)
+
+    def lag_at(t: float) -> float | None:
+        k = period_at(t)
+        return None if k is None else lags[k % len(lags)]
 
     ests: list[tuple[float, int, float, float | None]] = []
     for line in mon.splitlines():
@@ -220,15 +227,21 @@ def score(
         return run
     start = ests[0][0] + WARM_UP_S
     per_seq: dict[int, int] = {}
+    by_period: dict[int, list[float]] = {}
     for t, seq, off, skew in ests:
         if t < start:
             continue
         per_seq[seq] = per_seq.get(seq, 0) + 1
         if skew is not None:
             run.method_ms.append(off - skew)
-        lag = lag_at(t)
-        if lag is not None:
-            run.errors_ms.append(off - lag)
+        k = period_at(t)
+        if k is not None:
+            by_period.setdefault(k, []).append(off)
+    # the truth of an estimate: the lag of its period plus the reference sender's own pacing,
+    # constant through a period (see the module doc): its period's median
+    for offs in by_period.values():
+        med = float(np.median(offs))
+        run.errors_ms.extend(x - med for x in offs)
     first_seq = min(per_seq, default=0)
     for line in av.splitlines():
         m = ENDED.search(line)
@@ -276,12 +289,12 @@ def summary(label: str, runs: list[Run]) -> str:
     gauge = [x for r in runs for x in r.gauge_ms]
     reads = sum(r.gauge_reads for r in runs)
     absent = sum(r.gauge_absent for r in runs)
-    med, p95, mx = p95_dev(errs)
-    _, mp95, _ = p95_dev(meth)
+    _, p95, mx = p95_dev(errs)
+    _, mp95, mmax = p95_dev(meth)
     gdev = np.abs(np.asarray(gauge)) if gauge else np.asarray([np.nan])
     return (
-        f"{label:<14} estimates {len(errs):4d}  vs lag: median {med:+6.1f} ms, p95 dev "
-        f"{p95:5.1f} ms, max {mx:5.1f} ms | vs sender skew p95 {mp95:4.1f} ms | per utterance "
+        f"{label:<14} estimates {len(errs):4d}: p95 {p95:4.1f} ms, max {mx:4.1f} ms | minus "
+        f"sender skew: {len(meth)}, p95 {mp95:4.1f} ms, max {mmax:4.1f} ms | per utterance "
         f">= {LONG_S:g} s: mean {np.mean(per) if per else float('nan'):.2f}, none "
         f"{sum(1 for x in per if x == 0)}/{len(per)} | gauge - truth p95 "
         f"{float(np.percentile(gdev, 95)):5.1f} ms, max {float(np.max(gdev)):5.1f} ms, absent "

@@ -400,3 +400,33 @@ def test_a_mark_measured_on_the_tap_is_sent_only_if_its_audio_left_in_one_stretc
     assert (sent == []) is late
     assert t.marks_underrun == (1 if late else 0)
     assert t._points == []
+
+
+def test_starts_the_model_cannot_place_reopen_the_tap(otel: Otel) -> None:
+    """On a busy host a first capture's bracket often holds a tick (which tick took it is not
+    known): three such utterance starts of five and the tap reopens to measure them."""
+    import numpy as np
+
+    from syncmon.instrument._schedule import SendSchedule
+    from syncmon.instrument._tracker import MarkPoint
+
+    async def main() -> RunnerTracker:
+        runner = await make_runner(rtc.Room(), PROFILE)
+        t = AvatarInstrumentor().trackers()[-1]
+        t.tap_track = rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
+        t.tick_phase = 0.0
+        for k in range(3):
+            sched = SendSchedule(0.0)
+            sched.add(0.04, 100.008, 100.0115)  # across the tick at 100.01
+            sched.add(0.04, 100.03, 100.031)
+            p = MarkPoint(k + 1, 0, 0.0, sched, float("inf"), np.ones(160), 7, 99.0, 100.0)
+            t._points = [p]
+            assert t.tap is None
+            t._resolve_points()
+            assert t._points == []
+        assert t.marks_ambiguous == 3 and t.tap is not None and t.taps_opened == 1
+        await t.tap.aclose()
+        await runner._av_sync.aclose()
+        return t
+
+    asyncio.run(main())

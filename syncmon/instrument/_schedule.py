@@ -89,13 +89,14 @@ class SendSchedule:
         """When the utterance's first sample left (measured, else modelled; None: not known)."""
         if self.measured_base is not None:
             return self.measured_base
-        return self._modelled_base()
+        return self.modelled_base(self.phase)
 
-    def _modelled_base(self) -> float | None:
-        if self.phase is None or not self.captures:
+    def modelled_base(self, phase: float | None) -> float | None:
+        """The first sample's leave from the first capture and the timer's ``phase``."""
+        if phase is None or not self.captures:
             return None
         first = self.captures[0]
-        since = (first.t_call - self.phase) % TICK_S
+        since = (first.t_call - phase) % TICK_S
         if since + (first.t_done - first.t_call) >= TICK_S:
             return None  # a tick fell while it went in: which one took it is not known
         # what is queued leaves first, whole blocks a tick each (the SDK's own queued estimate

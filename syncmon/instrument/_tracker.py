@@ -55,6 +55,9 @@ PHASE_SPREAD_S = 0.002  # a leave on the tap this close to the timer's phase agr
 CAPTURE_WINDOW_S = ENV_LEN_S + 0.02
 MARK_EVERY_S = 1.0  # mark points: the utterance's start, then one per second of its audio
 MAX_OPEN_POINTS = 8
+# this many of the last RISK_OF utterance starts not placed by the model (a busy host): the tap
+# reopens (~3.5 % of a core while open) rather than most marks be lost
+RISKY_STARTS, RISK_OF = 3, 5
 SKEW_HOLD_S = 2.0  # points waiting for their frame, audio or schedule
 ATTR_ROOM = "lk.room_name"
 ATTR_IDENTITY = "lk.participant_identity"
@@ -152,7 +155,7 @@ class RunnerTracker:
         self._queued_at_first = 0.0
         # when this utterance's audio went into the source and left it
         self._sched = SendSchedule()
-        # open until the timer's phase is known
+        # open until the timer's phase is known, and again while the model cannot place starts
         self.tap: AudioLeaveTap | None = None
         self.tap_track: Any = None  # the published audio track the tap subscribes to
         self.taps_opened = 0
@@ -162,6 +165,7 @@ class RunnerTracker:
         self.marks_ambiguous = 0  # a point whose audio's leave is not known (no mark)
         self.marks_underrun = 0  # a point whose audio did not leave in one stretch (no mark)
         self.marks_unresolved = 0  # a point given up: its frame or audio never came
+        self._risks: collections.deque[bool] = collections.deque(maxlen=RISK_OF)
         # the latest frame's skew, from its audio's measured or scheduled leave; None when
         # that has not been known for SKEW_HOLD_S (the gauge is then absent, not rough)
         self.last_skew_s: float | None = None
@@ -445,6 +449,7 @@ class RunnerTracker:
             else:  # better no mark than one a timer step off
                 self._drop_point(p, "when its audio left is not known")
                 self.marks_ambiguous += 1
+                self._placed(p, False)
             return
         end = p.offset + CAPTURE_WINDOW_S
         if p.seq != self._mark_seq or not self._out_active:
@@ -455,6 +460,7 @@ class RunnerTracker:
                 self._drop_point(p, "its audio never all went into the source")
                 self.marks_unresolved += 1
             return
+        self._placed(p, True)
         if not whole:
             self._drop_point(p, "the audio source may have run dry inside it")
             self.marks_underrun += 1
@@ -479,10 +485,12 @@ class RunnerTracker:
 
     def _calibrate(self, s_a: float, sched: SendSchedule) -> None:
         """The utterance's start measured on the tap (monotonic clock) sets its schedule's
-        base; once the tap knows the phase of the source's timer (and enough utterances agree
-        with it), the tap closes and schedules are modelled from the captures."""
+        base; once the tap knows the phase of the source's timer and three utterances in a row
+        agree with the model, the tap closes and schedules are modelled from the captures."""
         assert self.tap is not None
         phase = self.tap.timer_phase()
+        if phase is None:
+            phase = self.tick_phase  # (the tap reopened: its own estimate comes later)
         if phase is None:
             log.debug("audio source timer: no phase yet (%d chunks)", self.tap.chunks)
             sched.set_base(s_a)
@@ -493,15 +501,33 @@ class RunnerTracker:
             # the tap's own reading came late (a busy loop): the schedule, from the phase
             log.debug("audio tap reading %.1f ms off the timer's phase", 1e3 * (s_a - snapped))
             sched.set_phase(phase)
+            self._agree = 0
             return
         sched.set_base(snapped)
-        self._agree += 1
+        model = sched.modelled_base(phase)
+        if model is not None and abs(model - snapped) < PHASE_SPREAD_S / 2:
+            self._agree += 1
+        else:
+            self._agree = 0
         if self._agree >= CALIBRATION_MARKS:
             self.tick_phase = phase
             log.debug("audio source timer phase %.2f ms: the tap closes", 1000 * phase)
             if self._sched.phase is None:
                 self._sched.set_phase(phase)
             self._close_tap()
+
+    def _placed(self, p: MarkPoint, placed: bool) -> None:
+        """Whether the model placed an utterance's start (the tap closed): when it could not
+        for RISKY_STARTS of the last RISK_OF (a busy host: captures across ticks), the tap
+        reopens and measures the starts until the model agrees again."""
+        if p.index != 0 or self.tap is not None or self.tick_phase is None:
+            return
+        self._risks.append(not placed)
+        if sum(self._risks) >= RISKY_STARTS:
+            log.debug("utterance starts not placed by the model: the audio tap reopens")
+            self._risks.clear()
+            self._agree = 0
+            self._open_tap()
 
     def _send(self, p: MarkPoint, s_a: float, exact: bool = True) -> None:
         self._points.remove(p)
