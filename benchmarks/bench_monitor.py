@@ -1,11 +1,15 @@
-"""CPU and memory of the live monitor per avatar stream, through the real livekit-server.
+"""CPU and memory of the live monitor per avatar stream, through the real livekit-server, against
+the floor: a bare SDK subscriber (``bare_subscriber.py``) that receives and decodes the same
+streams in the same run.
 
 For 640x360@25 and 1280x720@25 with 1, 2 and 4 concurrent streams (one reference publisher
-process per room, one ``syncmon watch`` process for all rooms), prints the monitor process's CPU
-(% of one core, from its CPU time over a measuring window after warm-up) per stream, and its RSS.
+process per room, one ``syncmon watch`` process for all rooms, one bare subscriber for all
+rooms), prints the monitor's CPU (% of one core, from its CPU time over a measuring window after
+warm-up) per stream, the bare subscriber's, their ratio, and both RSS. Goal (issue 13): ratio
+<= 1.15 at 720p25, <= 1.30 at 360p25.
 ``--soak-minutes`` then runs one 720p stream that long and prints RSS at each minute.
 
-Run: python benchmarks/bench_monitor.py [--window 20] [--soak-minutes 10]
+Run: python benchmarks/bench_monitor.py [--window 40] [--streams 1,4] [--soak-minutes 10]
 The publishers run on the same 2 cores, so the figures include some contention.
 """
 
@@ -17,10 +21,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 
-from syncmon.live.localserver import LocalServer, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from syncmon.live.localserver import LocalServer, free_port  # noqa: E402
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -30,6 +37,15 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+WARM_UP_S = 20.0  # (the issue's comparison: 20 s of warm-up, then the window)
+
+
+def cpu_s(p: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its threads."""
+    t = p.cpu_times()
+    return float(t.user + t.system)
 
 
 def frames(url: str) -> float:
@@ -81,20 +97,31 @@ def measure(
         )
         for i, r in enumerate(rooms)
     ]
+    bare = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("bare_subscriber.py"))]
+        + [x for r in rooms for x in ("--room", r)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/metrics"
     try:
-        time.sleep(12)  # connect, first keyframes, first lip-sync windows
-        p = psutil.Process(mon.pid)
-        c0, f0, t0 = sum(p.cpu_times()[:2]), frames(url), time.monotonic()
+        time.sleep(12 + WARM_UP_S)  # connect, first keyframes, first lip-sync windows, warm
+        p, b = psutil.Process(mon.pid), psutil.Process(bare.pid)
+        c0, b0, f0, t0 = cpu_s(p), cpu_s(b), frames(url), time.monotonic()
         time.sleep(window)
-        c1, f1, t1 = sum(p.cpu_times()[:2]), frames(url), time.monotonic()
+        c1, b1, f1, t1 = cpu_s(p), cpu_s(b), frames(url), time.monotonic()
         cpu = (c1 - c0) / (t1 - t0) * 100
+        floor = (b1 - b0) / (t1 - t0) * 100
         fps = (f1 - f0) / (t1 - t0)
         rss = p.memory_info().rss / 2**20
         print(
             f"{width}x{height}@25 x{streams}: monitor CPU {cpu:.1f} % of a core "
             f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
-            f"per frame), {fps / streams:.1f} fps per stream received, RSS {rss:.0f} MiB",
+            f"per frame), bare subscriber {floor:.1f} %, ratio {cpu / max(floor, 1e-9):.2f}; "
+            f"{fps / streams:.1f} fps per stream timed, RSS {rss:.0f} MiB "
+            f"(bare {b.memory_info().rss / 2**20:.0f} MiB)",
             flush=True,
         )
         for m in range(int(soak_minutes)):
@@ -105,9 +132,9 @@ def measure(
                 flush=True,
             )
     finally:
-        for x in [*pubs, mon]:
+        for x in [*pubs, mon, bare]:
             x.terminate()
-        for x in [*pubs, mon]:
+        for x in [*pubs, mon, bare]:
             try:
                 x.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -116,7 +143,7 @@ def measure(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--window", type=float, default=20.0, help="measuring window (s)")
+    ap.add_argument("--window", type=float, default=40.0, help="measuring window (s)")
     ap.add_argument("--streams", default="1,2,4")
     ap.add_argument(
         "--soak-minutes",

@@ -29,6 +29,7 @@ import numpy as np
 FREEZE_HISTORY = 30
 NOMINAL_HISTORY = 300
 NOMINAL_MIN_SAMPLES = 5
+MEDIAN_EVERY = 25
 FREEZE_MIN_EXTRA_S = 0.150
 FREEZE_FACTOR = 3.0
 PAUSE_S = 5.0
@@ -121,14 +122,22 @@ class VideoTimingAnalyzer:
         self._last_grid: np.ndarray | None = None
         # recent ordinary intervals, whose median is the nominal interval when none is given
         self._interval_sample: deque[float] = deque(maxlen=NOMINAL_HISTORY)
+        self._median: float | None = None
+        self._median_age = 0  # intervals added since it was computed
 
     @property
     def nominal_interval(self) -> float | None:
         if self._nominal is not None:
             return self._nominal
-        if len(self._interval_sample) >= NOMINAL_MIN_SAMPLES:
-            return float(np.median(np.asarray(self._interval_sample)))
-        return None
+        n = len(self._interval_sample)
+        if n < NOMINAL_MIN_SAMPLES:
+            return None
+        # (a median of NOMINAL_HISTORY intervals moves by little in a second: recomputed once
+        # a second's worth of frames, not every frame)
+        if self._median is None or self._median_age >= MEDIAN_EVERY or n < 2 * MEDIAN_EVERY:
+            self._median = float(np.median(np.asarray(self._interval_sample)))
+            self._median_age = 0
+        return self._median
 
     def add_frame(
         self,
@@ -195,6 +204,7 @@ class VideoTimingAnalyzer:
                 self._recent.append(interval)
                 self._recent_sum += interval
                 self._interval_sample.append(interval)
+                self._median_age += 1
             self._window.append((t, interval))
         self._trim(t)
         self._last_t = t

@@ -149,6 +149,7 @@ class RunnerTracker:
         self._mark_rate = 0
         self._points: list[MarkPoint] = []
         self._next_point = 0  # index of the next mark point of this utterance
+        self._timed_seq = 0  # the last utterance a mark was sent for
         # the phase of the audio source's 10 ms timer (monotonic clock), learned on the tap
         self.tick_phase: float | None = None
         self._agree = 0  # utterances whose leave on the tap agrees with its timer's phase
@@ -352,6 +353,7 @@ class RunnerTracker:
             self._next_point = 1  # no picture of the start: the first point is a second in
         self._frames_in_span = 0
         self._proc_sum, self._proc_n = 0.0, 0
+        log.debug("utterance %d started", self._mark_seq)
         attrs = self.attributes()
         attrs["syncmon.utterance"] = self._mark_seq
         self._span = self.ins.tracer.start_span("avatar.utterance", attributes=attrs)
@@ -470,8 +472,15 @@ class RunnerTracker:
             self._send(p, self._sender_time(left))
             return
         # its audio left in one piece, but after a chunk that came late for its tick: when,
-        # exactly, is not known -- the monitor's offset does not need it (it cancels between
-        # the transits); the mark says so, and carries the earliest it can have left
+        # exactly, is not known, and it may have left a tick later than the utterance's start
+        # did (the source ran dry) -- or not (the timer ran late). The monitor's offset does
+        # not need the leave (it cancels between the transits), but it is then the offset of
+        # this stretch, up to a tick off the utterance's start: sent only for an utterance that
+        # no mark timed, saying so, with the earliest the audio can have left
+        if p.seq == self._timed_seq:
+            self._drop_point(p, "its leave is not known and the utterance is timed already")
+            self.marks_underrun += 1
+            return
         earliest = sched.earliest(p.offset)
         assert earliest is not None
         self._send(p, self._sender_time(earliest), exact=False)
@@ -531,6 +540,7 @@ class RunnerTracker:
 
     def _send(self, p: MarkPoint, s_a: float, exact: bool = True) -> None:
         self._points.remove(p)
+        self._timed_seq = p.seq
         assert p.template is not None and p.frame_id is not None and p.s_v is not None
         skew = p.s_v - s_a
         log.debug(
