@@ -21,7 +21,7 @@ What it records, per runner, with ``lk.room_name``, ``lk.participant_identity`` 
 
 It also stamps every video frame with FrameMetadata (``frame_id``, ``user_timestamp`` = sender
 time in microseconds), asks for those features when the avatar publishes its video, and sends
-timing marks (``syncmon.marks``: an utterance's start and every second of it), so that the
+timing marks (``syncmon.marks``: an utterance's start and every half second of it), so that the
 monitor reports the ``timestamp`` offset. When the audio leaves is measured, not estimated: a sink
 on the published audio track (``audio_tap=False`` turns it off) sees the source's output for the
 first utterances and learns the phase of the source's timer (``syncmon.instrument._leave``), and

@@ -140,6 +140,20 @@ class SendSchedule:
         base = self.base
         return None if base is None else base + offset
 
+    def first_late(self, start: float, end: float) -> tuple[float, float] | None:
+        """The first chunk of [start, end) that came late for its earliest tick: its offset
+        and how late (s), for the log."""
+        base = self.base
+        if base is None:
+            return None
+        first = max(1, bisect.bisect_right(self._offsets, start + 1e-9) - 1)
+        last = bisect.bisect_left(self._offsets, end - 1e-9)
+        for cap in self.captures[first:last]:
+            if not self._on_time(cap, base):
+                due = base + (math.floor(cap.offset / TICK_S + 1e-6) + 1) * TICK_S
+                return cap.offset, cap.t_done - due
+        return None
+
     def in_time(self, start: float, end: float) -> bool | None:
         """Did every chunk of [start, end) go in before its earliest tick (so that the audio
         left in one piece)? None until it has all gone in."""

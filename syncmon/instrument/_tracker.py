@@ -53,7 +53,7 @@ PHASE_SPREAD_S = 0.002  # a leave on the tap this close to the timer's phase agr
 # the audio of a mark point must have left in one stretch for its envelope (and the match's
 # smoothing past it)
 CAPTURE_WINDOW_S = ENV_LEN_S + 0.02
-MARK_EVERY_S = 1.0  # mark points: the utterance's start, then one per second of its audio
+MARK_EVERY_S = 0.5  # mark points: the utterance's start, then one per half second of it
 MAX_OPEN_POINTS = 8
 # this many of the last RISK_OF utterance starts not placed by the model (a busy host): the tap
 # reopens (~3.5 % of a core while open) rather than most marks be lost
@@ -464,7 +464,17 @@ class RunnerTracker:
             return
         self._placed(p, True)
         if not whole:
-            self._drop_point(p, "the audio source may have run dry inside it")
+            late = sched.first_late(p.offset, end)
+            self._drop_point(
+                p,
+                "the audio source may have run dry inside it"
+                + (
+                    ""
+                    if late is None
+                    else f" (the chunk at {late[0]:.2f} s came in "
+                    f"{1e3 * late[1]:+.1f} ms from its tick)"
+                ),
+            )
             self.marks_underrun += 1
             return
         left = sched.leave(p.offset)
