@@ -100,6 +100,22 @@ def test_analyzer_reports_timestamp_offset_less_receiver_bias() -> None:
     assert rep["sender_skew_ms"] == pytest.approx(20.0, abs=0.1)
 
 
+def test_an_estimate_whose_sender_knew_only_the_earliest_leave_reports_no_sender_skew() -> None:
+    """The offset does not depend on the sender's leave time (it cancels between the
+    transits): published as ever; the sender skew it carried is only a bound, not reported."""
+    from syncmon.analysis.timestamp import TimestampEstimate
+
+    a = SyncAnalyzer()
+    a.receiver_bias_s = 0.0
+    common = {"correlation": 0.97, "transit_v_s": 0.1, "transit_a_s": 0.06, "skew_s": 0.04}
+    a._timestamp_estimates([TimestampEstimate(t=1.0, offset_s=0.08, **common)])
+    assert a.report()["sender_skew_ms"] == pytest.approx(40.0)
+    a._timestamp_estimates([TimestampEstimate(t=2.0, offset_s=0.07, skew_exact=False, **common)])
+    rep = a.report()
+    assert rep["offset_ms"]["timestamp"] == pytest.approx(70.0)
+    assert rep["sender_skew_ms"] is None and rep["timestamp_estimates"] == 2
+
+
 def test_no_estimate_while_the_receiver_bias_is_unknown() -> None:
     an = SyncAnalyzer(audio_rate=SR)
     an.receiver_bias_s = None  # a live monitor before its first stats window
