@@ -97,8 +97,12 @@ class SendSchedule:
             return None
         first = self.captures[0]
         since = (first.t_call - phase) % TICK_S
-        if since + (first.t_done - first.t_call) >= TICK_S:
-            return None  # a tick fell while it went in: which one took it is not known
+        # a tick fell while it went in, or as good as (the timer's task may fire a little
+        # early or late): which one took it is not known
+        if since < CAPTURE_GUARD_S or since + (first.t_done - first.t_call) >= (
+            TICK_S - CAPTURE_GUARD_S
+        ):
+            return None
         # what is queued leaves first, whole blocks a tick each (the SDK's own queued estimate
         # drains continuously: rounded to the ticks)
         q = self.queued_ahead_s
