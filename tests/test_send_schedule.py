@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from livekit import rtc
 
-from syncmon.instrument._leave import AudioLeaveTap
+from syncmon.instrument._leave import TAP_FRAME_MS, AudioLeaveTap
 from syncmon.instrument._schedule import CAPTURE_GUARD_S, TICK_S, SendSchedule
 from syncmon.marks import ENV_LEN_S, envelope
 from syncmon.reference.speech import synth_phrase
@@ -120,6 +121,16 @@ def test_an_utterance_longer_than_is_followed_is_not_known_past_that() -> None:
     assert sched.in_time(end - 0.1, end + 0.1) is False
 
 
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for ``cond`` (polled on the loop), not for a fixed time."""
+
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 def test_the_real_audio_source_held_up_mid_utterance() -> None:
     """livekit's own AudioSource: 40 ms chunks go in 15 ms ahead of real time; one, a second
     into the utterance, is held back 45 ms (the producer then catches up). The schedule (with
@@ -152,12 +163,18 @@ def test_the_real_audio_source_held_up_mid_utterance() -> None:
                     sched.add(chunk / rate, t_call, time.monotonic())
 
         await play(warm, None)  # the tap learns the timer's phase
-        await asyncio.sleep(0.5)
+        # the warm-up has all left (the utterance starts on an empty source) and the phase is
+        # known
+        warm_n = warm.size // chunk * chunk
+        await until(lambda: tap.chunks * TAP_FRAME_MS * rate // 1000 >= warm_n - rate // 20)
+        await until(lambda: tap.timer_phase() is not None and source.queued_duration == 0.0)
         phase = tap.timer_phase()
         assert phase is not None
         sched = SendSchedule(phase, source.queued_duration)
         await play(speech, sched)
-        await asyncio.sleep(1.0)
+        # all of it has come out of the source through the tap (but a last partial frame)
+        whole = warm_n + speech.size // chunk * chunk
+        await until(lambda: tap.chunks * TAP_FRAME_MS * rate // 1000 >= whole - rate // 20)
         await tap.aclose()
         return sched, tap
 
