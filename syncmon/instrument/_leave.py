@@ -34,6 +34,7 @@ import numpy as np
 from ..analysis.clock import SampleClock
 from ..analysis.timestamp import EnvelopeTrack
 from ..marks import ENV_BLOCK_S
+from ._schedule import TICK_S  # the source's timer: 10 ms per tick
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ SEARCH_S = 0.1  # the estimate is late or early by a timer step and the queue's 
 # than the clock predicts starts a new stretch (a late delivery taken for a gap costs nothing:
 # the next timely chunk pulls the stretch's clock back)
 GAP_S = 0.03
-TICK_S = 0.01  # the source's native timer sends 10 ms per tick, phase-locked for its lifetime
 PHASE_MIN_CHUNKS = 60  # chunks seen before the timer's phase is estimated
 PHASE_HIT_S = 0.003
 PHASE_HIT_SHARE = 0.6  # of the chunks within PHASE_HIT_S after it (random phases: 0.3)
