@@ -159,10 +159,16 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
         firing = prom.query('ALERTS{alertstate="firing",room="insync"}')
         assert not [f for f in firing if f["metric"]["alertname"].startswith("SyncmonLipSync")]
 
-        # every dashboard query returns data (the drift panel needs 45 s of estimates)
+        # every dashboard query returns data (the drift panel needs 45 s of estimates) -- at
+        # some poll, not all at one: the agent's skew gauge is absent while its leave times are
+        # not known (a loaded host), and the panel then shows a gap
+        seen: set[str] = set()
+
         def without_data() -> list[str]:
             empty = []
             for title, expr in dashboard_queries("late", "avatar"):
+                if f"{title}: {expr}" in seen:
+                    continue
                 if expr.startswith("label_values("):
                     m = re.match(r"label_values\((.*), (\w+)\)$", expr)
                     assert m, expr
@@ -171,6 +177,8 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
                     res = prom.query(expr)
                 if not res:
                     empty.append(f"{title}: {expr}")
+                else:
+                    seen.add(f"{title}: {expr}")
             return empty
 
         missing: list[str] = []
