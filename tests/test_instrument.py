@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from syncmon.instrument import AvatarInstrumentor
-from syncmon.instrument._tracker import RunnerTracker
+from syncmon.instrument._tracker import PHASE_SPREAD_S, RunnerTracker
 from syncmon.reference.worker import ReferenceGenerator, WorkerProfile, make_runner
 
 
@@ -31,23 +31,27 @@ class Otel:
         self.tp.add_span_processor(SimpleSpanProcessor(self.spans))
         self.reader = InMemoryMetricReader()
         self.mp = MeterProvider(metric_readers=[self.reader])
-        self.snapshot: Any = None
+        self.snapshots: list[Any] = []
 
     def collect(self) -> None:
         """Read the metrics now, while the runner (held weakly by the gauges) is alive."""
-        self.snapshot = self.reader.get_metrics_data()
+        self.snapshots.append(self.reader.get_metrics_data())
 
-    def points(self, name: str) -> list[Any]:
-        data = self.snapshot
+    def points(self, name: str, snapshot: int = -1) -> list[Any]:
+        """The points of ``name`` in one collection (by default the last)."""
         out: list[Any] = []
-        if data is None:
+        if not self.snapshots or self.snapshots[snapshot] is None:
             return out
-        for rm in data.resource_metrics:
+        for rm in self.snapshots[snapshot].resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     if m.name == name:
                         out.extend(m.data.data_points)
         return out
+
+    def every_point(self, name: str) -> list[Any]:
+        """The points of ``name`` over every collection so far."""
+        return [p for i in range(len(self.snapshots)) for p in self.points(name, i)]
 
 
 @pytest.fixture
@@ -66,9 +70,10 @@ async def drive(
     seconds: float,
     utterances: int = 1,
     until: Callable[[], bool] | None = None,
+    each: Callable[[], None] | None = None,
 ) -> list[Any]:
     """The runner's own loops, without publishing: audio in, generator out to the sync --
-    for ``seconds``, or less once ``until()`` holds."""
+    for ``seconds``, or less once ``until()`` holds; ``each()`` runs at every poll."""
     items: list[Any] = []
 
     async def forward() -> None:
@@ -86,6 +91,8 @@ async def drive(
     end = time.monotonic() + seconds
     while time.monotonic() < end and not (until is not None and until()):
         await asyncio.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        if each is not None:
+            each()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -111,7 +118,9 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
         tracker.attach_audio_track(
             rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
         )
-        items = await drive(runner, 6.0)
+        # read every half second: the signed gauge is absent while a leave time is not known
+        # (a late chunk on a loaded host), so one reading at the end could find none
+        items = await drive(runner, 6.0, each=otel.collect)
         otel.collect()
         tracker._close_tap()
         return items, tracker
@@ -134,8 +143,8 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     skew = otel.points("syncmon.agent.sender_av_skew_abs")
     assert skew and skew[0].count > 10
     assert 0.095 <= skew[0].sum / skew[0].count <= 0.160
-    signed = otel.points("syncmon.agent.sender_av_skew")
-    assert signed and 0.095 <= signed[0].value <= 0.160
+    signed = [p.value for p in otel.every_point("syncmon.agent.sender_av_skew")]
+    assert signed and all(0.095 <= v <= 0.160 for v in signed), signed
     proc = otel.points("syncmon.agent.processing_time")
     assert proc and proc[0].count > 10 and proc[0].min >= 0.0
     caps = {
@@ -322,11 +331,13 @@ def test_audio_leave_measured_on_the_tap_then_modelled_from_the_source_timer(ote
             errors.append(s_a - offset - res[0])
         else:  # after a chunk late for its tick (this loop is shared): the earliest it left
             assert res[0] >= s_a - offset - 0.001, (res[0], s_a - offset)
-    # the timer's phase as the independent tap sees it
+    # the timer's phase as the independent tap sees it, to the spread the tracker itself works
+    # to (each tap estimates it from its own late readings: under CI load they differed by
+    # 1.6 ms once; the leaves below are the check to the millisecond)
     ref_phase = ref.timer_phase()
     assert ref_phase is not None
     d = (tracker.tick_phase - ref_phase + 0.005) % 0.01 - 0.005
-    assert abs(d) <= 0.001, (tracker.tick_phase, ref_phase)
+    assert abs(d) <= PHASE_SPREAD_S, (tracker.tick_phase, ref_phase)
     # measured or modelled, start or later point, the leaves agree with the independent tap to
     # 1 ms. (That tap shares this process's event loop with the generator: when the loop
     # stalls through an utterance's first chunks, its own reading comes out late by a few ms --
