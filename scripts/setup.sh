@@ -8,12 +8,12 @@ LIVEKIT_SERVER_VERSION="${LIVEKIT_SERVER_VERSION:-v1.13.5}"
 python -m pip install -q --disable-pip-version-check -e ".[test,agents,otel,bithuman]"
 
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
-   || ! command -v prometheus-alertmanager >/dev/null; then
+   || ! command -v prometheus-alertmanager >/dev/null || ! command -v espeak-ng >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager espeak-ng >/dev/null
   else
-    echo "setup: prometheus/promtool missing and not root: install Debian's prometheus packages" >&2
+    echo "setup: prometheus/promtool or espeak-ng missing and not root: install Debian's prometheus, prometheus-alertmanager and espeak-ng packages" >&2
     exit 1
   fi
   # the Debian package starts its own services; syncmon's tests run their own instances

@@ -61,6 +61,14 @@ def add_impairment_args(p: argparse.ArgumentParser) -> None:
         help="audio silenced for DUR seconds from START (repeatable)",
     )
     g.add_argument(
+        "--audio-stall",
+        type=_span,
+        action="append",
+        default=[],
+        metavar="START:DUR",
+        help="audio not sent for DUR seconds from START, as a stalled pipeline (live; repeatable)",
+    )
+    g.add_argument(
         "--clock-drift-ppm",
         type=float,
         default=0.0,
@@ -119,6 +127,7 @@ def impairments_from_args(args: argparse.Namespace) -> Any:
         duplicate_rate=args.duplicate_rate,
         freezes=tuple(args.freeze),
         audio_gaps=tuple(args.audio_gap),
+        audio_stalls=tuple(getattr(args, "audio_stall", ())),
         clock_drift_ppm=args.clock_drift_ppm,
         processing_delay_ms=args.processing_delay_ms,
         lip_still=tuple(getattr(args, "lip_still", ())),

@@ -59,6 +59,8 @@ class RtpStats:
     packets_lost: int | None = None
     jitter_buffer_delay_s: float | None = None
     concealed_samples: int | None = None
+    silent_concealed_samples: int | None = None
+    concealment_events: int | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 from conftest import feed_avatar
 
 from syncmon.analysis import AnalyzerConfig, LipSyncConfig, SyncAnalyzer
+from syncmon.analysis.audio import AudioAnalyzer
 from syncmon.media import ANALYSIS_AUDIO_RATE, luma_plane
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource, loud_positions
 from syncmon.reference.render import RenderOptions, render
@@ -266,3 +267,32 @@ def test_cli_render_reports_truth_and_rejects_bad_impairment(tmp_path: Path) -> 
     assert p.returncode == 2 and "jitter_ms" in p.stderr
     p = run_cli("reference", "render", str(out), "--freeze", "abc")
     assert p.returncode == 2 and "START:DURATION" in p.stderr
+
+
+def test_a_silence_longer_than_a_gap_is_a_pause_however_abrupt() -> None:
+    """A tone cut to digital zero for 0.1 s is a gap; for 0.5 s it is a pause (TTS stops as
+    abruptly between phrases)."""
+    sr = 48000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    for silence_s, gaps in ((0.1, 1), (0.5, 0)):
+        a = AudioAnalyzer(sample_rate=sr)
+        a.add(np.concatenate([tone, np.zeros(int(silence_s * sr), np.float32), tone]))
+        assert (a.gaps, a.gap_source) == (gaps, "signal"), silence_s
+        assert a.gap_seconds == pytest.approx(gaps * silence_s, abs=0.005)
+
+
+def test_the_receivers_concealment_replaces_the_signal_rule() -> None:
+    sr = 48000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    a = AudioAnalyzer(sample_rate=sr)
+    a.add(np.concatenate([tone, np.zeros(sr // 20, np.float32), tone]))
+    assert a.gaps == 1
+    a.add_concealment(0, 0.0)  # the receiver reports: nothing made up
+    assert (a.gaps, a.gap_seconds, a.gap_source) == (0, 0.0, "receiver")
+    a.add_concealment(2, 0.04)  # one dropout, split by NetEq into two events
+    a.add_concealment(0, 0.01)  # ... and going on into the next poll
+    a.add_concealment(1, 0.0)  # silence concealed (between utterances): no gap
+    assert (a.gaps, a.gap_seconds) == (1, pytest.approx(0.05))
+    assert a.signal_gaps == 1  # the signal rule's count stays readable
+    with pytest.raises(ValueError, match="backwards"):
+        a.add_concealment(-1, 0.0)

@@ -1,11 +1,23 @@
 """Received audio: the energy envelope the lip-sync estimator uses, and gaps inside speech.
 
 The envelope is the RMS of consecutive 10 ms blocks of mono audio, stamped at each block's
-centre. A gap is received silence inside speech: a run of at least ``GAP_MIN_S`` of 2.5 ms
-blocks below ``SILENCE_DBFS`` that starts and ends within two blocks (5 ms) of speech louder
-than ``LOUD_DBFS``. A dropout cuts speech abruptly; a natural pause fades out over tens of
-milliseconds and is not counted. -50 dBFS rather than digital zero: a codec (Opus, AAC) leaves
-low-level noise in a dropout.
+centre.
+
+A gap is audio missing inside speech. Where a receiver is present (the live monitor) the gaps
+are what it had to make up: WebRTC's NetEq conceals every lost or late packet, and its
+statistics say how often (``concealmentEvents``) and how many of the made-up samples were not
+silence (``concealedSamples - silentConcealedSamples``) -- audio that should have been speech.
+``add_concealment`` feeds them; from the first call on, ``gaps`` and ``gap_seconds`` are the
+receiver's.
+
+Without a receiver (a recording) they come from the signal: a run of ``GAP_MIN_S`` to
+``GAP_MAX_S`` of 2.5 ms blocks below ``SILENCE_DBFS`` that starts and ends within two blocks
+(5 ms) of speech louder than ``LOUD_DBFS``. That finds a cut in natural speech, whose pauses
+fade out over tens of milliseconds; it cannot tell a cut from a synthetic voice's own abrupt
+silences (espeak-ng leaves 40-55 ms of digital zero in every stop closure, cut as sharply as a
+dropout at either edge, and an Opus round trip does not change that) -- which is why the live
+count does not use it. -50 dBFS rather than digital zero: a codec (Opus, AAC) leaves low-level
+noise in a dropout.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import numpy as np
 ENVELOPE_HOP_S = 0.010
 GAP_BLOCK_S = 0.0025
 GAP_MIN_S = 0.010
+GAP_MAX_S = 0.300  # longer is a pause between phrases or utterances, however abrupt
 SILENCE_DBFS = -50.0
 LOUD_DBFS = -35.0
 EDGE_BLOCKS = 2
@@ -61,15 +74,42 @@ class AudioAnalyzer:
         self._silent = dbfs_to_amplitude(SILENCE_DBFS)
         self._loud = dbfs_to_amplitude(LOUD_DBFS)
         self._min_run = int(round(GAP_MIN_S / GAP_BLOCK_S))
+        self._max_run = int(round(GAP_MAX_S / GAP_BLOCK_S))
         # gap state, in 2.5 ms blocks
         self._since_loud = 10**9
         self._run = 0
         self._run_ok_start = False
         self._candidate = 0  # length of a finished run waiting for loud audio after it
         self._after = 0
-        self.gap_seconds = 0.0
-        self.gaps = 0
+        self.signal_gap_seconds = 0.0
+        self.signal_gaps = 0
+        self.receiver_gap_seconds = 0.0
+        self.receiver_gaps = 0
+        # "signal" until a receiver reports its concealment, then "receiver"
+        self.gap_source = "signal"
         self.samples = 0
+
+    @property
+    def gaps(self) -> int:
+        return self.receiver_gaps if self.gap_source == "receiver" else self.signal_gaps
+
+    @property
+    def gap_seconds(self) -> float:
+        if self.gap_source == "receiver":
+            return self.receiver_gap_seconds
+        return self.signal_gap_seconds
+
+    def add_concealment(self, events: int, seconds: float) -> None:
+        """The receiver made up ``seconds`` of audio that was not silence since the last call
+        (a stats poll), in ``events`` new stretches (0: the last one went on). Gaps are the
+        receiver's from now on. One gap per call at most: NetEq splits one dropout into
+        several concealment events (a 30 ms stall at the sender gave 1 or 2)."""
+        if events < 0 or seconds < 0:
+            raise ValueError(f"concealment must not go backwards: {events} events, {seconds} s")
+        self.gap_source = "receiver"
+        if seconds > 0:
+            self.receiver_gaps += min(events, 1)
+            self.receiver_gap_seconds += seconds
 
     @property
     def clock(self) -> float | None:
@@ -122,7 +162,7 @@ class AudioAnalyzer:
                     self._run_ok_start = self._since_loud <= EDGE_BLOCKS
                 self._run += 1
             else:
-                if self._run >= self._min_run and self._run_ok_start:
+                if self._min_run <= self._run <= self._max_run and self._run_ok_start:
                     if v >= self._loud:
                         self._count(self._run)
                     else:
@@ -131,6 +171,6 @@ class AudioAnalyzer:
             self._since_loud = 0 if v >= self._loud else self._since_loud + 1
 
     def _count(self, run: int) -> None:
-        self.gaps += 1
-        self.gap_seconds += run * GAP_BLOCK_S
+        self.signal_gaps += 1
+        self.signal_gap_seconds += run * GAP_BLOCK_S
         self._candidate = 0

@@ -304,7 +304,13 @@ class SyncAnalyzer:
                 "fps": None if v.fps is None else round(v.fps, 3),
                 "harmonic_fps": None if v.harmonic_fps is None else round(v.harmonic_fps, 3),
             },
-            "audio": {"gap_seconds": round(self.audio.gap_seconds, 4), "gaps": self.audio.gaps},
+            "audio": {
+                "gap_seconds": round(self.audio.gap_seconds, 4),
+                "gaps": self.audio.gaps,
+                # "receiver": audio the live receiver had to make up; "signal": silences cut
+                # into speech, from a recording (see syncmon.analysis.audio)
+                "gap_source": self.audio.gap_source,
+            },
             "lip_still": {
                 "seconds": round(self.content.lip_still.seconds, 2),
                 "episodes": self.content.lip_still.episodes,

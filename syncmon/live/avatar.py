@@ -25,7 +25,7 @@ from ..analysis.clock import SampleClock
 from ..analysis.receiver import ReceiverDelay
 from ..analysis.session import SyncAnalyzer
 from ..logs import RateLimitedLog
-from ..metrics import AvatarState
+from ..metrics import AvatarState, RtpStats
 
 log = logging.getLogger(__name__)
 RESTART_INITIAL_S = 1.0
@@ -243,11 +243,7 @@ class AvatarMonitor:
     def _stretch_s(ib: Any) -> float:
         """Net seconds NetEq has moved the audio's timeline by: each inserted or concealed
         sample delays what it plays after by one sample period, each removed one advances it."""
-        rate = (
-            ib.total_samples_received / ib.total_samples_duration
-            if ib.total_samples_duration > 0 and ib.total_samples_received > 0
-            else 48000.0
-        )
+        rate = _sample_rate(ib)
         return (
             float(
                 ib.inserted_samples_for_deceleration
@@ -256,6 +252,32 @@ class AvatarMonitor:
             )
             / rate
         )
+
+    def _concealment(self, r: RtpStats, ib: Any) -> None:
+        """The audio NetEq made up since the last poll, as gaps: stretches of concealment that
+        were not silence (a lost or late packet inside speech; the silence it conceals between
+        utterances is no gap)."""
+        events, concealed = int(ib.concealment_events), int(ib.concealed_samples)
+        silent = int(ib.silent_concealed_samples)
+        if r.concealed_samples is not None and r.silent_concealed_samples is not None:
+            d_loud = (concealed - silent) - (r.concealed_samples - r.silent_concealed_samples)
+            d_events = events - (r.concealment_events or 0)
+            if d_loud >= 0 and d_events >= 0:  # (a new receiver starts from 0: skip that poll)
+                self.analyzer.audio.add_concealment(d_events, d_loud / _sample_rate(ib))
+                if d_loud > 0:
+                    log.debug(
+                        "%s: receiver concealed %.1f ms of speech in %d new events (%.1f ms "
+                        "in all)",
+                        self.state.participant,
+                        1e3 * d_loud / _sample_rate(ib),
+                        d_events,
+                        1e3 * (concealed - r.concealed_samples) / _sample_rate(ib),
+                    )
+        else:
+            # the first poll: what was made up before it (the stream's start) is not counted
+            self.analyzer.audio.add_concealment(0, 0.0)
+        r.concealed_samples, r.silent_concealed_samples = concealed, silent
+        r.concealment_events = events
 
     async def _poll_stats(self) -> None:
         await asyncio.sleep(min(1.0, self._stats_interval))
@@ -287,7 +309,7 @@ class AvatarMonitor:
                 r.jitter_s = float(ib.received.jitter)
                 r.packets_lost = int(ib.received.packets_lost)
                 if kind == "audio":
-                    r.concealed_samples = int(ib.inbound.concealed_samples)
+                    self._concealment(r, ib.inbound)
                     stretch = self._stretch_s(ib.inbound)
                 delay, emitted = (
                     ib.inbound.jitter_buffer_delay,
@@ -331,3 +353,10 @@ class AvatarMonitor:
         )
         if playout_s is not None:  # only a new reading: a stale one is not a new observation
             self.state.observe_offset("playout", playout_s)
+
+
+def _sample_rate(ib: Any) -> float:
+    """The rate NetEq's sample counters run at (48 kHz for Opus)."""
+    if ib.total_samples_duration > 0 and ib.total_samples_received > 0:
+        return float(ib.total_samples_received / ib.total_samples_duration)
+    return 48000.0

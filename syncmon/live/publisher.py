@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_FRAME_S = 0.010
 START_DELAY_S = 0.5
+LATE_AUDIO_S = 0.010  # a frame this late leaves the receiver's buffer short (see _audio)
 
 
 class ReferencePublisher:
@@ -104,13 +105,25 @@ class ReferencePublisher:
         sr = av.sample_rate
         n = int(AUDIO_FRAME_S * sr)
         pos = 0
+        behind = False
         while duration_s is None or pos < duration_s * sr:
             wait = t0 + pos / sr - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            elif -wait > LATE_AUDIO_S and not behind:
+                # the source has no queue: the receiver may have had to conceal this (the
+                # truth of a gap count then includes it); once per late stretch
+                log.warning("audio frame at %.2f s sent %.0f ms late", pos / sr, -1e3 * wait)
+            behind = -wait > LATE_AUDIO_S
             x = av.audio(pos, n)
-            pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
-            await src.capture_frame(rtc.AudioFrame(pcm.tobytes(), sr, 1, n))
+            stall = next((d for s, d in av.imp.audio_stalls if s * sr <= pos < (s + d) * sr), None)
+            if stall is not None and not any(
+                s * sr <= pos - n < (s + d) * sr for s, d in av.imp.audio_stalls
+            ):
+                log.info("audio stalls for %.0f ms at %.2f s", 1e3 * stall, pos / sr)
+            if stall is None:
+                pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
+                await src.capture_frame(rtc.AudioFrame(pcm.tobytes(), sr, 1, n))
             pos += n
             av.speech.release_before(pos - int((1.0 + abs(av.imp.offset_ms) / 1000) * sr))
 

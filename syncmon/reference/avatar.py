@@ -51,6 +51,8 @@ class Impairments:
     duplicate_rate: float = 0.0
     freezes: tuple[tuple[float, float], ...] = ()
     audio_gaps: tuple[tuple[float, float], ...] = ()
+    # audio the publisher never sends (a stalled pipeline: the receiver conceals it); live only
+    audio_stalls: tuple[tuple[float, float], ...] = ()
     clock_drift_ppm: float = 0.0
     processing_delay_ms: float = 0.0
     lip_still: tuple[tuple[float, float], ...] = ()
@@ -75,6 +77,9 @@ class Impairments:
                 raise ValueError(f"freeze ({s}, {d}) must start at >= 0 and last >= 2 frames")
         if self.processing_delay_ms < 0:
             raise ValueError(f"processing_delay_ms must be >= 0, got {self.processing_delay_ms}")
+        for s, d in self.audio_stalls:
+            if s < 0 or not 0.0 < d <= 2.0:
+                raise ValueError(f"audio stall ({s}, {d}) must start at >= 0 and last (0, 2] s")
         for s, d in self.lip_still:
             if s < 0 or d <= 0:
                 raise ValueError(f"lip_still ({s}, {d}) must start at >= 0 and last > 0")
