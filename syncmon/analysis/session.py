@@ -90,6 +90,15 @@ class SyncAnalyzer:
         # viewer's player would equalize from RTCP; subtracted from content estimates. None: a
         # live receiver has not measured it yet, and content estimates are withheld till it has
         self.receiver_bias_s: float | None = 0.0
+        # whether viewers lip-sync the avatar's audio and video: True when the receiver puts
+        # them in one sync group (livekit-server's room.sync_streams gives both tracks one
+        # WebRTC stream id; libwebrtc then reports estimatedPlayoutTimestamp, which it leaves
+        # 0 otherwise), False when it plays each as it arrives, None unknown (a recording).
+        # A viewer that does not sync plays the receiver's own A/V delay difference too: the
+        # content offset then keeps it (what the viewer sees); timestamp never does (capture to
+        # arrival)
+        self.viewer_sync: bool | None = None
+        self.received_content_s: float | None = None
         # a live receiver's bias over time (set by the live monitor): a timestamp estimate then
         # waits for the stats poll after it and takes the bias at its own instant
         self.receiver: ReceiverDelay | None = None
@@ -241,15 +250,18 @@ class SyncAnalyzer:
         if est.offset_s is not None:
             if self.receiver_bias_s is None:
                 return
+            bias = 0.0 if self.viewer_sync is False else self.receiver_bias_s
             log.debug(
                 "content offset %.1f ms (as received %.1f ms, receiver bias %.1f ms, "
-                "confidence %.2f)",
-                (est.offset_s - self.receiver_bias_s) * 1000.0,
+                "viewers sync: %s, confidence %.2f)",
+                (est.offset_s - bias) * 1000.0,
                 est.offset_s * 1000.0,
                 self.receiver_bias_s * 1000.0,
+                self.viewer_sync,
                 est.confidence,
             )
-            est = replace(est, offset_s=est.offset_s - self.receiver_bias_s)
+            self.received_content_s = est.offset_s
+            est = replace(est, offset_s=est.offset_s - bias)
         state = self.offsets["content"]
         state.confidence = est.confidence
         if est.offset_s is not None:
@@ -327,5 +339,16 @@ class SyncAnalyzer:
                 else None
             ),
             "playout_source": self.playout_source,
+            # which offset a viewer sees (see viewer_sync above); the content offset as this
+            # receiver got it, and its own A/V jitter-buffer difference, for transport debugging
+            "viewer_sync": self.viewer_sync,
+            "received_content_ms": (
+                None
+                if self.received_content_s is None
+                else round(self.received_content_s * 1000.0, 1)
+            ),
+            "receiver_bias_ms": (
+                None if self.receiver_bias_s is None else round(self.receiver_bias_s * 1000.0, 1)
+            ),
             "verdict": verdict(None if headline is None else headline / 1000.0),
         }

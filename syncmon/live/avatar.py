@@ -89,6 +89,7 @@ class AvatarMonitor:
         self._stats_interval = stats_interval_s
         self._stats_task: asyncio.Task[None] | None = None
         self._jb_prev: dict[str, tuple[float, int]] = {}
+        self._last_sync_reading: bool | None = None
         self._closed = False
         self.analyzer.receiver_bias_s = None
         self.analyzer.receiver = ReceiverDelay()
@@ -324,6 +325,19 @@ class AvatarMonitor:
                     jb[kind] = r.jitter_buffer_delay_s
                 if ib.inbound.estimated_playout_timestamp > 0:
                     playout[kind] = ib.inbound.estimated_playout_timestamp / 1000.0
+        if len(cumulative) == 2:  # both tracks' stats read: playout stamps say it
+            sync = len(playout) == 2
+            # two polls in a row decide (a stamp may read 0 once, e.g. at a track's start)
+            last, self._last_sync_reading = self._last_sync_reading, sync
+            if sync == last and sync != self.analyzer.viewer_sync:
+                log.info(
+                    "%s: viewers %s",
+                    self.state.participant,
+                    "lip-sync its audio and video (one stream: sync_streams)"
+                    if sync
+                    else "play its audio and video as they arrive (two streams)",
+                )
+                self.analyzer.viewer_sync = sync
         playout_s: float | None = None
         if len(playout) == 2:
             # the sample being played: an older video sample means a late picture

@@ -83,6 +83,9 @@ class LocalServer:
     workdir: str = ""
     api_key: str = DEV_KEY
     api_secret: str = DEV_SECRET
+    # room.sync_streams: a participant's audio and video share one WebRTC stream id, so that
+    # viewers lip-sync them (off by default, as in livekit-server's own default)
+    sync_streams: bool = False
 
     @property
     def url(self) -> str:
@@ -90,20 +93,30 @@ class LocalServer:
 
     @classmethod
     def start(
-        cls, *, port: int | None = None, udp_port: int | None = None, build: bool = True
+        cls,
+        *,
+        port: int | None = None,
+        udp_port: int | None = None,
+        build: bool = True,
+        sync_streams: bool = False,
     ) -> LocalServer:
-        srv = cls(port=port or free_port(), udp_port=udp_port or free_port(socket.SOCK_DGRAM))
+        srv = cls(
+            port=port or free_port(),
+            udp_port=udp_port or free_port(socket.SOCK_DGRAM),
+            sync_streams=sync_streams,
+        )
         srv.workdir = tempfile.mkdtemp(prefix="syncmon-livekit-")
         srv._spawn(find_binary(build=build))
         return srv
 
     def _spawn(self, binary: str) -> None:
         cfg = Path(self.workdir) / "livekit.yaml"
-        cfg.write_text(
-            _CONFIG.format(
-                port=self.port, udp_port=self.udp_port, key=self.api_key, secret=self.api_secret
-            )
+        text = _CONFIG.format(
+            port=self.port, udp_port=self.udp_port, key=self.api_key, secret=self.api_secret
         )
+        if self.sync_streams:
+            text += "room:\n  sync_streams: true\n"
+        cfg.write_text(text)
         log = open(Path(self.workdir) / "server.log", "ab")  # noqa: SIM115 - owned by proc
         self.proc = subprocess.Popen(
             [binary, "--config", str(cfg)],

@@ -6,6 +6,7 @@ it), it is never skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -133,3 +135,22 @@ def wait_for(pred: Callable[[], object], timeout: float, every: float = 0.5) -> 
             last_exc = e
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s (last error: {last_exc})")
+
+
+def avatar_report(url: str, room: str, identity: str) -> dict[str, Any] | None:
+    """One avatar's entry of the monitor's /report (None while it has none)."""
+    with urllib.request.urlopen(url + "/report", timeout=5) as r:
+        rep = json.load(r)
+    entry = rep.get("rooms", {}).get(room, {}).get("avatars", {}).get(identity)
+    return cast("dict[str, Any] | None", entry)
+
+
+def viewer_truth_ms(url: str, room: str, identity: str, sent_ms: float) -> float:
+    """The offset a viewer plays for a sender offset of ``sent_ms``: the same when viewers
+    lip-sync the tracks (sync_streams), else plus this receiver's own A/V jitter-buffer
+    difference (a viewer then plays each as it arrives)."""
+    a = avatar_report(url, room, identity)
+    assert a is not None and a["viewer_sync"] is not None, a
+    if a["viewer_sync"]:
+        return sent_ms
+    return sent_ms + float(a["receiver_bias_ms"])

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import subprocess
 import time
-import urllib.request
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +21,7 @@ from scipy.signal import resample_poly
 
 from syncmon.live.localserver import LocalServer
 
-from .conftest import Proc, start_monitor, start_publisher, wait_for
+from .conftest import Proc, avatar_report, start_monitor, start_publisher, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -85,13 +83,6 @@ def stalls_inside_words(
     return out
 
 
-def avatar_report(url: str, room: str) -> dict[str, Any] | None:
-    with urllib.request.urlopen(url + "/report", timeout=5) as r:
-        rep = json.load(r)
-    avatars = rep.get("rooms", {}).get(room, {}).get("avatars", {})
-    return avatars.get("avatar")
-
-
 def test_clean_tts_counts_no_gap_and_each_stall_inside_a_word_counts_one(
     livekit: LocalServer, procs: Callable[..., Proc], tmp_path: Path
 ) -> None:
@@ -104,12 +95,16 @@ def test_clean_tts_counts_no_gap_and_each_stall_inside_a_word_counts_one(
     for t, d in stalls:
         args += ["--audio-stall", f"{t}:{d}"]
     pub = start_publisher(procs, livekit, room, *args)
+
+    def report() -> dict[str, Any] | None:
+        return avatar_report(mon.metrics_url, room, "avatar")
+
     started = time.monotonic()
-    wait_for(lambda: (avatar_report(mon.metrics_url, room) or {}).get("content_estimates"), 30)
+    wait_for(lambda: (report() or {}).get("content_estimates"), 30)
     # the first clean_s seconds of the stream are clean speech: the workload, not a wait for
     # a condition (the monitor polls the receiver's statistics every 2 s)
     wait_for(lambda: time.monotonic() - started >= clean_s, clean_s + 5)
-    clean = avatar_report(mon.metrics_url, room)
+    clean = report()
     assert clean is not None and clean["audio"]["gap_source"] == "receiver"
     pub.proc.wait(timeout=stalls[-1][0] + 30)
 
@@ -125,12 +120,12 @@ def test_clean_tts_counts_no_gap_and_each_stall_inside_a_word_counts_one(
     assert clean["audio"]["gaps"] <= sum(t < clean_s - 3.0 for t in unplanned), (clean, late)
 
     def counted() -> object:
-        rep = avatar_report(mon.metrics_url, room)
+        rep = report()
         return rep is not None and rep["audio"]["gaps"] >= len(stalls) - 1
 
     with contextlib.suppress(AssertionError):  # (then the assertion below says what came)
         wait_for(counted, 15)
-    final = avatar_report(mon.metrics_url, room)
+    final = report()
     assert final is not None
     audio = final["audio"]
     assert len(stalls) - 1 <= audio["gaps"] <= len(stalls) + len(unplanned) + 1, (

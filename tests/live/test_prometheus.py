@@ -9,7 +9,7 @@ import pytest
 
 from syncmon.live.localserver import LocalServer
 
-from .conftest import Proc, start_monitor, start_publisher, wait_for
+from .conftest import Proc, start_monitor, start_publisher, viewer_truth_ms, wait_for
 from .prom import Prometheus
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,8 @@ def test_offset_read_back_through_prometheus_http_api(
         assert isinstance(res, list) and len(res) == 1
         series = res[0]
         assert series["metric"]["participant"] == "avatar"
-        assert abs(float(series["value"][1]) * 1000 - 100) <= 25
+        truth = viewer_truth_ms(mon.metrics_url, room, "avatar", 100)  # what a viewer plays
+        assert abs(float(series["value"][1]) * 1000 - truth) <= 25, (series, truth)
         time.sleep(2)
         up = prom.query(f'syncmon_track_up{{room="{room}"}}')
         assert {s["metric"]["kind"]: s["value"][1] for s in up} == {"audio": "1", "video": "1"}

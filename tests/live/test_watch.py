@@ -9,7 +9,15 @@ import pytest
 
 from syncmon.live.localserver import LocalServer
 
-from .conftest import Proc, sample, scrape, start_monitor, start_publisher, wait_for
+from .conftest import (
+    Proc,
+    sample,
+    scrape,
+    start_monitor,
+    start_publisher,
+    viewer_truth_ms,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +41,13 @@ def test_content_offset_within_25ms_of_injected_truth(
     time.sleep(max(0.0, 15.0 - first_s))
     readings = []
     for _ in range(6):
-        readings.append(content_offset(mon.metrics_url, room))
+        # what a viewer plays (this server's default: each track as it arrives)
+        truth = viewer_truth_ms(mon.metrics_url, room, "avatar", offset_ms)
+        readings.append((content_offset(mon.metrics_url, room), truth))
         time.sleep(1.0)
-    errs = [abs(r * 1000 - offset_ms) for r in readings if r is not None]
+    errs = [abs(r * 1000 - truth) for r, truth in readings if r is not None]
     assert len(errs) == 6, readings
-    assert max(errs) <= 25, f"offsets {readings} vs truth {offset_ms} ms"
+    assert max(errs) <= 25, f"offsets and truths {readings} (sent {offset_ms} ms)"
     assert first_s <= 20, f"first estimate after {first_s:.1f} s"
     s = scrape(mon.metrics_url)
     assert sample(s, "syncmon_room_connected", room=room) == 1
@@ -116,8 +126,10 @@ def test_two_rooms_two_avatars_labels_kept_apart(
     s = scrape(mon.metrics_url)
     a = sample(s, "syncmon_av_offset_seconds", room="room-a", participant="ava", method="content")
     b = sample(s, "syncmon_av_offset_seconds", room="room-b", participant="avb", method="content")
-    assert a is not None and abs(a * 1000 - 60) <= 25
-    assert b is not None and abs(b * 1000 + 100) <= 25
+    truth_a = viewer_truth_ms(mon.metrics_url, "room-a", "ava", 60)
+    truth_b = viewer_truth_ms(mon.metrics_url, "room-b", "avb", -100)
+    assert a is not None and abs(a * 1000 - truth_a) <= 25, (a, truth_a)
+    assert b is not None and abs(b * 1000 - truth_b) <= 25, (b, truth_b)
     assert sample(s, "syncmon_video_frames_total", room="room-a", participant="avb") is None
     assert sample(s, "syncmon_video_frames_total", room="room-b", participant="ava") is None
 
@@ -206,11 +218,13 @@ def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
     wait_for(lambda: estimates() >= 8, timeout=30)
     readings = []
     for _ in range(6):
-        readings.append(content_offset(mon.metrics_url, room))
+        # what a viewer plays of the 80 ms sent (this server: each track as it arrives)
+        truth = viewer_truth_ms(mon.metrics_url, room, "avatar", 80)
+        readings.append((content_offset(mon.metrics_url, room), truth))
         n, until = estimates(), time.monotonic() + 3.0
         while estimates() <= n and time.monotonic() < until:  # the next estimate (1 s hop)
             time.sleep(0.2)
-    got = [r * 1000 - natural for r in readings if r is not None]
-    assert len(got) >= 4, readings
-    assert max(abs(g - 80) for g in got) <= 25, f"{got} (natural phase {natural} ms) vs 80 ms"
+    errs = [r * 1000 - natural - truth for r, truth in readings if r is not None]
+    assert len(errs) >= 4, readings
+    assert max(abs(e) for e in errs) <= 25, f"{readings} (natural phase {natural} ms)"
     assert mon.stop() == 0
