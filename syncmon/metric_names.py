@@ -26,6 +26,10 @@ LIP_STILL_SECONDS = "syncmon_lip_still_seconds_total"
 LIP_STILL_EPISODES = "syncmon_lip_still_episodes_total"
 AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"
 
+# 1 when viewers lip-sync the avatar's audio and video (one WebRTC stream: sync_streams), 0 when
+# they play each as it arrives; absent until the receiver's stats say
+VIEWER_SYNC = "syncmon_viewer_sync"
+
 RTP_JITTER = "syncmon_rtp_jitter_seconds"
 RTP_PACKETS_LOST = "syncmon_rtp_packets_lost_total"
 JITTER_BUFFER_DELAY = "syncmon_jitter_buffer_delay_seconds"

@@ -185,10 +185,13 @@ class _Families:
         self.jitter = g(n.VIDEO_JITTER, "RFC 3550 jitter of frame arrivals")
         self.fps = g(n.VIDEO_FPS, "Frames per second over the last 5 s")
         self.hfps = g(n.VIDEO_HARMONIC_FPS, "Harmonic frame rate over the last 5 s")
-        self.gap = c(n.AUDIO_GAP_SECONDS, "Received silence inside speech")
+        self.gap = c(n.AUDIO_GAP_SECONDS, "Audio made up inside speech (non-silent concealment)")
         self.concealed = c(n.AUDIO_CONCEALED_SAMPLES, "Audio samples concealed by the receiver")
         self.still_s = c(n.LIP_STILL_SECONDS, "Speaking seconds with the mouth not moving")
         self.still_n = c(n.LIP_STILL_EPISODES, "Episodes of the mouth not moving while speaking")
+        self.viewer_sync = g(
+            n.VIEWER_SYNC, "1: viewers lip-sync audio and video (sync_streams); 0: as received"
+        )
         self.rtp_jitter = g(n.RTP_JITTER, "inbound-rtp jitter", ["kind"])
         self.rtp_lost = c(n.RTP_PACKETS_LOST, "inbound-rtp packets lost", ["kind"])
         self.jbd = g(
@@ -244,6 +247,8 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
     if v.harmonic_fps is not None:
         add(f.hfps, lv, v.harmonic_fps)
     add(f.gap, lv, an.audio.gap_seconds)
+    if an.viewer_sync is not None:
+        add(f.viewer_sync, lv, 1.0 if an.viewer_sync else 0.0)
     still = an.content.lip_still
     add(f.still_s, lv, still.seconds)
     add(f.still_n, lv, still.episodes)

@@ -49,6 +49,11 @@ def test_collector_exports_exact_values() -> None:
     assert get(n.COLLECT_ERRORS, {}) == 0
     assert get(n.AV_OFFSET, {**lv, "method": "content"}) is None  # unknown: absent
     assert get(n.VIDEO_FPS, lv) == pytest.approx(25.0, rel=1e-6)
+    assert get(n.VIEWER_SYNC, lv) is None  # the receiver's stats have not said: absent
+    a.analyzer.viewer_sync = False
+    assert get(n.VIEWER_SYNC, lv) == 0
+    a.analyzer.viewer_sync = True
+    assert get(n.VIEWER_SYNC, lv) == 1
 
 
 @pytest.fixture

@@ -350,6 +350,12 @@ def room(c: MixinConfig) -> dict[str, Any]:
         _panel(g, "state-timeline", "Tracks up", [(f"{n.TRACK_UP}{rp}", "{{kind}}")]),
         _panel(
             g,
+            "state-timeline",
+            "Viewers lip-sync (1: one stream, sync_streams; 0: as received)",
+            [(f"{n.VIEWER_SYNC}{rp}", "{{participant}}")],
+        ),
+        _panel(
+            g,
             "timeseries",
             "|offset| p90 by method (5m)",
             [
