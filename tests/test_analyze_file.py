@@ -293,6 +293,8 @@ def test_the_receivers_concealment_replaces_the_signal_rule() -> None:
     a.add_concealment(0, 0.01)  # ... and going on into the next poll
     a.add_concealment(1, 0.0)  # silence concealed (between utterances): no gap
     assert (a.gaps, a.gap_seconds) == (1, pytest.approx(0.05))
-    assert a.signal_gaps == 1  # the signal rule's count stays readable
+    assert a.signal_gaps == 1  # the signal rule's count stays readable ...
+    a.add(np.concatenate([tone, np.zeros(sr // 20, np.float32), tone]))
+    assert a.signal_gaps == 1  # ... and the rule no longer runs
     with pytest.raises(ValueError, match="backwards"):
         a.add_concealment(-1, 0.0)

@@ -106,7 +106,7 @@ class AudioAnalyzer:
         several concealment events (a 30 ms stall at the sender gave 1 or 2)."""
         if events < 0 or seconds < 0:
             raise ValueError(f"concealment must not go backwards: {events} events, {seconds} s")
-        self.gap_source = "receiver"
+        self.gap_source = "receiver"  # the signal rule stops here (its count stays readable)
         if seconds > 0:
             self.receiver_gaps += min(events, 1)
             self.receiver_gap_seconds += seconds
@@ -144,7 +144,8 @@ class AudioAnalyzer:
         self._clock = t0 + n / self.sample_rate
         if n == 0:
             return EnvelopeChunk(np.zeros(0), np.zeros(0))
-        self._gaps(block_rms(done, self._gblock))
+        if self.gap_source == "signal":  # (a per-block loop: not run once the receiver counts)
+            self._gaps(block_rms(done, self._gblock))
         rms = block_rms(done, self._hop)
         t = t0 + (np.arange(rms.size) + 0.5) * ENVELOPE_HOP_S
         return EnvelopeChunk(t, rms)
