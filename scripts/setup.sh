@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up of a fresh machine (idempotent): Python package with its test extras,
-# Prometheus/promtool/Alertmanager from Debian, livekit-server built with `go install`.
+# Prometheus/promtool/Alertmanager, espeak-ng and Chromium from Debian, livekit-client from npm
+# (the browser viewer of tests/browser), livekit-server built with `go install`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIVEKIT_SERVER_VERSION="${LIVEKIT_SERVER_VERSION:-v1.13.5}"
@@ -8,16 +9,22 @@ LIVEKIT_SERVER_VERSION="${LIVEKIT_SERVER_VERSION:-v1.13.5}"
 python -m pip install -q --disable-pip-version-check -e ".[test,agents,otel,bithuman]"
 
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
-   || ! command -v prometheus-alertmanager >/dev/null || ! command -v espeak-ng >/dev/null; then
+   || ! command -v prometheus-alertmanager >/dev/null || ! command -v espeak-ng >/dev/null \
+   || ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager espeak-ng >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager espeak-ng chromium >/dev/null
   else
-    echo "setup: prometheus/promtool or espeak-ng missing and not root: install Debian's prometheus, prometheus-alertmanager and espeak-ng packages" >&2
+    echo "setup: prometheus/promtool, espeak-ng or chromium missing and not root: install Debian's prometheus, prometheus-alertmanager, espeak-ng and chromium packages" >&2
     exit 1
   fi
   # the Debian package starts its own services; syncmon's tests run their own instances
   (systemctl stop prometheus prometheus-alertmanager prometheus-node-exporter 2>/dev/null || true)
+fi
+
+# the browser viewer's livekit-client, pinned by tests/browser/package-lock.json
+if [ ! -d tests/browser/node_modules/livekit-client ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 GOBIN="${GOBIN:-$HOME/go/bin}"
