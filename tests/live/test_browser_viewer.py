@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from syncmon.live.localserver import LocalServer
@@ -23,6 +24,12 @@ pytestmark = pytest.mark.slow
 TRIES = 3  # sessions per offset before the browser's own instability fails the test
 DEFAULT_TOL_MS = 8.0  # the browser plays what arrives: syncmon's as-received offset
 SYNC_TOL_MS = 15.0  # the browser lip-syncs the pair, once converged
+# One session's difference is not only syncmon's: each receiver's NetEq holds the sound for a
+# whole number of its own 10 ms playout pulls after the packet lands, at a phase that is random
+# per session and independent between the two receivers (measured: content - browser had a
+# standard deviation of ~5 ms over 13 default-server sessions, largest 11.9 ms). What is
+# systematic shows in the mean over sessions.
+SESSION_TOL_MS = 15.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,22 +63,28 @@ def stable_session(srv: LocalServer, room: str, sent_ms: float, **kw: Any) -> Se
     )
 
 
-def check_pair(srv: LocalServer, room: str, tol_ms: float, **kw: Any) -> None:
-    zero = stable_session(srv, f"{room}-0", 0.0, **kw)
-    late = stable_session(srv, f"{room}-120", 120.0, **kw)
-    # the browser measurement follows the sender's offset (each receiver's buffers differ by
-    # session, by up to a NetEq step of 10 ms, and the two sessions are independent)
-    assert abs((late.browser_ms - zero.browser_ms) - 120.0) <= 25.0, (zero, late)
-    for s in (zero, late):
-        assert abs(s.diff_ms) <= tol_ms, (s.sent_ms, s.browser_ms, s.content_ms, s.rows)
+def check(srv: LocalServer, room: str, repeats: int, tol_ms: float, **kw: Any) -> None:
+    """``repeats`` sessions at 0 and at +120 ms: the mean of content - browser within
+    ``tol_ms`` (what is systematic), each session within SESSION_TOL_MS."""
+    runs = {
+        sent: [stable_session(srv, f"{room}-{i}-{sent:.0f}", sent, **kw) for i in range(repeats)]
+        for sent in (0.0, 120.0)
+    }
+    # the browser measurement follows the sender's offset
+    played = {sent: float(np.mean([s.browser_ms for s in ss])) for sent, ss in runs.items()}
+    assert abs(played[120.0] - played[0.0] - 120.0) <= 20.0, played
+    sessions = [s for ss in runs.values() for s in ss]
+    diffs = [round(s.diff_ms, 1) for s in sessions]
+    assert abs(float(np.mean(diffs))) <= tol_ms, diffs
+    assert max(abs(d) for d in diffs) <= SESSION_TOL_MS, [(s.sent_ms, s.rows) for s in sessions]
 
 
 def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) -> None:
-    check_pair(livekit, "browser-default", DEFAULT_TOL_MS, seconds=40, settle=20)
+    check(livekit, "browser-default", 2, DEFAULT_TOL_MS, seconds=40, settle=20)
 
 
 def test_sync_streams_content_is_what_the_browser_plays_once_converged(
     synced_server: LocalServer,
 ) -> None:
-    # Chrome takes 30-100 s to converge: the session runs until it has (at most 180 s)
-    check_pair(synced_server, "browser-synced", SYNC_TOL_MS, seconds=180, wait_sync=True)
+    # Chrome takes 30-100 s to converge: each session runs until it has (at most 180 s)
+    check(synced_server, "browser-synced", 1, SYNC_TOL_MS, seconds=180, wait_sync=True)

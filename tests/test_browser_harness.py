@@ -1,0 +1,86 @@
+"""The browser viewer's arithmetic (tests/browser/driver.py) against a known truth, without a
+browser: the timecode it reads off a picture, and the played offset it works out from shown
+pictures and pulled sound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from syncmon.reference.face import FaceRenderer
+from tests.browser.driver import (
+    FPS,
+    Recording,
+    gray_decode,
+    played_offsets,
+    source_audio,
+    timecode_probes,
+)
+
+
+@pytest.mark.parametrize(("w", "h"), [(640, 360), (1280, 720), (320, 240)])
+def test_timecode_read_at_the_probes_is_the_slot(w: int, h: int) -> None:
+    face = FaceRenderer(width=w, height=h, seed=3)
+    for slot in (0, 1, 2, 3, 1000, 123_457, 2**24 - 1):
+        y = face.render(mouth_open=0.3, scene_t=slot / FPS, slot=slot).y
+        bits = [int(y[int(fy * h), int(fx * w)] > 125) for fx, fy in timecode_probes(w, h)]
+        assert gray_decode(bits) == slot
+
+
+def browser_like(
+    played_ms: float, sent_ms: float, *, lag_s: float, seconds: float, stretch_at_s: float
+) -> tuple[Recording, np.ndarray]:
+    """What a browser would record if it played the avatar at ``played_ms``: its player pulls
+    10 ms blocks of the source from ``lag_s`` on (with noise, and 10 ms of the sound skipped at
+    ``stretch_at_s`` as NetEq's acceleration does), and shows each picture when the sound
+    playing is ``played_ms`` ahead of the speech the picture shows."""
+    sr = 48000
+    src = source_audio(sent_ms, lag_s + seconds + 5)
+    rng = np.random.default_rng(5)
+    rec = Recording(sample_rate=sr)
+    t0 = 1000.0
+    pos = int(lag_s * sr)  # source sample the player is at
+    heard: list[tuple[float, float]] = []  # (time ms, source ms) at each block's start
+    for i in range(int(seconds * 100)):
+        t = t0 + 10.0 * i
+        if abs(t - t0 - stretch_at_s * 1e3) < 5:
+            pos += 480  # 10 ms of sound removed: everything after plays 10 ms earlier
+        block = src[pos : pos + 480] + rng.normal(0, 0.002, 480).astype(np.float32)
+        heard.append((t, pos / sr * 1e3))
+        rec.audio_t.append(t + float(rng.uniform(0, 3)))
+        rec.audio_ts.append(t)
+        rec.audio_n.append(480)
+        rec.pcm.append(block.astype(np.float32))
+        pos += 480
+    ht = np.array(heard)
+    for slot in range(int((lag_s + 1) * FPS), int((lag_s + seconds - 1) * FPS)):
+        shown_ms = slot / FPS * 1e3 - sent_ms
+        # the time at which the sound playing is shown_ms + played_ms
+        d = float(np.interp(shown_ms + played_ms, ht[:, 1], ht[:, 0]))
+        rec.video.append((d, slot))
+    return rec, src
+
+
+@pytest.mark.parametrize(("played", "sent"), [(-17.0, 0.0), (103.5, 120.0), (40.0, 0.0)])
+def test_played_offset_is_the_truth(played: float, sent: float) -> None:
+    rec, src = browser_like(played, sent, lag_s=3.21, seconds=20, stretch_at_s=11.0)
+    p = played_offsets(rec, src, fps=FPS, sent_ms=sent)
+    assert p.aligned_windows >= 0.8 * p.windows
+    # away from the skipped 10 ms (the windows around it see both alignments)
+    calm = np.abs(p.t_ms - 1000.0 - 11_000.0) > 2500
+    err = p.offset_ms[calm] - played
+    assert np.percentile(np.abs(err), 95) <= 1.0, np.percentile(err, [0, 50, 100])
+
+
+def test_no_sound_or_no_pictures_is_an_error() -> None:
+    rec, src = browser_like(0.0, 0.0, lag_s=1.0, seconds=5, stretch_at_s=99)
+    rec.video.clear()
+    with pytest.raises(ValueError, match="no sound or no pictures"):
+        played_offsets(rec, src, fps=FPS, sent_ms=0.0)
+
+
+def test_sound_from_elsewhere_is_an_error() -> None:
+    rec, src = browser_like(0.0, 0.0, lag_s=1.0, seconds=8, stretch_at_s=99)
+    other = np.random.default_rng(1).normal(0, 0.1, src.size).astype(np.float32)
+    with pytest.raises(ValueError, match="never matched"):
+        played_offsets(rec, other, fps=FPS, sent_ms=0.0)
