@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up of a fresh machine (idempotent): Python package with its test extras,
 # Prometheus/promtool/Alertmanager, espeak-ng and Chromium from Debian, livekit-client from npm
-# (the browser viewer of tests/browser), livekit-server built with `go install`.
+# (the browser viewer of tests/browser), livekit-server and helm built with `go install`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIVEKIT_SERVER_VERSION="${LIVEKIT_SERVER_VERSION:-v1.13.5}"
@@ -31,5 +31,10 @@ GOBIN="${GOBIN:-$HOME/go/bin}"
 if [ ! -x "$GOBIN/server" ] && ! command -v livekit-server >/dev/null; then
   echo "setup: building livekit-server $LIVEKIT_SERVER_VERSION with go install (about 2 minutes)"
   GOBIN="$GOBIN" go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_SERVER_VERSION"
+fi
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+if [ ! -x "$GOBIN/helm" ] && ! command -v helm >/dev/null; then
+  echo "setup: building helm $HELM_VERSION with go install (checks deploy/helm)"
+  GOBIN="$GOBIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 echo "setup: done"

@@ -38,6 +38,10 @@ ROOM_CONNECTED = "syncmon_room_connected"
 TRACK_UP = "syncmon_track_up"
 LAST_FRAME_TIMESTAMP = "syncmon_last_frame_timestamp_seconds"
 ROOMS_REJECTED = "syncmon_rooms_rejected_total"
+# rooms this process monitors, and its cap (--max-rooms): their ratio is the load a worker
+# reports to LiveKit's dispatch, and what a HorizontalPodAutoscaler scales workers on
+ROOMS = "syncmon_rooms"
+ROOMS_MAX = "syncmon_rooms_max"
 RECONNECTS = "syncmon_reconnects_total"
 MALFORMED = "syncmon_malformed_total"
 COLLECT_ERRORS = "syncmon_collect_errors_total"

@@ -309,6 +309,10 @@ class MonitorCollector(Collector):
             "Rooms not monitored because the cap was reached",
         )
         rejected.add_metric([], st.rooms_rejected)
+        rooms = GaugeMetricFamily(n.ROOMS, "Rooms this process monitors now")
+        rooms.add_metric([], len(st.rooms))
+        cap = GaugeMetricFamily(n.ROOMS_MAX, "Rooms this process takes at most (--max-rooms)")
+        cap.add_metric([], st.max_rooms)
         fams = _Families(restarts)
         for a in st.avatars():
             staged = self._read(fams, a)
@@ -319,7 +323,7 @@ class MonitorCollector(Collector):
             "Avatars left out of a scrape because their state could not be read",
         )
         errors.add_metric([], self.errors)
-        yield from (connected, reconnects, rejected, *fams.all(), errors)
+        yield from (connected, reconnects, rejected, rooms, cap, *fams.all(), errors)
 
     def _read(self, fams: _Families, a: AvatarState) -> Staged:
         for attempt in range(COLLECT_TRIES):

@@ -9,6 +9,7 @@ ServiceMonitor is checked against the Service it must select.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,90 @@ def test_grafana_provisioning_files(name: str) -> None:
         assert doc["datasources"][0]["type"] == "prometheus"
     else:
         assert doc["providers"][0]["options"]["path"].endswith("/syncmon")
+
+
+# -- the worker at scale: Helm chart, its rendered manifest, the autoscaler's metric ----------
+CHART = ROOT / "deploy/helm/syncmon-worker"
+
+
+def helm() -> str:
+    exe = shutil.which("helm") or str(
+        Path(os.environ.get("GOBIN", Path.home() / "go/bin")) / "helm"
+    )
+    assert Path(exe).is_file(), "helm not installed (scripts/setup.sh builds it)"
+    return exe
+
+
+def render(tmp_path: Path, *sets: str) -> tuple[Path, list[dict]]:  # type: ignore[type-arg]
+    args = [helm(), "template", "syncmon-worker", str(CHART), "--kube-version", "1.30.0"]
+    for s in sets:
+        args += ["--set", s]
+    p = run(*args)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "rendered.yaml"
+    out.write_text(p.stdout)
+    return out, load_all(out)
+
+
+def test_helm_chart_lints_strictly() -> None:
+    p = run(helm(), "lint", "--strict", str(CHART), "--kube-version", "1.30.0")
+    assert p.returncode == 0 and "1 chart(s) linted, 0 chart(s) failed" in p.stdout, p.stdout
+
+
+def test_helm_chart_renders_valid_objects_that_fit_together(tmp_path: Path) -> None:
+    from syncmon import metric_names as n
+
+    path, docs = render(tmp_path)
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"Deployment", "HorizontalPodAutoscaler", "PodMonitor"}
+    p = run(sys.executable, "-m", "kubernetes_validate", "--strict", "--no-warn", str(path))
+    assert p.returncode == 0 and p.stdout.count("passed") == 2, p.stdout + p.stderr
+    dep, hpa, pm = kinds["Deployment"], kinds["HorizontalPodAutoscaler"], kinds["PodMonitor"]
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["args"][0] == "worker"
+    assert c["args"][c["args"].index("--max-rooms") + 1] == "4"
+    # no secret in the manifest: every credential is a reference to the Secret
+    env = {e["name"]: e for e in c["env"]}
+    for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        assert env[k]["valueFrom"]["secretKeyRef"]["name"] == "livekit-credentials"
+        assert "value" not in env[k]
+    # the PodMonitor finds these pods and their metrics port
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert {e["port"] for e in pm["spec"]["podMetricsEndpoints"]} <= {p["name"] for p in c["ports"]}
+    # the HPA scales this Deployment on the adapter's metric, made of what the code exports
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    (rule,) = load_all(K8S / "prometheus-adapter-rules.yaml")[0]["rules"]
+    assert metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert f"{n.ROOMS}{{" in rule["metricsQuery"] and f"{n.ROOMS_MAX}{{" in rule["metricsQuery"]
+    assert rule["seriesQuery"].startswith(n.ROOMS + "{")
+    assert "replicas" not in dep["spec"]  # the HPA owns the replica count
+
+
+def test_adapter_rule_query_is_valid_promql(tmp_path: Path) -> None:
+    (rule,) = load_all(K8S / "prometheus-adapter-rules.yaml")[0]["rules"]
+    expr = (
+        rule["metricsQuery"]
+        .replace("<<.LabelMatchers>>", 'namespace="ns",pod=~"syncmon-worker-.*"')
+        .replace("<<.GroupBy>>", "pod")
+    )
+    f = tmp_path / "rules.yml"
+    f.write_text(json.dumps({"groups": [{"name": "g", "rules": [{"record": "x", "expr": expr}]}]}))
+    exe = shutil.which("promtool")
+    assert exe
+    p = run(exe, "check", "rules", str(f))
+    assert p.returncode == 0 and "SUCCESS: 1 rules found" in p.stdout, p.stdout + p.stderr
+
+
+def test_helm_values_switch_autoscaling_and_podmonitor_off(tmp_path: Path) -> None:
+    _, docs = render(
+        tmp_path, "autoscaling.enabled=false", "replicaCount=3", "podMonitor.enabled=false"
+    )
+    (dep,) = docs
+    assert dep["kind"] == "Deployment" and dep["spec"]["replicas"] == 3
+
+
+def test_worker_manifest_is_the_chart_rendered(tmp_path: Path) -> None:
+    _, docs = render(tmp_path)
+    assert load_all(K8S / "worker.yaml") == docs

@@ -29,7 +29,8 @@ def avatar(state: MonitorState, room: str, who: str) -> AvatarState:
 
 
 def test_collector_exports_exact_values() -> None:
-    state = MonitorState()
+    state = MonitorState(max_rooms=7)
+    assert make_registry(state).get_sample_value(n.ROOMS, {}) == 0
     a = avatar(state, "r", "av")
     for k in range(50):
         a.analyzer.add_video(k * 0.04, LUMA + (k % 2))
@@ -47,6 +48,7 @@ def test_collector_exports_exact_values() -> None:
     assert get(n.MALFORMED, {**lv, "what": "frame"}) is None  # never seen: absent, not 0
     assert get(n.TASK_RESTARTS, {**lv, "task": "audio"}) == 1
     assert get(n.COLLECT_ERRORS, {}) == 0
+    assert get(n.ROOMS, {}) == 1 and get(n.ROOMS_MAX, {}) == 7
     assert get(n.AV_OFFSET, {**lv, "method": "content"}) is None  # unknown: absent
     assert get(n.VIDEO_FPS, lv) == pytest.approx(25.0, rel=1e-6)
     assert get(n.VIEWER_SYNC, lv) is None  # the receiver's stats have not said: absent

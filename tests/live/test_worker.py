@@ -117,6 +117,9 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
     # and nothing is lost or doubled once the rooms settle
     a2, b2 = (rooms_of(w.metrics_url) for w in workers)
     assert (a2, b2) == (a, b)
+    # the load each reports (what an autoscaler scales on): its rooms
+    for w, rooms in zip(workers, (a, b), strict=True):
+        assert sample(scrape(w.metrics_url), "syncmon_rooms") == len(rooms)
     for w in workers:
         assert w.stop() == 0
 
