@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncmon.live.localserver import LocalServer  # noqa: E402
+from syncmon.reference.localserver import LocalServer  # noqa: E402
 from tests.browser.driver import (  # noqa: E402
     Session,
     browser_viewer,

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from syncmon.instrument import AvatarInstrumentor
-from syncmon.live.localserver import LocalServer, free_port
+from syncmon.reference.localserver import LocalServer, free_port
 from syncmon.reference.worker import WorkerProfile, make_runner
 
 

@@ -27,7 +27,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncmon.live.localserver import LocalServer, free_port  # noqa: E402
+from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

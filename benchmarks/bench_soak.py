@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_monitor import spawn  # noqa: E402
 
-from syncmon.live.localserver import LocalServer, free_port  # noqa: E402
 from syncmon.live.token import publisher_token  # noqa: E402
 from syncmon.marks import TOPIC  # noqa: E402
+from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
 
 ROOM = "soak"
 

@@ -55,7 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncmon.live.localserver import LocalServer, free_port  # noqa: E402
+from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
 
 LAGS_MS = (0, 100, 40)
 PERIOD_S = 30.0

@@ -265,9 +265,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import subprocess
 
     from .live.config import LiveKitCredentials, parse_addr
-    from .live.localserver import LocalServer
     from .live.watch import WatchConfig, run_watch
     from .logs import setup_logging
+    from .reference.localserver import LocalServer
 
     setup_logging(False)
     host, port = parse_addr(args.metrics_addr)
@@ -478,7 +478,7 @@ def _publisher_creds(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_publish(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .live.publisher import ReferencePublisher
+    from .reference.publisher import ReferencePublisher
 
     creds, token = _publisher_creds(args)
     pub = ReferencePublisher(

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from livekit import api
 
-from syncmon.live.localserver import LocalServer, free_port
 from syncmon.reference.avatar import Impairments, ReferenceAvatar
 from syncmon.reference.face import TIMECODE_BITS
+from syncmon.reference.localserver import LocalServer, free_port
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE / "viewer.html"

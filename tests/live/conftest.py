@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncmon.live.localserver import LocalServer, free_port
+from syncmon.reference.localserver import LocalServer, free_port
 
 
 @pytest.fixture(scope="session")

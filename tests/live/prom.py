@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from syncmon.live.localserver import free_port
+from syncmon.reference.localserver import free_port
 
 
 class Prometheus:

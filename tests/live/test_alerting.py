@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from syncmon.live.localserver import LocalServer, free_port
+from syncmon.reference.localserver import LocalServer, free_port
 
 from .conftest import Proc, lk_env, start_monitor, start_publisher, wait_for
 from .prom import Prometheus

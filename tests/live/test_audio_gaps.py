@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from syncmon.live.localserver import LocalServer
+from syncmon.reference.localserver import LocalServer
 
 from .conftest import Proc, avatar_report, start_monitor, start_publisher, wait_for
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from syncmon.live.localserver import LocalServer
+from syncmon.reference.localserver import LocalServer
 from tests.browser.driver import UNSTABLE_MS, Session, browser_viewer, compare_session, page_ready
 
 pytestmark = pytest.mark.slow

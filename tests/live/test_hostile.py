@@ -16,9 +16,9 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from syncmon.live.localserver import LocalServer
 from syncmon.live.token import publisher_token
 from syncmon.marks import TOPIC
+from syncmon.reference.localserver import LocalServer
 
 from .conftest import Proc, sample, scrape, start_monitor, start_publisher, wait_for
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from syncmon.live.localserver import LocalServer
+from syncmon.reference.localserver import LocalServer
 
 from .conftest import Proc, lk_env, sample, scrape, start_monitor, wait_for
 from .otlp import OtlpReceiver

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from syncmon.live.localserver import LocalServer
+from syncmon.reference.localserver import LocalServer
 
 from .conftest import Proc, start_monitor, start_publisher, viewer_truth_ms, wait_for
 from .prom import Prometheus

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from syncmon.live.localserver import LocalServer
+from syncmon.reference.localserver import LocalServer
 
 from .conftest import Proc, avatar_report, start_monitor, start_publisher, wait_for
 

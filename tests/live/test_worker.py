@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from syncmon.live.localserver import LocalServer, free_port
+from syncmon.reference.localserver import LocalServer, free_port
 
 from .conftest import Proc, ProcessDied, lk_env, sample, scrape, start_publisher, wait_for
 

@@ -21,7 +21,7 @@ from livekit.rtc._proto import track_pb2
 from livekit.rtc._proto import video_frame_pb2 as proto_video
 
 from ..errors import ConnectError
-from ..reference.avatar import ReferenceAvatar
+from .avatar import ReferenceAvatar
 
 log = logging.getLogger(__name__)
 
