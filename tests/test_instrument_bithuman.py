@@ -124,15 +124,21 @@ def test_bithuman_generator_buffers_threads_and_model(otel: Otel) -> None:
                 await asyncio.sleep(0.5)
 
         tasks = [asyncio.create_task(forward()), asyncio.create_task(speak())]
-        await asyncio.sleep(4.5)
+        await tasks[1]  # both utterances pushed; then until the runner has ended both
+        deadline = time.monotonic() + 10
+        while len(utterances()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         otel.collect()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner._av_sync.aclose()
 
+    def utterances() -> list[Any]:
+        return [s for s in otel.spans.get_finished_spans() if s.name == "avatar.utterance"]
+
     asyncio.run(main())
-    spans = [s for s in otel.spans.get_finished_spans() if s.name == "avatar.utterance"]
+    spans = utterances()
     assert len(spans) == 2
     a = dict(spans[0].attributes or {})
     assert a["syncmon.generator"] == "BithumanGenerator"
