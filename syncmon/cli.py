@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from . import __version__
 from .errors import SyncmonError
@@ -572,7 +572,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"syncmon {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_analyze(sub)
+    ref = sub.add_parser("reference", help="the reference avatar").add_subparsers(
+        dest="ref_command", required=True
+    )
+    _add_render(ref)
+    _add_watch(sub)
+    _add_worker(sub)
+    _add_publish(ref)
+    _add_avatar(ref)
+    _add_demo(sub)
+    return p
 
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_analyze(sub: Subparsers) -> None:
     a = sub.add_parser("analyze", help="analyze a recording (mp4, webm, mkv)")
     a.add_argument("file", type=Path)
     a.add_argument("--json", action="store_true", help="print the JSON report")
@@ -583,17 +599,82 @@ def build_parser() -> argparse.ArgumentParser:
         help="nominal frame rate (default: the median frame interval)",
     )
     a.add_argument("--window-s", type=float, default=8.0, help="lip-sync window (default 8)")
-    a.add_argument(
+    _add_calibration(a)
+    a.set_defaults(func=cmd_analyze)
+
+
+def _add_calibration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--calibration-ms",
         type=float,
         default=0.0,
         help="the avatar model's own fixed mouth offset, subtracted (default 0)",
     )
-    a.set_defaults(func=cmd_analyze)
 
-    ref = sub.add_parser("reference", help="the reference avatar").add_subparsers(
-        dest="ref_command", required=True
+
+def _add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None:
+    """What ``watch`` and ``worker`` share: the avatar, where to serve, the room cap, linger."""
+    p.add_argument(
+        "--participant",
+        default=None,
+        help="avatar identity (default: agents and lk.publish_on_behalf participants)",
     )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1:9464",
+        help="where /metrics, /healthz, /readyz, /report listen (default %(default)s)",
+    )
+    _add_calibration(p)
+    p.add_argument("--max-rooms", type=int, default=100, help=max_rooms_help)
+    p.add_argument(
+        "--series-linger-s",
+        type=float,
+        default=30.0,
+        help="keep the series of a departed avatar or ended room this long (default %(default)s)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _add_watch(sub: Subparsers) -> None:
+    w = sub.add_parser("watch", help="monitor the avatars of live LiveKit rooms")
+    _add_conn_args(w)
+    w.add_argument("--room", action="append", required=True, help="room to monitor (repeatable)")
+    w.add_argument(
+        "--wait-for-room",
+        action="store_true",
+        help="wait until the room exists instead of creating it by joining",
+    )
+    w.add_argument("--table", action="store_true", help="print a table every second")
+    _add_monitor_args(w, max_rooms_help="cap on rooms per process")
+    w.set_defaults(func=cmd_watch)
+
+
+def _add_worker(sub: Subparsers) -> None:
+    wk = sub.add_parser(
+        "worker", help="scale-out: one monitor job per room via LiveKit agent dispatch"
+    )
+    _add_conn_args(wk, token=False)
+    wk.add_argument(
+        "--agent-name",
+        default="syncmon",
+        help="the agent name rooms are dispatched to (default %(default)s)",
+    )
+    _add_monitor_args(wk, max_rooms_help="rooms per worker; further dispatches go to other workers")
+    wk.set_defaults(func=cmd_worker)
+
+
+def _add_stream_args(p: argparse.ArgumentParser) -> None:
+    """What the live reference avatars share: where they publish and their picture."""
+    _add_conn_args(p)
+    p.add_argument("--room", required=True)
+    p.add_argument("--identity", default="reference-avatar")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--fps", type=float, default=25.0)
+
+
+def _add_render(ref: Subparsers) -> None:
     r = ref.add_parser("render", help="render the reference avatar to a file")
     r.add_argument("out", type=Path, help="output file: .mp4 (H.264/AAC), .webm (VP8/Opus), .mkv")
     r.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
@@ -606,71 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_impairment_args(r)
     r.set_defaults(func=cmd_render)
 
-    w = sub.add_parser("watch", help="monitor the avatars of live LiveKit rooms")
-    _add_conn_args(w)
-    w.add_argument("--room", action="append", required=True, help="room to monitor (repeatable)")
-    w.add_argument(
-        "--participant",
-        default=None,
-        help="avatar identity (default: agents and lk.publish_on_behalf participants)",
-    )
-    w.add_argument(
-        "--metrics-addr",
-        default="127.0.0.1:9464",
-        help="where /metrics, /healthz, /readyz, /report listen (default %(default)s)",
-    )
-    w.add_argument(
-        "--calibration-ms",
-        type=float,
-        default=0.0,
-        help="the avatar model's own fixed mouth offset, subtracted",
-    )
-    w.add_argument(
-        "--wait-for-room",
-        action="store_true",
-        help="wait until the room exists instead of creating it by joining",
-    )
-    w.add_argument("--max-rooms", type=int, default=100, help="cap on rooms per process")
-    w.add_argument(
-        "--series-linger-s",
-        type=float,
-        default=30.0,
-        help="keep the series of a departed avatar or ended room this long (default %(default)s)",
-    )
-    w.add_argument("--table", action="store_true", help="print a table every second")
-    w.add_argument("-v", "--verbose", action="store_true")
-    w.set_defaults(func=cmd_watch)
 
-    wk = sub.add_parser(
-        "worker", help="scale-out: one monitor job per room via LiveKit agent dispatch"
-    )
-    _add_conn_args(wk, token=False)
-    wk.add_argument(
-        "--agent-name",
-        default="syncmon",
-        help="the agent name rooms are dispatched to (default %(default)s)",
-    )
-    wk.add_argument("--participant", default=None, help="avatar identity (default: discover)")
-    wk.add_argument("--metrics-addr", default="127.0.0.1:9464")
-    wk.add_argument("--calibration-ms", type=float, default=0.0)
-    wk.add_argument(
-        "--max-rooms",
-        type=int,
-        default=100,
-        help="rooms per worker; further dispatches go to other workers",
-    )
-    wk.add_argument("--series-linger-s", type=float, default=30.0)
-    wk.add_argument("-v", "--verbose", action="store_true")
-    wk.set_defaults(func=cmd_worker)
-
+def _add_publish(ref: Subparsers) -> None:
     pb = ref.add_parser("publish", help="publish the reference avatar live into a room")
-    _add_conn_args(pb)
-    pb.add_argument("--room", required=True)
-    pb.add_argument("--identity", default="reference-avatar")
-    pb.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
-    pb.add_argument("--width", type=int, default=640)
-    pb.add_argument("--height", type=int, default=360)
-    pb.add_argument("--fps", type=float, default=25.0)
+    _add_stream_args(pb)
     pb.add_argument(
         "--clock-shift-s",
         type=float,
@@ -680,17 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_impairment_args(pb)
     pb.set_defaults(func=cmd_publish)
 
+
+def _add_avatar(ref: Subparsers) -> None:
     av = ref.add_parser(
         "avatar",
         help="run the reference avatar through livekit-agents' AvatarRunner, instrumented",
     )
-    _add_conn_args(av)
-    av.add_argument("--room", required=True)
-    av.add_argument("--identity", default="reference-avatar")
-    av.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
-    av.add_argument("--width", type=int, default=640)
-    av.add_argument("--height", type=int, default=360)
-    av.add_argument("--fps", type=float, default=25.0)
+    _add_stream_args(av)
     av.add_argument("--seed", type=int, default=1)
     av.add_argument("--input-buffer", type=int, default=0, help="chunks (0: unbounded)")
     av.add_argument("--output-buffer", type=int, default=3, help="frames rendered ahead")
@@ -741,6 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     av.set_defaults(func=cmd_avatar)
 
+
+def _add_demo(sub: Subparsers) -> None:
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")
     d.add_argument("--offset-ms", type=float, default=60.0, help="injected offset (default 60)")
     d.add_argument("--metrics-addr", default="127.0.0.1:9464")
@@ -754,7 +772,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="render a clip and analyze it instead (no server)"
     )
     d.set_defaults(func=cmd_demo)
-    return p
 
 
 # commands that load the LiveKit native SDK: after their own orderly shutdown (rooms
