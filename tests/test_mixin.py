@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from syncmon import metric_names
 from syncmon.mixin.__main__ import render_all
@@ -50,8 +51,7 @@ def test_promtool_unit_tests_fire_and_stay_quiet() -> None:
 
 
 def rule_groups() -> list[dict]:  # type: ignore[type-arg]
-    text = RULES.read_text()
-    return list(json.loads(text[text.index("{") :])["groups"])
+    return list(yaml.safe_load(RULES.read_text())["groups"])
 
 
 def test_every_alert_has_for_severity_summary_description_runbook() -> None:

@@ -135,115 +135,133 @@ def _alert(
     }
 
 
+WHERE = "{{ $labels.participant }} in room {{ $labels.room }}"
+
+
 def alert_rules(c: MixinConfig) -> dict[str, Any]:
-    off = f"{n.AV_OFFSET}{c.sel(CONTENT)}"
-    video = c.sel(VIDEO)
-    ms = "{{ $value | humanize }}s"
-    where = "{{ $labels.participant }} in room {{ $labels.room }}"
     return {
         "name": "syncmon.alerts",
-        "rules": [
-            _alert(
-                c,
-                "SyncmonLipSyncWarning",
-                f"{off} > {c.warning_high_s} or {off} < {c.warning_low_s}",
-                c.lipsync_for,
-                "warning",
-                "Lip-sync offset is noticeable",
-                f"The picture of {where} is off its voice by {ms} (t_video - t_audio; outside "
-                f"ITU-R BT.1359 detectability [{c.warning_low_s * 1000:g}, "
-                f"{c.warning_high_s * 1000:g}] ms).",
-                "lip-sync-offset",
-            ),
-            _alert(
-                c,
-                "SyncmonLipSyncCritical",
-                f"{off} > {c.critical_high_s} or {off} < {c.critical_low_s}",
-                c.lipsync_for,
-                "critical",
-                "Lip-sync offset is unacceptable",
-                f"The picture of {where} is off its voice by {ms} (t_video - t_audio; outside "
-                f"ITU-R BT.1359 acceptability [{c.critical_low_s * 1000:g}, "
-                f"{c.critical_high_s * 1000:g}] ms).",
-                "lip-sync-offset",
-            ),
-            _alert(
-                c,
-                "SyncmonLipSyncDriftGrowing",
-                f"abs({n.AV_DRIFT}{c.sel()}) > {c.drift_s_per_min}",
-                c.drift_for,
-                "warning",
-                "Lip-sync drifts apart over the session",
-                f"The offset of {where} changes by {{{{ $value | humanize }}}}s per minute.",
-                "drift",
-            ),
-            _alert(
-                c,
-                "SyncmonLipStill",
-                f"increase({n.LIP_STILL_SECONDS}{c.sel()}[{c.lip_still_window}]) > {c.lip_still_s}",
-                "0m",
-                "warning",
-                "The avatar speaks with a still mouth",
-                f"The mouth of {where} did not move for {{{{ $value | humanize }}}}s of speech "
-                f"over the last {c.lip_still_window} (frozen mouth; the voice goes on).",
-                "lip-still",
-            ),
-            _alert(
-                c,
-                "SyncmonVideoFreezing",
-                f"syncmon:video_freeze_ratio:rate5m{c.sel()} > {c.freeze_ratio}",
-                c.freeze_for,
-                "warning",
-                "The avatar's picture freezes",
-                f"The picture of {where} has been frozen {{{{ $value | humanizePercentage }}}} "
-                "of the last 5 minutes.",
-                "freezes",
-            ),
-            _alert(
-                c,
-                "SyncmonFrameDrops",
-                f"syncmon:video_drop_ratio:rate5m{c.sel()} > {c.drop_ratio}",
-                c.drop_for,
-                "warning",
-                "The avatar's video loses frames",
-                f"{{{{ $value | humanizePercentage }}}} of the frames of {where} were lost "
-                "over the last 5 minutes.",
-                "frame-drops",
-            ),
-            _alert(
-                c,
-                "SyncmonNoVideoFrames",
-                f"{n.TRACK_UP}{video} == 0 or "
-                f"(time() - {n.LAST_FRAME_TIMESTAMP}{video}) > {c.no_frames_s}",
-                c.no_frames_for,
-                "critical",
-                "No video frames from the avatar",
-                f"{where} sends no video (track down or no frame for {c.no_frames_s:g} s).",
-                "no-frames",
-            ),
-            _alert(
-                c,
-                "SyncmonRoomDisconnected",
-                f"{n.ROOM_CONNECTED}{c.sel()} == 0",
-                c.down_for,
-                "warning",
-                "syncmon lost its room",
-                "syncmon has not been connected to room {{ $labels.room }} for "
-                f"{c.down_for}; it keeps retrying.",
-                "monitor-down",
-            ),
-            _alert(
-                c,
-                "SyncmonMonitorDown",
-                f"up{{{c.job_selector}}} == 0",
-                c.down_for,
-                "critical",
-                "syncmon is not scraped",
-                "Prometheus cannot scrape syncmon at {{ $labels.instance }}.",
-                "monitor-down",
-            ),
-        ],
+        "rules": [*_lipsync_alerts(c), *_video_alerts(c), *_monitor_alerts(c)],
     }
+
+
+def _lipsync_alerts(c: MixinConfig) -> list[dict[str, Any]]:
+    off = f"{n.AV_OFFSET}{c.sel(CONTENT)}"
+    ms = "{{ $value | humanize }}s"
+    where = WHERE
+    return [
+        _alert(
+            c,
+            "SyncmonLipSyncWarning",
+            f"{off} > {c.warning_high_s} or {off} < {c.warning_low_s}",
+            c.lipsync_for,
+            "warning",
+            "Lip-sync offset is noticeable",
+            f"The picture of {where} is off its voice by {ms} (t_video - t_audio; outside "
+            f"ITU-R BT.1359 detectability [{c.warning_low_s * 1000:g}, "
+            f"{c.warning_high_s * 1000:g}] ms).",
+            "lip-sync-offset",
+        ),
+        _alert(
+            c,
+            "SyncmonLipSyncCritical",
+            f"{off} > {c.critical_high_s} or {off} < {c.critical_low_s}",
+            c.lipsync_for,
+            "critical",
+            "Lip-sync offset is unacceptable",
+            f"The picture of {where} is off its voice by {ms} (t_video - t_audio; outside "
+            f"ITU-R BT.1359 acceptability [{c.critical_low_s * 1000:g}, "
+            f"{c.critical_high_s * 1000:g}] ms).",
+            "lip-sync-offset",
+        ),
+        _alert(
+            c,
+            "SyncmonLipSyncDriftGrowing",
+            f"abs({n.AV_DRIFT}{c.sel()}) > {c.drift_s_per_min}",
+            c.drift_for,
+            "warning",
+            "Lip-sync drifts apart over the session",
+            f"The offset of {where} changes by {{{{ $value | humanize }}}}s per minute.",
+            "drift",
+        ),
+        _alert(
+            c,
+            "SyncmonLipStill",
+            f"increase({n.LIP_STILL_SECONDS}{c.sel()}[{c.lip_still_window}]) > {c.lip_still_s}",
+            "0m",
+            "warning",
+            "The avatar speaks with a still mouth",
+            f"The mouth of {where} did not move for {{{{ $value | humanize }}}}s of speech "
+            f"over the last {c.lip_still_window} (frozen mouth; the voice goes on).",
+            "lip-still",
+        ),
+    ]
+
+
+def _video_alerts(c: MixinConfig) -> list[dict[str, Any]]:
+    video = c.sel(VIDEO)
+    where = WHERE
+    return [
+        _alert(
+            c,
+            "SyncmonVideoFreezing",
+            f"syncmon:video_freeze_ratio:rate5m{c.sel()} > {c.freeze_ratio}",
+            c.freeze_for,
+            "warning",
+            "The avatar's picture freezes",
+            f"The picture of {where} has been frozen {{{{ $value | humanizePercentage }}}} "
+            "of the last 5 minutes.",
+            "freezes",
+        ),
+        _alert(
+            c,
+            "SyncmonFrameDrops",
+            f"syncmon:video_drop_ratio:rate5m{c.sel()} > {c.drop_ratio}",
+            c.drop_for,
+            "warning",
+            "The avatar's video loses frames",
+            f"{{{{ $value | humanizePercentage }}}} of the frames of {where} were lost "
+            "over the last 5 minutes.",
+            "frame-drops",
+        ),
+        _alert(
+            c,
+            "SyncmonNoVideoFrames",
+            f"{n.TRACK_UP}{video} == 0 or "
+            f"(time() - {n.LAST_FRAME_TIMESTAMP}{video}) > {c.no_frames_s}",
+            c.no_frames_for,
+            "critical",
+            "No video frames from the avatar",
+            f"{where} sends no video (track down or no frame for {c.no_frames_s:g} s).",
+            "no-frames",
+        ),
+    ]
+
+
+def _monitor_alerts(c: MixinConfig) -> list[dict[str, Any]]:
+    return [
+        _alert(
+            c,
+            "SyncmonRoomDisconnected",
+            f"{n.ROOM_CONNECTED}{c.sel()} == 0",
+            c.down_for,
+            "warning",
+            "syncmon lost its room",
+            "syncmon has not been connected to room {{ $labels.room }} for "
+            f"{c.down_for}; it keeps retrying.",
+            "monitor-down",
+        ),
+        _alert(
+            c,
+            "SyncmonMonitorDown",
+            f"up{{{c.job_selector}}} == 0",
+            c.down_for,
+            "critical",
+            "syncmon is not scraped",
+            "Prometheus cannot scrape syncmon at {{ $labels.instance }}.",
+            "monitor-down",
+        ),
+    ]
 
 
 def rule_file(c: MixinConfig | None = None) -> dict[str, Any]:
