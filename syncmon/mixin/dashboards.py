@@ -261,8 +261,27 @@ def overview(c: MixinConfig) -> dict[str, Any]:
 def room(c: MixinConfig) -> dict[str, Any]:
     g = _Grid()
     rp = c.sel('room="$room"', 'participant="$participant"')
-    rp_m = lambda m: c.sel('room="$room"', 'participant="$participant"', m)  # noqa: E731
     panels = [
+        *_offset_panels(g, rp),
+        *_video_panels(g, rp),
+        *_receiver_panels(g, rp),
+        *_offset_source_panels(g, c, rp),
+        *_agent_panels(g, c, w=12),
+    ]
+    room_sel = '{room="$room"}'
+    variables = [
+        _var_datasource(),
+        _var_query("room", f"label_values({n.ROOM_CONNECTED}, room)", "Room"),
+        _var_query(
+            "participant", f"label_values({n.VIDEO_FRAMES}{room_sel}, participant)", "Avatar"
+        ),
+    ]
+    return _dashboard("syncmon-room", "syncmon / Room", panels, variables)
+
+
+def _offset_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
+    """The lip-sync offset per method, its confidence and its drift."""
+    return [
         _panel(
             g,
             "timeseries",
@@ -281,6 +300,12 @@ def room(c: MixinConfig) -> dict[str, Any]:
             unit="percentunit",
         ),
         _panel(g, "timeseries", "Drift", [(f"{n.AV_DRIFT}{rp} * 1000", "ms per minute")]),
+    ]
+
+
+def _video_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
+    """The avatar's frames as they arrive: rate, jitter, freezes, drops, intervals."""
+    return [
         _panel(
             g,
             "timeseries",
@@ -322,6 +347,12 @@ def room(c: MixinConfig) -> dict[str, Any]:
             ],
             unit="s",
         ),
+    ]
+
+
+def _receiver_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
+    """The monitor's receiver: RTP, jitter buffers, audio gaps, tracks, viewer sync."""
+    return [
         _panel(g, "timeseries", "RTP jitter", [(f"{n.RTP_JITTER}{rp}", "{{kind}}")], w=8, unit="s"),
         _panel(
             g,
@@ -354,6 +385,13 @@ def room(c: MixinConfig) -> dict[str, Any]:
             "Viewers lip-sync (1: one stream, sync_streams; 0: as received)",
             [(f"{n.VIEWER_SYNC}{rp}", "{{participant}}")],
         ),
+    ]
+
+
+def _offset_source_panels(g: _Grid, c: MixinConfig, rp: str) -> list[dict[str, Any]]:
+    """How far off each method is over time, and where the offset comes from: the avatar's
+    model, the transport, the sender's pacing (needs the instrumented agent's series)."""
+    panels = [
         _panel(
             g,
             "timeseries",
@@ -384,17 +422,7 @@ def room(c: MixinConfig) -> dict[str, Any]:
             unit="s",
         )
     )
-    panels.extend(_agent_panels(g, c, w=12))
-    del rp_m
-    room_sel = '{room="$room"}'
-    variables = [
-        _var_datasource(),
-        _var_query("room", f"label_values({n.ROOM_CONNECTED}, room)", "Room"),
-        _var_query(
-            "participant", f"label_values({n.VIDEO_FRAMES}{room_sel}, participant)", "Avatar"
-        ),
-    ]
-    return _dashboard("syncmon-room", "syncmon / Room", panels, variables)
+    return panels
 
 
 def agent(c: MixinConfig) -> dict[str, Any]:
