@@ -31,8 +31,16 @@ def _span(text: str) -> tuple[float, float]:
 
 
 def add_impairment_args(p: argparse.ArgumentParser) -> None:
-    """The reference avatar's impairment flags, shared by render, publish and the worker."""
-    g = p.add_argument_group("impairments (read back as ground truth)")
+    """The reference avatar's impairment and face flags, shared by render and publish."""
+    _add_impairments(p.add_argument_group("impairments (read back as ground truth)"))
+    _add_face_args(p.add_argument_group("face (calibrate with something like your own avatar)"))
+
+
+def _span_arg(g: argparse._ArgumentGroup, flag: str, help: str) -> None:
+    g.add_argument(flag, type=_span, action="append", default=[], metavar="START:DUR", help=help)
+
+
+def _add_impairments(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--offset-ms",
         type=float,
@@ -44,29 +52,12 @@ def add_impairment_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--drop-rate", type=float, default=0.0, help="share of frames dropped")
     g.add_argument("--duplicate-rate", type=float, default=0.0, help="share of frames repeated")
-    g.add_argument(
-        "--freeze",
-        type=_span,
-        action="append",
-        default=[],
-        metavar="START:DUR",
-        help="picture stands still for DUR seconds from START (repeatable)",
-    )
-    g.add_argument(
-        "--audio-gap",
-        type=_span,
-        action="append",
-        default=[],
-        metavar="START:DUR",
-        help="audio silenced for DUR seconds from START (repeatable)",
-    )
-    g.add_argument(
+    _span_arg(g, "--freeze", "picture stands still for DUR seconds from START (repeatable)")
+    _span_arg(g, "--audio-gap", "audio silenced for DUR seconds from START (repeatable)")
+    _span_arg(
+        g,
         "--audio-stall",
-        type=_span,
-        action="append",
-        default=[],
-        metavar="START:DUR",
-        help="audio not sent for DUR seconds from START, as a stalled pipeline (live; repeatable)",
+        "audio not sent for DUR seconds from START, as a stalled pipeline (live; repeatable)",
     )
     g.add_argument(
         "--clock-drift-ppm",
@@ -82,15 +73,14 @@ def add_impairment_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the speech and the schedule")
     g.add_argument("--wav", type=Path, default=None, help="speak this 16-bit WAV instead")
-    g.add_argument(
+    _span_arg(
+        g,
         "--lip-still",
-        type=_span,
-        action="append",
-        default=[],
-        metavar="START:DUR",
-        help="mouth held shut for DUR seconds from START while the voice goes on (repeatable)",
+        "mouth held shut for DUR seconds from START while the voice goes on (repeatable)",
     )
-    f = p.add_argument_group("face (calibrate with something like your own avatar)")
+
+
+def _add_face_args(f: argparse._ArgumentGroup) -> None:
     f.add_argument(
         "--face",
         choices=("synthetic", "photo"),

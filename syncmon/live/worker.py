@@ -69,18 +69,8 @@ async def preflight(creds: LiveKitCredentials) -> None:
         raise ConnectError(f"cannot connect to {creds.url}: {type(e).__name__}") from None
 
 
-async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) -> int:
-    if not (cfg.creds.api_key and cfg.creds.api_secret):
-        raise ConnectError("syncmon worker needs --api-key and --api-secret (not --token)")
-    await preflight(cfg.creds)
-    stop = stop or asyncio.Event()
-    stop_on_signals(stop)
-    state = MonitorState(max_rooms=cfg.max_rooms)
-    runner = await start_monitor_http(
-        state, cfg.metrics_host, cfg.metrics_port, what="syncmon worker", needs_rooms=False
-    )
-
-    server = agents.AgentServer(
+def _agent_server(cfg: WorkerConfig, state: MonitorState) -> agents.AgentServer:
+    return agents.AgentServer(
         job_executor_type=agents.JobExecutorType.THREAD,
         ws_url=cfg.creds.url,
         api_key=cfg.creds.api_key,
@@ -99,6 +89,20 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
         # below 1: here it is deliberate.)
         load_threshold=math.inf,
     )
+
+
+async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) -> int:
+    if not (cfg.creds.api_key and cfg.creds.api_secret):
+        raise ConnectError("syncmon worker needs --api-key and --api-secret (not --token)")
+    await preflight(cfg.creds)
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    state = MonitorState(max_rooms=cfg.max_rooms)
+    runner = await start_monitor_http(
+        state, cfg.metrics_host, cfg.metrics_port, what="syncmon worker", needs_rooms=False
+    )
+
+    server = _agent_server(cfg, state)
     monitors: dict[RoomMonitor, asyncio.AbstractEventLoop] = {}
 
     async def on_request(req: agents.JobRequest) -> None:
