@@ -360,107 +360,88 @@ class RoomMonitor:
         )
 
     def _wire(self, room: rtc.Room) -> None:
-        def kind_of(pub: rtc.TrackPublication) -> str:
-            return "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
+        """Room events to this monitor's handlers (events of a room replaced by a reconnect
+        are ignored where they would change the room's state)."""
+        on = room.on
+        on("participant_connected", self._consider)
+        on("participant_attributes_changed", lambda _changed, p: self._consider_remote(p))
+        on("data_received", self._on_data)
+        # an agent becomes an avatar when it publishes video: its audio too, then
+        on("track_published", lambda _pub, p: self._consider(p))
+        on("track_subscribed", self._on_subscribed)
+        on("track_unsubscribed", lambda _track, pub, p: self._detach(p, pub))
+        on("track_unpublished", lambda pub, p: self._detach(p, pub))
+        on("track_muted", lambda p, pub: self._set_muted(p, pub, True))
+        on("track_unmuted", lambda p, pub: self._set_muted(p, pub, False))
+        on("reconnecting", lambda: self._set_connected(room, False))
+        on("reconnected", lambda: self._set_connected(room, True))
+        on("participant_disconnected", lambda p: self._forget(p.identity))
+        on("disconnected", lambda reason: self._on_disconnected(room, reason))
 
-        @room.on("participant_connected")
-        def _joined(p: rtc.RemoteParticipant) -> None:
+    def _consider_remote(self, p: rtc.Participant) -> None:
+        if isinstance(p, rtc.RemoteParticipant):
             self._consider(p)
 
-        @room.on("participant_attributes_changed")
-        def _attrs(_changed: dict[str, str], p: rtc.Participant) -> None:
-            if isinstance(p, rtc.RemoteParticipant):
-                self._consider(p)
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != TOPIC or packet.participant is None:
+            return
+        am = self._avatars.get(packet.participant.identity)
+        if am is None:
+            return
+        try:
+            mark = TimingMark.decode(packet.data)
+        except MarkError as e:
+            am.state.count_malformed("mark")
+            MALFORMED_LOG.warning(
+                f"mark:{self.room_name}:{packet.participant.identity}",
+                "ignoring a timing mark from an avatar in %s: %s",
+                self.room_name,
+                e,
+            )
+            return
+        am.analyzer.add_mark(mark)
 
-        @room.on("data_received")
-        def _data(packet: rtc.DataPacket) -> None:
-            if packet.topic != TOPIC or packet.participant is None:
-                return
-            am = self._avatars.get(packet.participant.identity)
-            if am is None:
-                return
-            try:
-                mark = TimingMark.decode(packet.data)
-            except MarkError as e:
-                am.state.count_malformed("mark")
-                MALFORMED_LOG.warning(
-                    f"mark:{self.room_name}:{packet.participant.identity}",
-                    "ignoring a timing mark from an avatar in %s: %s",
-                    self.room_name,
-                    e,
-                )
-                return
-            am.analyzer.add_mark(mark)
+    def _on_subscribed(
+        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+    ) -> None:
+        if not self.is_avatar(p) or not isinstance(
+            track, (rtc.RemoteAudioTrack, rtc.RemoteVideoTrack)
+        ):
+            return
+        am = self._avatar(p)
+        if am is not None:
+            am.attach(track)
+            am.set_muted(_kind_of(pub), pub.muted)
 
-        @room.on("track_published")
-        def _published(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
-            # an agent becomes an avatar when it publishes video: its audio too, then
-            self._consider(p)
+    def _detach(self, p: rtc.Participant, pub: rtc.TrackPublication) -> None:
+        am = self._avatars.get(p.identity)
+        if am is not None:
+            am.detach(_kind_of(pub))
 
-        @room.on("track_subscribed")
-        def _subscribed(
-            track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
-        ) -> None:
-            if not self.is_avatar(p) or not isinstance(
-                track, (rtc.RemoteAudioTrack, rtc.RemoteVideoTrack)
-            ):
-                return
-            am = self._avatar(p)
-            if am is not None:
-                am.attach(track)
-                am.set_muted(kind_of(pub), pub.muted)
+    def _set_muted(self, p: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
+        am = self._avatars.get(p.identity)
+        if am is not None:
+            am.set_muted(_kind_of(pub), muted)
 
-        @room.on("track_unsubscribed")
-        def _unsubscribed(
-            _track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
-        ) -> None:
-            am = self._avatars.get(p.identity)
-            if am is not None:
-                am.detach(kind_of(pub))
-
-        @room.on("track_unpublished")
-        def _unpublished(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
-            am = self._avatars.get(p.identity)
-            if am is not None:
-                am.detach(kind_of(pub))
-
-        @room.on("track_muted")
-        def _muted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
-            am = self._avatars.get(p.identity)
-            if am is not None:
-                am.set_muted(kind_of(pub), True)
-
-        @room.on("track_unmuted")
-        def _unmuted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
-            am = self._avatars.get(p.identity)
-            if am is not None:
-                am.set_muted(kind_of(pub), False)
-
-        @room.on("reconnecting")
-        def _reconnecting() -> None:
-            if room is self._room and (rs := self.room_state) is not None:
-                rs.connected = False
-
-        @room.on("reconnected")
-        def _reconnected() -> None:
-            if room is self._room and (rs := self.room_state) is not None:
-                rs.connected = True
+    def _set_connected(self, room: rtc.Room, connected: bool) -> None:
+        if room is self._room and (rs := self.room_state) is not None:
+            rs.connected = connected
+            if connected:
                 rs.reconnects += 1
 
-        @room.on("participant_disconnected")
-        def _left(p: rtc.RemoteParticipant) -> None:
-            self._forget(p.identity)
+    def _on_disconnected(self, room: rtc.Room, reason: int) -> None:
+        if room is not self._room:
+            return
+        if reason in _ROOM_GONE:
+            log.info("room %s ended", self.room_name)
+            self._ended = True
+            if self.on_room_ended is not None:
+                self.on_room_ended(self.room_name)
+        self._lost.set()
 
-        @room.on("disconnected")
-        def _disconnected(reason: int) -> None:
-            if room is not self._room:
-                return
-            if reason in _ROOM_GONE:
-                log.info("room %s ended", self.room_name)
-                self._ended = True
-                if self.on_room_ended is not None:
-                    self.on_room_ended(self.room_name)
-            self._lost.set()
+
+def _kind_of(pub: rtc.TrackPublication) -> str:
+    return "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
 
 
 async def _quiet_disconnect(room: rtc.Room) -> None:
