@@ -81,6 +81,37 @@ def _defining_class(cls: type, name: str) -> type | None:
     return None
 
 
+def _instruments(
+    tracer: Any, meter: Any, clock: Callable[[], float], kwargs: dict[str, Any]
+) -> Instruments:
+    """The histograms and counters every tracker records into."""
+    return Instruments(
+        tracer=tracer,
+        processing=meter.create_histogram(
+            "syncmon.agent.processing_time",
+            unit="s",
+            description="Audio pushed into the avatar generator to its video frame out",
+            explicit_bucket_boundaries_advisory=PROCESSING_BUCKETS,
+        ),
+        skew=meter.create_histogram(
+            "syncmon.agent.sender_av_skew_abs",
+            unit="s",
+            description="|sender A/V skew| per frame (OTel histograms take no negative "
+            "values; the signed skew is the gauge syncmon.agent.sender_av_skew)",
+            explicit_bucket_boundaries_advisory=SKEW_BUCKETS,
+        ),
+        frames=meter.create_counter(
+            "syncmon.agent.frames", unit="1", description="Video frames generated"
+        ),
+        utterances=meter.create_counter(
+            "syncmon.agent.utterances", unit="1", description="Utterances rendered"
+        ),
+        frame_event_every=max(1, int(kwargs.get("frame_event_every", 25))),
+        clock=clock,
+        timing_marks=bool(kwargs.get("timing_marks", True)),
+    )
+
+
 class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments ``AvatarRunner``, its ``VideoGenerator``, A/V synchronizer and sources."""
 
@@ -99,31 +130,7 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         shift = float(kwargs.get("clock_shift_s", 0.0))
         clock: Callable[[], float] = kwargs.get("clock") or (lambda: time.time() + shift)
-        self._ins = Instruments(
-            tracer=tracer,
-            processing=meter.create_histogram(
-                "syncmon.agent.processing_time",
-                unit="s",
-                description="Audio pushed into the avatar generator to its video frame out",
-                explicit_bucket_boundaries_advisory=PROCESSING_BUCKETS,
-            ),
-            skew=meter.create_histogram(
-                "syncmon.agent.sender_av_skew_abs",
-                unit="s",
-                description="|sender A/V skew| per frame (OTel histograms take no negative "
-                "values; the signed skew is the gauge syncmon.agent.sender_av_skew)",
-                explicit_bucket_boundaries_advisory=SKEW_BUCKETS,
-            ),
-            frames=meter.create_counter(
-                "syncmon.agent.frames", unit="1", description="Video frames generated"
-            ),
-            utterances=meter.create_counter(
-                "syncmon.agent.utterances", unit="1", description="Utterances rendered"
-            ),
-            frame_event_every=max(1, int(kwargs.get("frame_event_every", 25))),
-            clock=clock,
-            timing_marks=bool(kwargs.get("timing_marks", True)),
-        )
+        self._ins = _instruments(tracer, meter, clock, kwargs)
         self._by_source: weakref.WeakKeyDictionary[Any, RunnerTracker] = weakref.WeakKeyDictionary()
         self._by_generator_cls: set[tuple[type, str]] = set()
         self._live: list[RunnerTracker] = []
@@ -131,6 +138,21 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped: list[tuple[type, str, Any]] = []
         self.errors = 0
 
+        self._observe_gauges(meter)
+
+        self._wrap(AvatarRunner, "__init__", self._runner_init)
+        self._wrap(rtc.VideoSource, "capture_frame", self._capture_frame)
+        self._wrap(rtc.AudioSource, "capture_frame", self._capture_audio)
+        self._wrap(rtc.LocalParticipant, "publish_track", self._publish_track)
+        try:
+            from livekit.plugins.bithuman.avatar import BithumanGenerator
+
+            self._wrap_generator_cls(BithumanGenerator)
+        except ImportError:
+            pass
+
+    def _observe_gauges(self, meter: Any) -> None:
+        """The gauges read from the live trackers at each collection."""
         meter.create_observable_gauge(
             "syncmon.agent.sender_av_skew",
             [self._observe(lambda t: t.last_skew_s)],
@@ -168,17 +190,6 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unit="{item}",
             description="Configured size of the avatar runtime's own queues",
         )
-
-        self._wrap(AvatarRunner, "__init__", self._runner_init)
-        self._wrap(rtc.VideoSource, "capture_frame", self._capture_frame)
-        self._wrap(rtc.AudioSource, "capture_frame", self._capture_audio)
-        self._wrap(rtc.LocalParticipant, "publish_track", self._publish_track)
-        try:
-            from livekit.plugins.bithuman.avatar import BithumanGenerator
-
-            self._wrap_generator_cls(BithumanGenerator)
-        except ImportError:
-            pass
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for cls, name, original in reversed(self._wrapped):
