@@ -85,6 +85,9 @@ async def gated(
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
+# the room's participants are checked against what is monitored this often (cheap: a dict
+# walk; a subscription is requested only for a publication not subscribed yet)
+RECONCILE_S = 5.0
 _ROOM_GONE = {
     participant_pb2.DisconnectReason.ROOM_DELETED,
     participant_pb2.DisconnectReason.ROOM_CLOSED,
@@ -231,13 +234,28 @@ class RoomMonitor:
         )
 
     async def _wait_lost(self) -> None:
+        """Until the connection is lost or the monitor stopped; meanwhile the room's
+        participants are reconciled every RECONCILE_S, so that one the events never announced
+        is monitored all the same."""
         stop_wait = asyncio.ensure_future(self._stop.wait())
         lost_wait = asyncio.ensure_future(self._lost.wait())
         try:
-            await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+            while not (stop_wait.done() or lost_wait.done()):
+                await asyncio.wait(
+                    {stop_wait, lost_wait},
+                    timeout=RECONCILE_S,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                self._reconcile()
         finally:
             stop_wait.cancel()
             lost_wait.cancel()
+
+    def _reconcile(self) -> None:
+        room = self._room
+        if room is not None and not self._lost.is_set():
+            for p in list(room.remote_participants.values()):
+                self._consider(p)
 
     async def _reconnect(self) -> None:
         """The connection was lost: keep the series, mark them, retry with backoff."""
@@ -311,7 +329,7 @@ class RoomMonitor:
 
     @staticmethod
     def _subscribe(pub: rtc.RemoteTrackPublication) -> None:
-        if pub.kind in (rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO):
+        if pub.kind in (rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO) and not pub.subscribed:
             pub.set_subscribed(True)
 
     def _avatar(self, p: rtc.RemoteParticipant) -> AvatarMonitor | None:
@@ -428,6 +446,11 @@ class RoomMonitor:
             rs.connected = connected
             if connected:
                 rs.reconnects += 1
+                # after the SDK rejoined a restarted server, participants that joined meanwhile
+                # come in its join response, with no participant_connected event: with
+                # auto-subscribe off nothing subscribed them (measured: avatars that joined
+                # within seconds of a restart were never monitored)
+                self._reconcile()
 
     def _on_disconnected(self, room: rtc.Room, reason: int) -> None:
         if room is not self._room:
