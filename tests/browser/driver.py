@@ -390,19 +390,24 @@ def _synced_window(rows: list[tuple[float, ...]], step: float) -> tuple[float, f
     """(engaged, window start) once the browser's A/V sync has engaged and its played offset has
     since held within CONVERGED_MS for COMPARE_S; None till then. Engaged: its video buffer grew
     by SYNC_ENGAGED_MS over where it began (on loopback NetEq holds the sound 50-60 ms longer
-    than the video buffer holds pictures, so lip-syncing the pair always delays the pictures)."""
+    than the video buffer holds pictures, so lip-syncing the pair delays the pictures), or its
+    played offset moved by as much from where it began."""
     n = int(COMPARE_S / step)
-    video = [r[6] for r in rows]
-    if len(rows) < n + 2 or not all(np.isfinite(video[:2])):
+    video = [(r[0], r[6]) for r in rows if np.isfinite(r[6])]
+    played = [(r[0], r[1]) for r in rows if np.isfinite(r[1])]
+    if len(rows) < n + 2 or len(video) < 2 or len(played) < 2:
         return None
-    base = float(np.median(video[:2]))
-    engaged = next((r[0] for r in rows if r[6] >= base + SYNC_ENGAGED_MS), None)
-    if engaged is None or rows[-1][0] - engaged < COMPARE_S:
+    v0 = float(np.median([v for _, v in video[:2]]))
+    p0 = float(np.median([v for _, v in played[:2]]))
+    grew = (t for t, v in video[2:] if v >= v0 + SYNC_ENGAGED_MS)
+    moved = (t for t, v in played[2:] if abs(v - p0) >= SYNC_ENGAGED_MS)
+    engaged = min(next(grew, np.inf), next(moved, np.inf))
+    if not np.isfinite(engaged) or rows[-1][0] - engaged < COMPARE_S:
         return None
     last = np.asarray([r[1] for r in rows[-n:]])
     if not np.all(np.isfinite(last)) or np.ptp(last) > 2 * CONVERGED_MS:
         return None
-    return engaged, rows[-1][0] - COMPARE_S
+    return float(engaged), rows[-1][0] - COMPARE_S
 
 
 def compare_session(
@@ -492,7 +497,19 @@ def compare_session(
     if rec.errors:
         raise RuntimeError(f"the browser viewer failed: {rec.errors[:3]}")
     if wait_sync and window is None:
-        raise NotConverged(f"the browser's lip-sync did not converge within {seconds:.0f} s")
+        seen = _rows(
+            played_offsets(rec, src, fps=FPS, sent_ms=sent_ms),
+            browser_delays(rec),
+            np.asarray(content) if content else np.zeros((0, 4)),
+            t_start,
+            int(seconds / step),
+            step,
+        )
+        trace = ", ".join(f"{r[0]:.0f}s {r[1]:+.0f}/{r[6]:.0f}" for r in seen)
+        raise NotConverged(
+            f"the browser's lip-sync did not converge within {seconds:.0f} s "
+            f"(played offset/video buffer ms: {trace})"
+        )
     played = played_offsets(rec, src, fps=FPS, sent_ms=sent_ms)
     delays = browser_delays(rec)
     c = np.asarray(content) if content else np.zeros((0, 4))

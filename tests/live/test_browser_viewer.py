@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 
 from syncmon.reference.localserver import LocalServer
-from tests.browser.driver import UNSTABLE_MS, Session, browser_viewer, compare_session, page_ready
+from tests.browser.driver import (
+    UNSTABLE_MS,
+    NotConverged,
+    Session,
+    browser_viewer,
+    compare_session,
+    page_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,18 +56,20 @@ def synced_server() -> Iterator[LocalServer]:
 
 
 def stable_session(srv: LocalServer, room: str, sent_ms: float, **kw: Any) -> Session:
-    unstable = []
+    unstable: list[str] = []
     for i in range(TRIES):
         with browser_viewer() as v:
-            s = compare_session(srv, v, f"{room}-{i}", sent_ms=sent_ms, **kw)
+            try:
+                s = compare_session(srv, v, f"{room}-{i}", sent_ms=sent_ms, **kw)
+            except NotConverged as e:  # Chrome's own sync, not syncmon: counted, run again
+                unstable.append(str(e))
+                continue
         # the harness itself: it matched the played sound to the source nearly throughout
         assert s.played.aligned_windows >= 0.8 * s.played.windows, s.played
         if s.stable:
             return s
-        unstable.append(round(s.audio_range_ms, 1))
-    pytest.fail(
-        f"the browser's own audio delay moved > {UNSTABLE_MS} ms in every session: {unstable}"
-    )
+        unstable.append(f"browser audio delay moved {s.audio_range_ms:.1f} ms")
+    pytest.fail(f"no session where the browser itself held steady ({UNSTABLE_MS} ms): {unstable}")
 
 
 def check(srv: LocalServer, room: str, repeats: int, tol_ms: float, **kw: Any) -> None:
@@ -86,5 +95,6 @@ def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) 
 def test_sync_streams_content_is_what_the_browser_plays_once_converged(
     synced_server: LocalServer,
 ) -> None:
-    # Chrome takes 30-100 s to converge: each session runs until it has (at most 180 s)
-    check(synced_server, "browser-synced", 1, SYNC_TOL_MS, seconds=180, wait_sync=True)
+    # Chrome takes 30-100 s to converge: each session runs until it has (at most 150 s; a
+    # session where it did not is run again, as one where its audio delay moved)
+    check(synced_server, "browser-synced", 1, SYNC_TOL_MS, seconds=150, wait_sync=True)
