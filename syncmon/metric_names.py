@@ -42,6 +42,9 @@ ROOMS_REJECTED = "syncmon_rooms_rejected_total"
 # reports to LiveKit's dispatch, and what a HorizontalPodAutoscaler scales workers on
 ROOMS = "syncmon_rooms"
 ROOMS_MAX = "syncmon_rooms_max"
+# not exported by syncmon: the pods metric prometheus-adapter derives from ROOMS / ROOMS_MAX
+# (deploy/kubernetes/prometheus-adapter-rules.yaml) for the worker's HorizontalPodAutoscaler
+LOAD_RATIO = "syncmon_load_ratio"
 RECONNECTS = "syncmon_reconnects_total"
 MALFORMED = "syncmon_malformed_total"
 COLLECT_ERRORS = "syncmon_collect_errors_total"

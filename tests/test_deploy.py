@@ -173,7 +173,7 @@ def test_helm_chart_renders_valid_objects_that_fit_together(tmp_path: Path) -> N
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     (metric,) = hpa["spec"]["metrics"]
     (rule,) = load_all(K8S / "prometheus-adapter-rules.yaml")[0]["rules"]
-    assert metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert metric["pods"]["metric"]["name"] == rule["name"]["as"] == n.LOAD_RATIO
     assert f"{n.ROOMS}{{" in rule["metricsQuery"] and f"{n.ROOMS_MAX}{{" in rule["metricsQuery"]
     assert rule["seriesQuery"].startswith(n.ROOMS + "{")
     assert "replicas" not in dep["spec"]  # the HPA owns the replica count
