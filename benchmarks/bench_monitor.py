@@ -10,6 +10,8 @@ warm-up) per stream, the bare subscriber's, their ratio, and both RSS. Goal (iss
 ``--soak-minutes`` then runs one 720p stream that long and prints RSS at each minute.
 
 Run: python benchmarks/bench_monitor.py [--window 40] [--streams 1,4] [--soak-minutes 10]
+     python benchmarks/bench_monitor.py --worker-processes 2 --streams 8 --sizes 640x360
+(the worker's CPU and RSS are those of all its processes; the split per process is printed)
 The publishers run on the same 2 cores, so the figures include some contention.
 """
 
@@ -48,6 +50,27 @@ def cpu_s(p: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def tree_cpu_s(tree: list[psutil.Process]) -> float:
+    return sum(cpu_s(x) for x in tree)
+
+
+def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
+    """Send each room to the worker as an application would (AgentDispatch API)."""
+    import asyncio
+
+    from livekit import api
+
+    async def go() -> None:
+        http = srv.url.replace("ws://", "http://")
+        async with api.LiveKitAPI(http, srv.api_key, srv.api_secret) as lk:
+            for r in rooms:
+                await lk.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=agent_name, room=r)
+                )
+
+    asyncio.run(go())
+
+
 def frames(url: str) -> float:
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
@@ -65,6 +88,7 @@ def measure(
     streams: int,
     window: float,
     soak_minutes: float = 0.0,
+    worker_processes: int = 0,
 ) -> None:
     env = {
         **os.environ,
@@ -75,9 +99,13 @@ def measure(
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
     port = free_port()
-    mon_args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
-    for r in rooms:
-        mon_args += ["--room", r]
+    if worker_processes:
+        mon_args = ["worker", "--metrics-addr", f"127.0.0.1:{port}", "--agent-name", tag]
+        mon_args += ["--processes", str(worker_processes)]
+    else:
+        mon_args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
+        for r in rooms:
+            mon_args += ["--room", r]
     mon = spawn(mon_args, env)
     pubs = [
         spawn(
@@ -107,21 +135,30 @@ def measure(
     )
     url = f"http://127.0.0.1:{port}/metrics"
     try:
+        if worker_processes:
+            time.sleep(8)  # the worker registered, the publishers joined
+            dispatch(srv, rooms, tag)
         time.sleep(12 + WARM_UP_S)  # connect, first keyframes, first lip-sync windows, warm
         p, b = psutil.Process(mon.pid), psutil.Process(bare.pid)
-        c0, b0, f0, t0 = cpu_s(p), cpu_s(b), frames(url), time.monotonic()
+        tree = [p, *p.children(recursive=True)]  # a worker's processes
+        c0, b0, f0, t0 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
+        per0 = [cpu_s(x) for x in tree]
         time.sleep(window)
-        c1, b1, f1, t1 = cpu_s(p), cpu_s(b), frames(url), time.monotonic()
+        c1, b1, f1, t1 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
+        per = [(cpu_s(x) - a) / (t1 - t0) * 100 for x, a in zip(tree, per0, strict=True)]
         cpu = (c1 - c0) / (t1 - t0) * 100
         floor = (b1 - b0) / (t1 - t0) * 100
         fps = (f1 - f0) / (t1 - t0)
-        rss = p.memory_info().rss / 2**20
+        rss = sum(x.memory_info().rss for x in tree) / 2**20
+        what = f"worker --processes {worker_processes}" if worker_processes else "watch"
+        split = " + ".join(f"{x:.0f}" for x in per) if len(tree) > 1 else ""
         print(
-            f"{width}x{height}@25 x{streams}: monitor CPU {cpu:.1f} % of a core "
+            f"{width}x{height}@25 x{streams} ({what}): monitor CPU {cpu:.1f} % of a core"
+            f"{f' ({split})' if split else ''} "
             f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
             f"per frame), bare subscriber {floor:.1f} %, ratio {cpu / max(floor, 1e-9):.2f}; "
             f"{fps / streams:.1f} fps per stream timed, RSS {rss:.0f} MiB "
-            f"(bare {b.memory_info().rss / 2**20:.0f} MiB)",
+            f"({rss / streams:.0f} MiB per room; bare {b.memory_info().rss / 2**20:.0f} MiB)",
             flush=True,
         )
         for m in range(int(soak_minutes)):
@@ -151,11 +188,19 @@ def main() -> int:
         default=0.0,
         help="then run one 720p stream this long, printing RSS every minute",
     )
+    ap.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="measure `syncmon worker --processes N` (rooms by dispatch) instead of watch",
+    )
+    ap.add_argument("--sizes", default="640x360,1280x720")
     args = ap.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     with LocalServer.start() as srv:
-        for w, h in ((640, 360), (1280, 720)):
+        for w, h in sizes:
             for n in (int(x) for x in args.streams.split(",")):
-                measure(srv, w, h, n, args.window)
+                measure(srv, w, h, n, args.window, worker_processes=args.worker_processes)
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)
     return 0

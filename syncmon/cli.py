@@ -30,6 +30,16 @@ def _span(text: str) -> tuple[float, float]:
     return start, dur
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_impairment_args(p: argparse.ArgumentParser) -> None:
     """The reference avatar's impairment and face flags, shared by render and publish."""
     _add_impairments(p.add_argument_group("impairments (read back as ground truth)"))
@@ -430,6 +440,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
 
     from .live.config import parse_addr
+    from .live.pool import usable_cores
     from .live.room import WatchOptions
     from .live.worker import WorkerConfig, run_worker
     from .logs import setup_logging
@@ -447,6 +458,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             linger_s=args.series_linger_s,
         ),
         max_rooms=args.max_rooms,
+        processes=args.processes or usable_cores(),
+        verbose=args.verbose,
     )
     return asyncio.run(run_worker(cfg))
 
@@ -650,6 +663,12 @@ def _add_worker(sub: Subparsers) -> None:
         help="the agent name rooms are dispatched to (default %(default)s)",
     )
     _add_monitor_args(wk, max_rooms_help="rooms per worker; further dispatches go to other workers")
+    wk.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=None,
+        help="processes the rooms run in (default: one per usable core; 1: threads of one process)",
+    )
     wk.set_defaults(func=cmd_worker)
 
 

@@ -49,6 +49,9 @@ RECONNECTS = "syncmon_reconnects_total"
 MALFORMED = "syncmon_malformed_total"
 COLLECT_ERRORS = "syncmon_collect_errors_total"
 TASK_RESTARTS = "syncmon_task_restarts_total"
+# syncmon worker --processes N: the processes serving rooms, and each one's answer to a scrape
+WORKER_PROCESSES = "syncmon_worker_processes"
+WORKER_PROCESS_UP = "syncmon_worker_process_up"
 
 LABEL_ROOM = "room"
 LABEL_PARTICIPANT = "participant"

@@ -2,8 +2,10 @@
 
 Each worker registers with the LiveKit server under ``agent_name`` (explicit dispatch: a room
 gets a monitor when the application dispatches ``agent_name`` to it, through the token's room
-config or the AgentDispatch API). Jobs run as threads of the worker process so that one
-``/metrics`` per worker exposes all its rooms.
+config or the AgentDispatch API). With one process (``--processes 1``) jobs run as threads of
+the worker process; with more, each job hands its room to one of that many child processes
+(``pool.py``), so that a worker uses every core. Either way one ``/metrics`` per worker exposes
+all its rooms.
 
 The job never calls ``ctx.connect()``: a job's own participant would be visible (kind agent) and
 frontends that look for "the agent" of a room could pick it. Instead each job joins with its own
@@ -17,7 +19,9 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from livekit import agents
 
@@ -25,6 +29,7 @@ from ..errors import ConnectError
 from ..metrics import MonitorState
 from .config import LiveKitCredentials
 from .http import start_monitor_http, stop_on_signals
+from .pool import ProcessPool, serve_pool_http
 from .room import RoomMonitor, WatchOptions
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,9 @@ class WorkerConfig:
     options: WatchOptions = WatchOptions()
     max_rooms: int = 100
     health_port: int = 0  # the agents framework's own health endpoint; 0 picks a free port
+    # 1: rooms run as threads of this process; more: in that many child processes (pool.py)
+    processes: int = 1
+    verbose: bool = False
 
 
 PREFLIGHT_TIMEOUT_S = 8.0
@@ -98,13 +106,33 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     state = MonitorState(max_rooms=cfg.max_rooms)
+    if cfg.processes > 1:
+        return await _run_pool_worker(cfg, state, stop)
     runner = await start_monitor_http(
         state, cfg.metrics_host, cfg.metrics_port, what="syncmon worker", needs_rooms=False
     )
 
     server = _agent_server(cfg, state)
     monitors: dict[RoomMonitor, asyncio.AbstractEventLoop] = {}
+    server.rtc_session(
+        _thread_entry(cfg, state, monitors),
+        agent_name=cfg.agent_name,
+        on_request=_on_request(state),
+    )
 
+    def stop_jobs() -> None:
+        # every job's monitor on its own loop, so that jobs end at once
+        for mon, mon_loop in list(monitors.items()):
+            with contextlib.suppress(RuntimeError):
+                mon_loop.call_soon_threadsafe(mon.stop)
+
+    try:
+        return await _serve_until_stopped(server, stop, stop_jobs)
+    finally:
+        await runner.cleanup()
+
+
+def _on_request(state: MonitorState) -> Callable[[agents.JobRequest], Awaitable[None]]:
     async def on_request(req: agents.JobRequest) -> None:
         if len(state.rooms) >= state.max_rooms:
             state.rooms_rejected += 1
@@ -112,6 +140,14 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
             return
         await req.accept(name="syncmon")
 
+    return on_request
+
+
+def _thread_entry(
+    cfg: WorkerConfig,
+    state: MonitorState,
+    monitors: dict[RoomMonitor, asyncio.AbstractEventLoop],
+) -> Callable[[agents.JobContext], Awaitable[None]]:
     async def entry(ctx: agents.JobContext) -> None:
         room_name = ctx.job.room.name
         mon = RoomMonitor(creds=cfg.creds, room_name=room_name, state=state, options=cfg.options)
@@ -129,7 +165,61 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
             monitors.pop(mon, None)
             ctx.shutdown("syncmon: room monitoring ended")
 
-    server.rtc_session(entry, agent_name=cfg.agent_name, on_request=on_request)
+    return entry
+
+
+async def _run_pool_worker(cfg: WorkerConfig, state: MonitorState, stop: asyncio.Event) -> int:
+    """The rooms in ``cfg.processes`` child processes; this process registers with LiveKit,
+    hands each job's room to the child with the fewest and serves the one /metrics."""
+    pool = ProcessPool(
+        cfg.processes,
+        creds=cfg.creds,
+        options=cfg.options,
+        max_rooms=cfg.max_rooms,
+        verbose=cfg.verbose,
+    )
+    try:
+        await pool.start()
+        runner = await serve_pool_http(pool, state, cfg.metrics_host, cfg.metrics_port)
+    except BaseException:
+        await pool.aclose()
+        raise
+    server = _agent_server(cfg, state)
+    main_loop = asyncio.get_running_loop()
+
+    def on_main(coro: Coroutine[Any, Any, None]) -> Awaitable[None]:
+        # jobs run on threads of their own, each with its loop; the pool and its HTTP client
+        # live on this one
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, main_loop))
+
+    async def entry(ctx: agents.JobContext) -> None:
+        room = ctx.job.room.name
+
+        async def on_shutdown(_reason: str = "") -> None:
+            await on_main(pool.unwatch(room))
+
+        ctx.add_shutdown_callback(on_shutdown)
+        # the parent's room count is the worker's load (and its cap)
+        state.add_room(room)
+        try:
+            await on_main(pool.watch(room))
+        finally:
+            state.remove_room(room)
+            ctx.shutdown("syncmon: room monitoring ended")
+
+    server.rtc_session(entry, agent_name=cfg.agent_name, on_request=_on_request(state))
+    try:
+        return await _serve_until_stopped(server, stop, pool.stop_watching)
+    finally:
+        await pool.aclose()
+        await runner.cleanup()
+
+
+async def _serve_until_stopped(
+    server: agents.AgentServer, stop: asyncio.Event, before_close: Callable[[], None]
+) -> int:
+    """Run the agents server until ``stop`` (0) or until it ends by itself (1); then
+    ``before_close`` (which ends the jobs at once) and the server's own close."""
     task = asyncio.create_task(server.run())
     try:
         stop_wait = asyncio.create_task(stop.wait())
@@ -144,13 +234,9 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
             return 1
         return 0
     finally:
-        # stop every job's monitor on its own loop first, so that jobs end at once
-        for mon, mon_loop in list(monitors.items()):
-            with contextlib.suppress(RuntimeError):
-                mon_loop.call_soon_threadsafe(mon.stop)
+        before_close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.aclose(), timeout=5)
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        await runner.cleanup()

@@ -29,7 +29,7 @@ drives the face from another utterance than the audio (a mismatched-content null
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -241,7 +241,11 @@ class ReferenceAvatar:
         else:
             opening = self.speech.mouth_open(speech_t)
         if self.lip_still(speech_t):
+            # the whole mouth stops (an avatar runtime that stopped animating): its width
+            # too, which a viseme mouth otherwise spreads and rounds with the speech
             opening = 0.0
+            if pose is not None:
+                pose = replace(pose, mouth_open=0.0, mouth_width=1.0)
         return self.face.render(
             mouth_open=opening, scene_t=scene_t, slot=k, pose=pose, gain=self.gain(scene_t)
         )

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +63,9 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
     workers = []
-    for _ in range(2):
+    # one worker runs its rooms as threads, the other in two processes: both serve every room
+    # they hold on their one /metrics
+    for processes in ("1", "2"):
         port = free_port()
         workers.append(
             procs(
@@ -66,6 +74,8 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
                 "syncmon-test",
                 "--metrics-addr",
                 f"127.0.0.1:{port}",
+                "--processes",
+                processes,
                 env=lk_env(livekit),
                 metrics_port=port,
             )
@@ -122,6 +132,82 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
         assert sample(scrape(w.metrics_url), "syncmon_rooms") == len(rooms)
     for w in workers:
         assert w.stop() == 0
+
+
+def report(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/report", timeout=5) as r:
+        return dict(json.loads(r.read()))
+
+
+def test_a_worker_spreads_its_rooms_over_processes_and_survives_one_dying(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    port = free_port()
+    w = procs(
+        "worker",
+        "--agent-name",
+        "syncmon-pool",
+        "--metrics-addr",
+        f"127.0.0.1:{port}",
+        "--processes",
+        "2",
+        env=lk_env(livekit),
+        metrics_port=port,
+    )
+    rooms = [f"p-room-{i}" for i in range(1, 5)]
+    for i, r in enumerate(rooms):
+        start_publisher(
+            procs, livekit, r, "--width", "320", "--height", "180", identity=f"avatar{i}"
+        )
+    wait_for(lambda: scrape(w.metrics_url) is not None, timeout=60)
+    wait_for(lambda: all(visible(livekit, r) for r in rooms), timeout=60)
+    dispatch(livekit, rooms, "syncmon-pool")
+
+    def counting(url: str, want: set[str]) -> bool:
+        if w.proc.poll() is not None:
+            raise ProcessDied(f"the worker exited ({w.proc.returncode})")
+        s = scrape(url)
+        return rooms_of(url) == want and all(
+            (sample(s, "syncmon_video_frames_total", room=r) or 0) > 25 for r in want
+        )
+
+    wait_for(lambda: counting(w.metrics_url, set(rooms)), timeout=90)
+    procs_ = report(w.metrics_url)["processes"]
+    # the rooms go to the process with the fewest: two each, in two processes of their own
+    assert sorted(len(p["rooms"]) for p in procs_) == [2, 2], procs_
+    pids = {p["pid"] for p in procs_}
+    assert len(pids) == 2 and w.proc.pid not in pids
+    assert sorted(sum((p["rooms"] for p in procs_), [])) == sorted(rooms)
+    s = scrape(w.metrics_url)
+    assert sample(s, "syncmon_rooms") == len(rooms)
+    assert sample(s, "syncmon_worker_processes") == 2
+    assert sample(s, "syncmon_collect_errors_total") == 0
+    # each room's series once (a room is one process's), the worker-wide ones once
+    assert sum(1 for (n, _lv) in s if n == "syncmon_rooms") == 1
+    for r in rooms:
+        assert sum(1 for (n, lv) in s if n == "syncmon_room_connected" and ("room", r) in lv) == 1
+
+    # a process dies: its rooms go to the other one, and it is started again and counted
+    victim = procs_[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def recovered() -> bool:
+        rep = report(w.metrics_url)["processes"]
+        s = scrape(w.metrics_url)
+        return (
+            all(p["up"] for p in rep)
+            and victim["pid"] not in {p["pid"] for p in rep}
+            and sample(s, "syncmon_task_restarts_total", task="worker_process") == 1
+            and counting(w.metrics_url, set(rooms))
+        )
+
+    wait_for(recovered, timeout=90)
+    moved = next(p for p in report(w.metrics_url)["processes"] if p["process"] != victim["process"])
+    assert set(victim["rooms"]) <= set(moved["rooms"])
+    now = {p["pid"] for p in report(w.metrics_url)["processes"]}
+    assert w.stop() == 0
+    # the worker's processes end with it
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in now), timeout=10)
 
 
 @pytest.mark.parametrize("fault", ["secret", "url"])
