@@ -136,7 +136,16 @@ def measure(
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         if worker_processes:
-            time.sleep(8)  # the worker registered, the publishers joined
+            # a dispatch made before the worker registered is never offered to it: wait for
+            # its /metrics (served once its processes are up, just before it registers)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    frames(url)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            time.sleep(5)
             dispatch(srv, rooms, tag)
         time.sleep(12 + WARM_UP_S)  # connect, first keyframes, first lip-sync windows, warm
         p, b = psutil.Process(mon.pid), psutil.Process(bare.pid)

@@ -458,7 +458,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             linger_s=args.series_linger_s,
         ),
         max_rooms=args.max_rooms,
-        processes=args.processes or usable_cores(),
+        # more processes than rooms would only hold memory
+        processes=args.processes or min(usable_cores(), args.max_rooms),
         verbose=args.verbose,
     )
     return asyncio.run(run_worker(cfg))

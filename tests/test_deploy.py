@@ -160,7 +160,10 @@ def test_helm_chart_renders_valid_objects_that_fit_together(tmp_path: Path) -> N
     pod = dep["spec"]["template"]
     (c,) = pod["spec"]["containers"]
     assert c["args"][0] == "worker"
-    assert c["args"][c["args"].index("--max-rooms") + 1] == "4"
+    assert c["args"][c["args"].index("--max-rooms") + 1] == "8"
+    # the rooms in two processes (a pod's CPUs: the worker does not guess them from the node)
+    assert c["args"][c["args"].index("--processes") + 1] == "2"
+    assert c["resources"]["requests"]["cpu"] == "2"
     # no secret in the manifest: every credential is a reference to the Secret
     env = {e["name"]: e for e in c["env"]}
     for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
@@ -200,6 +203,13 @@ def test_helm_values_switch_autoscaling_and_podmonitor_off(tmp_path: Path) -> No
     )
     (dep,) = docs
     assert dep["kind"] == "Deployment" and dep["spec"]["replicas"] == 3
+
+
+def test_helm_processes_left_empty_lets_the_worker_size_itself(tmp_path: Path) -> None:
+    _, docs = render(tmp_path, "processes=")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--processes" not in c["args"]
 
 
 def test_worker_manifest_is_the_chart_rendered(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import threading
@@ -32,6 +33,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -55,11 +57,34 @@ RESTART_TASK = "worker_process"
 PARENT_FAMILIES = {n.ROOMS, n.ROOMS_MAX, n.ROOMS_REJECTED.removesuffix("_total")}
 
 
-def usable_cores() -> int:
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, capped by the cgroup's CPU quota (a
+    Kubernetes CPU limit is a quota, not an affinity: a pod limited to 2 CPUs on a 32-core node
+    sees 32 cores in its affinity)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota - 1e-9)))
+    return cores
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs the cgroup's quota allows (cgroup v2 ``cpu.max``, or v1's CFS quota and period);
+    None when there is no quota or it cannot be read."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu"
+        q = int((v1 / "cpu.cfs_quota_us").read_text())
+        per = int((v1 / "cpu.cfs_period_us").read_text())
+        return None if q <= 0 or per <= 0 else q / per
+    except (OSError, ValueError):
+        return None
 
 
 # -- the child process ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,13 @@ async def preflight(creds: LiveKitCredentials) -> None:
         raise ConnectError(f"cannot connect to {creds.url}: {type(e).__name__}") from None
 
 
+# livekit-agents warms every job process up with its local inference models (a VAD, and the
+# end-of-turn model's weights, ~250 MB resident) unless told not to; a monitor uses neither
+PRELOAD_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+
+
 def _agent_server(cfg: WorkerConfig, state: MonitorState) -> agents.AgentServer:
+    os.environ.setdefault(PRELOAD_ENV, "0")
     return agents.AgentServer(
         job_executor_type=agents.JobExecutorType.THREAD,
         ws_url=cfg.creds.url,
