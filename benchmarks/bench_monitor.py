@@ -72,7 +72,7 @@ def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
 
 
 def frames(url: str) -> float:
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with urllib.request.urlopen(url, timeout=20) as r:
         text = r.read().decode()
     return sum(
         float(line.split()[-1])
