@@ -1,4 +1,4 @@
-"""Prometheus exposition of the monitor's state.
+"""Prometheus exposition of the monitor's state (``live/state.py``).
 
 A custom collector renders the current state at scrape time (the blackbox/node exporter
 manner): nothing is registered at import, each monitor owns its registry, the series of a room
@@ -7,11 +7,8 @@ disappear with the room, and a value that is unknown is absent rather than a mad
 
 from __future__ import annotations
 
-import bisect
 import logging
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -23,135 +20,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import metric_names as n
-from .analysis.session import METHODS, SyncAnalyzer
+from .analysis.session import METHODS
+from .live.state import KINDS, AvatarState, MonitorState
 
 log = logging.getLogger(__name__)
-KINDS = ("audio", "video")
-
-
-class Buckets:
-    """A fixed-bucket histogram (cumulative on render)."""
-
-    def __init__(self, bounds: Iterable[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, v: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, v)] += 1
-        self.sum += v
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        acc = 0
-        for b, c in zip(self.bounds, self.counts, strict=False):
-            acc += c
-            out.append((repr(float(b)), float(acc)))
-        out.append(("+Inf", float(acc + self.counts[-1])))
-        return out
-
-
-@dataclass
-class RtpStats:
-    """The subscriber's inbound-rtp view of one track (None: not reported)."""
-
-    jitter_s: float | None = None
-    packets_lost: int | None = None
-    jitter_buffer_delay_s: float | None = None
-    concealed_samples: int | None = None
-    silent_concealed_samples: int | None = None
-    concealment_events: int | None = None
-
-
-@dataclass
-class AvatarState:
-    """Everything exported for one avatar participant in one room."""
-
-    room: str
-    participant: str
-    analyzer: SyncAnalyzer
-    offset_abs: dict[str, Buckets] = field(
-        default_factory=lambda: {m: Buckets(n.OFFSET_ABS_BUCKETS) for m in METHODS}
-    )
-    frame_interval: Buckets = field(default_factory=lambda: Buckets(n.FRAME_INTERVAL_BUCKETS))
-    track_up: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(KINDS, False))
-    last_frame_unix: dict[str, float] = field(default_factory=dict)
-    rtp: dict[str, RtpStats] = field(default_factory=lambda: {k: RtpStats() for k in KINDS})
-    # input that failed validation, by what it was ("mark", "frame"): counted, never trusted
-    malformed: dict[str, int] = field(default_factory=dict)
-
-    # stream and stats tasks that died and were started again, by task
-    task_restarts: dict[str, int] = field(default_factory=dict)
-
-    def count_malformed(self, what: str) -> None:
-        self.malformed[what] = self.malformed.get(what, 0) + 1
-
-    def count_restart(self, task: str) -> None:
-        self.task_restarts[task] = self.task_restarts.get(task, 0) + 1
-
-    def observe_offset(self, method: str, offset_s: float) -> None:
-        self.offset_abs[method].observe(abs(offset_s))
-
-    def frame_arrived(self, kind: str) -> None:
-        self.last_frame_unix[kind] = time.time()
-
-
-@dataclass
-class RoomState:
-    connected: bool = False
-    reconnects: int = 0
-    task_restarts: int = 0  # the room's monitor failed unexpectedly and started over
-    avatars: dict[str, AvatarState] = field(default_factory=dict)
-
-
-class MonitorState:
-    """All rooms one monitor process watches; what /metrics and /report render."""
-
-    def __init__(self, *, max_rooms: int = 100) -> None:
-        self.max_rooms = max_rooms
-        self.rooms: dict[str, RoomState] = {}
-        self.rooms_rejected = 0
-
-    def add_room(self, room: str) -> RoomState | None:
-        """The room's state, or None (counted) when the cap is reached."""
-        if room in self.rooms:
-            return self.rooms[room]
-        if len(self.rooms) >= self.max_rooms:
-            self.rooms_rejected += 1
-            return None
-        self.rooms[room] = RoomState()
-        return self.rooms[room]
-
-    def remove_room(self, room: str) -> None:
-        self.rooms.pop(room, None)
-
-    def avatars(self) -> Iterator[AvatarState]:
-        # snapshots: worker jobs change the dicts from their own threads
-        for r in list(self.rooms.values()):
-            yield from list(r.avatars.values())
-
-    def report(self) -> dict[str, object]:
-        return {
-            "rooms": {
-                name: {
-                    "connected": r.connected,
-                    "avatars": {
-                        a.participant: self.avatar_report(a) for a in list(r.avatars.values())
-                    },
-                }
-                for name, r in list(self.rooms.items())
-            }
-        }
-
-    @staticmethod
-    def avatar_report(a: AvatarState) -> dict[str, object]:
-        rep = a.analyzer.report()
-        rep["tracks_up"] = dict(a.track_up)
-        rep["malformed"] = dict(a.malformed)
-        rep["task_restarts"] = dict(a.task_restarts)
-        return rep
-
-
 # a scrape retries an avatar whose state changed under it (worker jobs run in other threads)
 COLLECT_TRIES = 3
 

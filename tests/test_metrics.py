@@ -15,7 +15,8 @@ from prometheus_client import generate_latest
 
 from syncmon import metric_names as n
 from syncmon.analysis.session import SyncAnalyzer
-from syncmon.metrics import AvatarState, MonitorState, make_registry
+from syncmon.live.state import AvatarState, MonitorState
+from syncmon.metrics import make_registry
 
 LUMA = np.full((72, 128), 90, np.uint8)
 

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from syncmon import metric_names as n
 from syncmon.analysis.session import SyncAnalyzer
 from syncmon.live.pool import _parent_families, merge_expositions, usable_cores
-from syncmon.metrics import AvatarState, MonitorCollector, MonitorState
+from syncmon.live.state import AvatarState, MonitorState
+from syncmon.metrics import MonitorCollector
 
 
 def child_exposition(rooms: list[str], collect_errors: int, frames: int) -> str:

@@ -25,7 +25,7 @@ from ..analysis.clock import SampleClock
 from ..analysis.receiver import ReceiverDelay
 from ..analysis.session import SyncAnalyzer
 from ..logs import RateLimitedLog
-from ..metrics import AvatarState, RtpStats
+from .state import AvatarState, RtpStats
 
 log = logging.getLogger(__name__)
 RESTART_INITIAL_S = 1.0

@@ -18,7 +18,8 @@ import sys
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..metrics import MonitorState, make_registry
+from ..metrics import make_registry
+from .state import MonitorState
 
 log = logging.getLogger(__name__)
 

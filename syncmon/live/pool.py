@@ -43,9 +43,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import metric_names as n
-from ..metrics import MonitorState
 from .config import LiveKitCredentials
 from .room import WatchOptions
+from .state import MonitorState
 
 log = logging.getLogger(__name__)
 

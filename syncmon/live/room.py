@@ -29,9 +29,9 @@ from ..analysis.lipsync import LipSyncConfig
 from ..analysis.session import AnalyzerConfig, SyncAnalyzer
 from ..errors import ConnectError
 from ..marks import TOPIC, MarkError, TimingMark
-from ..metrics import AvatarState, MonitorState, RoomState
 from .avatar import AUDIO_RATE, MALFORMED_LOG, AvatarMonitor
 from .config import LiveKitCredentials
+from .state import AvatarState, MonitorState, RoomState
 from .token import monitor_token
 
 log = logging.getLogger(__name__)

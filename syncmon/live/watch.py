@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ..errors import ConnectError
-from ..metrics import MonitorState
 from .config import LiveKitCredentials
 from .http import start_monitor_http, stop_on_signals
 from .room import RoomMonitor, WatchOptions
+from .state import MonitorState
 
 log = logging.getLogger(__name__)
 

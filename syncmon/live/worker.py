@@ -27,11 +27,11 @@ from typing import Any
 from livekit import agents
 
 from ..errors import ConnectError
-from ..metrics import MonitorState
 from .config import LiveKitCredentials
 from .http import start_monitor_http, stop_on_signals
 from .pool import ProcessPool, serve_pool_http
 from .room import RoomMonitor, WatchOptions
+from .state import MonitorState
 
 log = logging.getLogger(__name__)
 DEFAULT_AGENT_NAME = "syncmon"
