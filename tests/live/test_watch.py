@@ -182,7 +182,7 @@ def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
     against the injected +80 ms."""
     import argparse
 
-    from syncmon.cli import build_avatar
+    from syncmon.cli.lab import build_avatar
 
     face = ("--viseme", "--head-motion-px", "4", "--head-roll-deg", "2", "--head-lead-ms", "200")
     args = argparse.Namespace(

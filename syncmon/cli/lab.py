@@ -1,4 +1,5 @@
-"""The ``syncmon`` command: analyze, reference render, demo (and the live commands)."""
+"""The lab's commands: ``syncmon reference render|publish|avatar`` and ``syncmon demo``. They
+load ``syncmon.reference`` lazily: the product never imports the lab."""
 
 from __future__ import annotations
 
@@ -7,37 +8,12 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-from . import __version__
-from .errors import SyncmonError
-
-EXIT_USAGE = 2
-
-
-def _span(text: str) -> tuple[float, float]:
-    """START:DURATION in seconds, e.g. ``5:0.6``."""
-    try:
-        start, dur = (float(x) for x in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected START:DURATION in seconds (e.g. 5:0.6), got {text!r}"
-        ) from None
-    if start < 0 or dur <= 0:
-        raise argparse.ArgumentTypeError(f"start must be >= 0 and duration > 0, got {text!r}")
-    return start, dur
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from ..errors import SyncmonError
+from .analyze import format_report
+from .args import Subparsers, add_conn_args, lags, lk_credentials, span
 
 
 def add_impairment_args(p: argparse.ArgumentParser) -> None:
@@ -47,7 +23,7 @@ def add_impairment_args(p: argparse.ArgumentParser) -> None:
 
 
 def _span_arg(g: argparse._ArgumentGroup, flag: str, help: str) -> None:
-    g.add_argument(flag, type=_span, action="append", default=[], metavar="START:DUR", help=help)
+    g.add_argument(flag, type=span, action="append", default=[], metavar="START:DUR", help=help)
 
 
 def _add_impairments(g: argparse._ArgumentGroup) -> None:
@@ -118,7 +94,7 @@ def _add_face_args(f: argparse._ArgumentGroup) -> None:
 
 
 def impairments_from_args(args: argparse.Namespace) -> Any:
-    from .reference import Impairments
+    from ..reference import Impairments
 
     return Impairments(
         offset_ms=args.offset_ms,
@@ -136,13 +112,13 @@ def impairments_from_args(args: argparse.Namespace) -> Any:
 
 
 def build_avatar(args: argparse.Namespace) -> Any:
-    from .reference import ReferenceAvatar, SpeechSource
+    from ..reference import ReferenceAvatar, SpeechSource
 
     imp = impairments_from_args(args)
     try:
         art = None
         if args.viseme or args.head_motion_px or args.head_roll_deg:
-            from .reference.articulation import ArticulationConfig
+            from ..reference.articulation import ArticulationConfig
 
             art = ArticulationConfig(
                 viseme=args.viseme,
@@ -164,81 +140,10 @@ def build_avatar(args: argparse.Namespace) -> Any:
         raise SyncmonError(str(e)) from e
 
 
-def _analyzer_config(args: argparse.Namespace) -> Any:
-    from .analysis import AnalyzerConfig, LipSyncConfig
-
-    try:
-        lip = LipSyncConfig(window_s=args.window_s, calibration_s=args.calibration_ms / 1000.0)
-    except ValueError as e:
-        raise SyncmonError(str(e)) from e
-    return AnalyzerConfig(nominal_fps=args.fps, lipsync=lip)
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .media import analyze_file
-
-    bar = tqdm(
-        total=0,
-        unit="s",
-        file=sys.stderr,
-        disable=None,
-        leave=False,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s",
-    )
-
-    def progress(t: float, total: float) -> None:
-        if bar.total != round(total):
-            bar.total = round(total)
-        bar.n = min(t, total)
-        bar.refresh()
-
-    try:
-        report = analyze_file(args.file, _analyzer_config(args), progress=progress)
-    finally:
-        bar.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
-    return 0
-
-
-def format_report(r: dict[str, Any]) -> str:
-    """A readable summary of a report."""
-
-    def ms(v: float | None, why: str) -> str:
-        return f"n/a ({why})" if v is None else f"{v:+.1f} ms"
-
-    v, off, conf = r["video"], r["offset_ms"], r["confidence"]
-    lines = []
-    if "file" in r:
-        f = r["file"]
-        lines.append(f"{f['path']}: {f['duration_s']:.1f} s, nominal {f['nominal_fps']} fps")
-    lines += [
-        f"lip-sync offset (content)   {ms(off['content'], 'low confidence')}   "
-        f"confidence {conf['content']:.2f}   (+ = picture late)",
-        f"lip-sync offset (timestamp) {ms(off['timestamp'], 'publisher not instrumented')}",
-        f"lip-sync offset (playout)   {ms(off['playout'], 'no playout clock')}",
-        "drift                       "
-        + ("n/a" if r["drift_ms_per_min"] is None else f"{r['drift_ms_per_min']:+.2f} ms/min"),
-        f"video frames {v['frames']}, dropped {v['dropped']}, duplicated {v['duplicated']}",
-        f"freezes {v['freezes']} ({v['freeze_seconds']:.3f} s), pauses {v['pauses']}",
-        f"jitter {v['jitter_ms']:.2f} ms (mean {v['jitter_avg_ms']:.2f} ms), fps {v['fps']}, "
-        f"harmonic fps {v['harmonic_fps']}",
-        f"audio gaps {r['audio']['gaps']} ({r['audio']['gap_seconds']:.3f} s)",
-        f"mouth still while speaking {r['lip_still']['episodes']} times "
-        f"({r['lip_still']['seconds']:.2f} s)",
-        f"verdict: {r['verdict']}",
-    ]
-    return "\n".join(lines)
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .reference.render import RenderOptions, render
+    from ..reference.render import RenderOptions, render
 
     avatar = build_avatar(args)
     try:
@@ -264,10 +169,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     import subprocess
 
-    from .live.config import LiveKitCredentials, parse_addr
-    from .live.watch import WatchConfig, run_watch
-    from .logs import setup_logging
-    from .reference.localserver import LocalServer
+    from ..live.config import LiveKitCredentials, parse_addr
+    from ..live.watch import WatchConfig, run_watch
+    from ..logs import setup_logging
+    from ..reference.localserver import LocalServer
 
     setup_logging(False)
     host, port = parse_addr(args.metrics_addr)
@@ -335,9 +240,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_offline(args: argparse.Namespace) -> int:
     """Render a reference clip with a known offset and analyze it."""
-    from .media import analyze_file
-    from .reference import Impairments, ReferenceAvatar
-    from .reference.render import RenderOptions, render
+    from ..media import analyze_file
+    from ..reference import Impairments, ReferenceAvatar
+    from ..reference.render import RenderOptions, render
 
     with tempfile.TemporaryDirectory(prefix="syncmon-demo-") as d:
         out = Path(d) / "reference.mp4"
@@ -351,125 +256,11 @@ def _demo_offline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _creds(args: argparse.Namespace) -> Any:
-    import logging
-
-    from .live.config import LiveKitCredentials
-    from .logs import add_secret
-
-    add_secret(args.api_secret)
-    add_secret(os.environ.get("LIVEKIT_API_SECRET"))
-    add_secret(getattr(args, "token", None))
-    if args.api_secret:
-        logging.getLogger("syncmon").warning(
-            "--api-secret on the command line is visible to every user of this host (ps); "
-            "prefer LIVEKIT_API_SECRET or --api-secret-file"
-        )
-    creds = LiveKitCredentials.resolve(
-        url=args.url,
-        api_key=args.api_key,
-        api_secret=args.api_secret,
-        token=getattr(args, "token", None),
-        api_secret_file=getattr(args, "api_secret_file", None),
-    )
-    add_secret(creds.api_secret)
-    return creds
-
-
-def _add_conn_args(p: argparse.ArgumentParser, *, token: bool = True) -> None:
-    p.add_argument("--url", default=None, help="LiveKit URL (env LIVEKIT_URL)")
-    p.add_argument("--api-key", default=None, help="API key (env LIVEKIT_API_KEY)")
-    p.add_argument(
-        "--api-secret",
-        default=None,
-        help="API secret (env LIVEKIT_API_SECRET; shows in ps: prefer the env or a file)",
-    )
-    p.add_argument(
-        "--api-secret-file",
-        default=None,
-        help="read the API secret from this file (env LIVEKIT_API_SECRET_FILE)",
-    )
-    if token:
-        p.add_argument(
-            "--token",
-            default=None,
-            help="a ready token instead of key and secret (must be hidden, subscribe-only)",
-        )
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .live.config import parse_addr
-    from .live.room import WatchOptions
-    from .live.watch import WatchConfig, run_watch
-    from .logs import setup_logging
-
-    setup_logging(args.verbose)
-    host, port = parse_addr(args.metrics_addr)
-    if args.token and len(args.room) > 1:
-        raise SyncmonError("--token is valid for one room only; give key and secret for several")
-    if args.token:
-        from .live.config import token_room
-
-        granted = token_room(args.token)
-        if granted is not None and granted != args.room[0]:
-            # the metrics would carry --room's name while syncmon sits in the token's room
-            raise SyncmonError(
-                f"--token grants room {granted!r}, not --room {args.room[0]!r}: "
-                "give the token's room, or a token for that room"
-            )
-    cfg = WatchConfig(
-        creds=_creds(args),
-        rooms=tuple(args.room),
-        metrics_host=host,
-        metrics_port=port,
-        options=WatchOptions(
-            participant=args.participant,
-            calibration_s=args.calibration_ms / 1000.0,
-            linger_s=args.series_linger_s,
-        ),
-        wait_for_room=args.wait_for_room,
-        max_rooms=args.max_rooms,
-        print_table=args.table,
-    )
-    return asyncio.run(run_watch(cfg))
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .live.config import parse_addr
-    from .live.pool import usable_cores
-    from .live.room import WatchOptions
-    from .live.worker import WorkerConfig, run_worker
-    from .logs import setup_logging
-
-    setup_logging(args.verbose)
-    host, port = parse_addr(args.metrics_addr)
-    cfg = WorkerConfig(
-        creds=_creds(args),
-        agent_name=args.agent_name,
-        metrics_host=host,
-        metrics_port=port,
-        options=WatchOptions(
-            participant=args.participant,
-            calibration_s=args.calibration_ms / 1000.0,
-            linger_s=args.series_linger_s,
-        ),
-        max_rooms=args.max_rooms,
-        # more processes than rooms would only hold memory
-        processes=args.processes or min(usable_cores(), args.max_rooms),
-        verbose=args.verbose,
-    )
-    return asyncio.run(run_worker(cfg))
-
-
 def _publisher_creds(args: argparse.Namespace) -> tuple[Any, str]:
     """Credentials and a publisher token for ``--room`` / ``--identity`` (or the given token)."""
-    from .live.token import publisher_token
+    from ..live.token import publisher_token
 
-    creds = _creds(args)
+    creds = lk_credentials(args)
     token = creds.token or publisher_token(
         api_key=creds.api_key,
         api_secret=creds.api_secret,
@@ -482,7 +273,7 @@ def _publisher_creds(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_publish(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .reference.publisher import ReferencePublisher
+    from ..reference.publisher import ReferencePublisher
 
     creds, token = _publisher_creds(args)
     pub = ReferencePublisher(
@@ -501,25 +292,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lags(text: str) -> tuple[float, ...]:
-    try:
-        lags = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of milliseconds: {text!r}") from None
-    if any(x < 0 or x > 5000 for x in lags):
-        raise argparse.ArgumentTypeError(f"lags must lie in [0, 5000] ms: {text!r}")
-    return lags
-
-
 def cmd_avatar(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from .logs import setup_logging
+    from ..logs import setup_logging
 
     setup_logging(args.verbose)
-    from .live.config import parse_addr
-    from .reference.worker import WorkerProfile, run_reference_avatar
+    from ..live.config import parse_addr
+    from ..reference.worker import WorkerProfile, run_reference_avatar
 
     creds, token = _publisher_creds(args)
     profile = WorkerProfile(
@@ -538,8 +319,8 @@ def cmd_avatar(args: argparse.Namespace) -> int:
     )
     tel = None
     if not args.no_instrument:
-        from .instrument import AvatarInstrumentor
-        from .instrument.export import configure
+        from ..instrument import AvatarInstrumentor
+        from ..instrument.export import configure
 
         tel = configure(
             otlp=args.otlp,
@@ -570,112 +351,9 @@ def cmd_avatar(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="syncmon", description="Lip-sync and frame-timing monitor for AI avatars in LiveKit"
-    )
-    p.add_argument("--version", action="version", version=f"syncmon {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    _add_analyze(sub)
-    ref = sub.add_parser("reference", help="the reference avatar").add_subparsers(
-        dest="ref_command", required=True
-    )
-    _add_render(ref)
-    _add_watch(sub)
-    _add_worker(sub)
-    _add_publish(ref)
-    _add_avatar(ref)
-    _add_demo(sub)
-    return p
-
-
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
-def _add_analyze(sub: Subparsers) -> None:
-    a = sub.add_parser("analyze", help="analyze a recording (mp4, webm, mkv)")
-    a.add_argument("file", type=Path)
-    a.add_argument("--json", action="store_true", help="print the JSON report")
-    a.add_argument(
-        "--fps",
-        type=float,
-        default=None,
-        help="nominal frame rate (default: the median frame interval)",
-    )
-    a.add_argument("--window-s", type=float, default=8.0, help="lip-sync window (default 8)")
-    _add_calibration(a)
-    a.set_defaults(func=cmd_analyze)
-
-
-def _add_calibration(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--calibration-ms",
-        type=float,
-        default=0.0,
-        help="the avatar model's own fixed mouth offset, subtracted (default 0)",
-    )
-
-
-def _add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None:
-    """What ``watch`` and ``worker`` share: the avatar, where to serve, the room cap, linger."""
-    p.add_argument(
-        "--participant",
-        default=None,
-        help="avatar identity (default: agents and lk.publish_on_behalf participants)",
-    )
-    p.add_argument(
-        "--metrics-addr",
-        default="127.0.0.1:9464",
-        help="where /metrics, /healthz, /readyz, /report listen (default %(default)s)",
-    )
-    _add_calibration(p)
-    p.add_argument("--max-rooms", type=int, default=100, help=max_rooms_help)
-    p.add_argument(
-        "--series-linger-s",
-        type=float,
-        default=30.0,
-        help="keep the series of a departed avatar or ended room this long (default %(default)s)",
-    )
-    p.add_argument("-v", "--verbose", action="store_true")
-
-
-def _add_watch(sub: Subparsers) -> None:
-    w = sub.add_parser("watch", help="monitor the avatars of live LiveKit rooms")
-    _add_conn_args(w)
-    w.add_argument("--room", action="append", required=True, help="room to monitor (repeatable)")
-    w.add_argument(
-        "--wait-for-room",
-        action="store_true",
-        help="wait until the room exists instead of creating it by joining",
-    )
-    w.add_argument("--table", action="store_true", help="print a table every second")
-    _add_monitor_args(w, max_rooms_help="cap on rooms per process")
-    w.set_defaults(func=cmd_watch)
-
-
-def _add_worker(sub: Subparsers) -> None:
-    wk = sub.add_parser(
-        "worker", help="scale-out: one monitor job per room via LiveKit agent dispatch"
-    )
-    _add_conn_args(wk, token=False)
-    wk.add_argument(
-        "--agent-name",
-        default="syncmon",
-        help="the agent name rooms are dispatched to (default %(default)s)",
-    )
-    _add_monitor_args(wk, max_rooms_help="rooms per worker; further dispatches go to other workers")
-    wk.add_argument(
-        "--processes",
-        type=_positive_int,
-        default=None,
-        help="processes the rooms run in (default: one per usable core; 1: threads of one process)",
-    )
-    wk.set_defaults(func=cmd_worker)
-
-
 def _add_stream_args(p: argparse.ArgumentParser) -> None:
     """What the live reference avatars share: where they publish and their picture."""
-    _add_conn_args(p)
+    add_conn_args(p)
     p.add_argument("--room", required=True)
     p.add_argument("--identity", default="reference-avatar")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
@@ -684,7 +362,7 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=25.0)
 
 
-def _add_render(ref: Subparsers) -> None:
+def add_render(ref: Subparsers) -> None:
     r = ref.add_parser("render", help="render the reference avatar to a file")
     r.add_argument("out", type=Path, help="output file: .mp4 (H.264/AAC), .webm (VP8/Opus), .mkv")
     r.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
@@ -698,7 +376,7 @@ def _add_render(ref: Subparsers) -> None:
     r.set_defaults(func=cmd_render)
 
 
-def _add_publish(ref: Subparsers) -> None:
+def add_publish(ref: Subparsers) -> None:
     pb = ref.add_parser("publish", help="publish the reference avatar live into a room")
     _add_stream_args(pb)
     pb.add_argument(
@@ -711,7 +389,7 @@ def _add_publish(ref: Subparsers) -> None:
     pb.set_defaults(func=cmd_publish)
 
 
-def _add_avatar(ref: Subparsers) -> None:
+def add_avatar(ref: Subparsers) -> None:
     av = ref.add_parser(
         "avatar",
         help="run the reference avatar through livekit-agents' AvatarRunner, instrumented",
@@ -723,7 +401,7 @@ def _add_avatar(ref: Subparsers) -> None:
     av.add_argument("--generator-delay-ms", type=float, default=0.0, help="model latency")
     av.add_argument(
         "--video-lag-ms",
-        type=_lags,
+        type=lags,
         default=(0.0,),
         help="sender pacing skew: pictures leave the synchronizer this much late; a comma "
         "list (e.g. 40,120) takes each in turn for --lag-period-s",
@@ -737,7 +415,7 @@ def _add_avatar(ref: Subparsers) -> None:
     )
     av.add_argument(
         "--freeze",
-        type=_span,
+        type=span,
         action="append",
         default=[],
         metavar="START:DURATION",
@@ -768,7 +446,7 @@ def _add_avatar(ref: Subparsers) -> None:
     av.set_defaults(func=cmd_avatar)
 
 
-def _add_demo(sub: Subparsers) -> None:
+def add_demo(sub: Subparsers) -> None:
     d = sub.add_parser("demo", help="run syncmon on its reference avatar")
     d.add_argument("--offset-ms", type=float, default=60.0, help="injected offset (default 60)")
     d.add_argument("--metrics-addr", default="127.0.0.1:9464")
@@ -782,40 +460,3 @@ def _add_demo(sub: Subparsers) -> None:
         "--offline", action="store_true", help="render a clip and analyze it instead (no server)"
     )
     d.set_defaults(func=cmd_demo)
-
-
-# commands that load the LiveKit native SDK: after their own orderly shutdown (rooms
-# disconnected, streams closed) they leave through os._exit, because the SDK's native runtime
-# sometimes aborts while Python finalizes ("panic in a function that cannot unwind", SIGABRT)
-_NATIVE_COMMANDS = {"watch", "worker", "demo", "reference publish", "reference avatar"}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .threads import limit_numeric_threads
-
-    limit_numeric_threads()
-    code = _run(args)
-    name = args.command + (f" {args.ref_command}" if args.command == "reference" else "")
-    if name in _NATIVE_COMMANDS and not getattr(args, "offline", False) and argv is None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        return int(args.func(args))
-    except SyncmonError as e:
-        from .logs import redact
-
-        print(f"syncmon: error: {redact(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
