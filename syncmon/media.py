@@ -13,10 +13,11 @@ from typing import Any
 import av
 import numpy as np
 
+from .analysis.audio import ANALYSIS_RATE
 from .analysis.session import AnalyzerConfig, SyncAnalyzer
 from .errors import MediaError
 
-ANALYSIS_AUDIO_RATE = 16000
+ANALYSIS_AUDIO_RATE = ANALYSIS_RATE
 # a recording that stops this far before its declared duration was cut short
 TRUNCATION_TOLERANCE_S = 1.0
 

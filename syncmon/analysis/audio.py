@@ -26,6 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# the rate the analysis takes audio in: the monitor asks LiveKit for it, files are resampled to
+# it and the agent-side tap reads the same (one resampler on both ends)
+ANALYSIS_RATE = 16000
+
 ENVELOPE_HOP_S = 0.010
 GAP_BLOCK_S = 0.0025
 GAP_MIN_S = 0.010

@@ -372,31 +372,7 @@ class ContentOffsetEstimator:
         gram = vv.T @ vv
         sub = _leading_subspace(gram, min(frames, rank + 12))
         g_sub = gram @ sub
-        seeds: list[int] = []
-        ranks = sorted({0, min(c.nuisance_rank // 2, rank), min(c.nuisance_rank, rank)})
-        if full:
-            _, vecs = np.linalg.eigh(sub.T @ g_sub)
-            glob = sub @ vecs[:, ::-1]
-        else:
-            ranks = [0]
-        for k in ranks:
-            x = vv
-            if k:
-                q = glob[:, :k]
-                x, _ = _normalize_rows(vv - (vv @ q) @ q.T)
-            r = a_n @ x.T
-            peaks = np.max(np.abs(r), axis=0)
-            if not k:
-                classic = _combine(vv, r, peaks, c.top_cells)
-                if not full:
-                    break
-            picked: list[int] = []
-            for j in np.argsort(peaks)[::-1]:
-                if len(picked) >= c.candidates:
-                    break
-                if all(np.max(np.abs(cell_rc[j] - cell_rc[i])) > 1 for i in picked):
-                    picked.append(int(j))
-            seeds += [j for j in picked if j not in seeds]
+        seeds, classic = self._seeds(a_n, vv, cell_rc, sub, g_sub, rank, full)
         if self._model is not None:  # where the mouth was: it rarely moves between windows
             at = np.nonzero(idx == int(self._model.cells[0]))[0]
             if at.size and int(at[0]) not in seeds:
@@ -430,6 +406,49 @@ class ContentOffsetEstimator:
             if near.any() and not near.all():
                 model_q = _downdated_basis(gram, sub, g_sub, vv[near], rank)
         return best, model_q, classic
+
+    def _seeds(
+        self,
+        a_n: np.ndarray,
+        vv: np.ndarray,
+        cell_rc: np.ndarray,
+        sub: np.ndarray,
+        g_sub: np.ndarray,
+        rank: int,
+        full: bool,
+    ) -> tuple[list[int], np.ndarray | None]:
+        """The candidate mouth cells (rows of ``vv``): per way of ranking the cells -- as they
+        are, and cleaned of the picture's strongest few common time courses -- the
+        ``candidates`` best-correlated cells that are not neighbours; and the plain signal of
+        the cells that follow the speech best. Not ``full``: the plain ranking only."""
+        c = self.config
+        seeds: list[int] = []
+        classic = None
+        ranks = sorted({0, min(c.nuisance_rank // 2, rank), min(c.nuisance_rank, rank)})
+        if full:
+            _, vecs = np.linalg.eigh(sub.T @ g_sub)
+            glob = sub @ vecs[:, ::-1]
+        else:
+            ranks = [0]
+        for k in ranks:
+            x = vv
+            if k:
+                q = glob[:, :k]
+                x, _ = _normalize_rows(vv - (vv @ q) @ q.T)
+            r = a_n @ x.T
+            peaks = np.max(np.abs(r), axis=0)
+            if not k:
+                classic = _combine(vv, r, peaks, c.top_cells)
+                if not full:
+                    break
+            picked: list[int] = []
+            for j in np.argsort(peaks)[::-1]:
+                if len(picked) >= c.candidates:
+                    break
+                if all(np.max(np.abs(cell_rc[j] - cell_rc[i])) > 1 for i in picked):
+                    picked.append(int(j))
+            seeds += [j for j in picked if j not in seeds]
+        return seeds, classic
 
     # -- a mouth that does not move while the voice speaks -----------------------------------
     def _learn_mouth(self, found: _Mouth, lag: float) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..marks import TimingMark
 from ..thresholds import verdict
-from .audio import AudioAnalyzer
+from .audio import ANALYSIS_RATE, AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
 from .receiver import ReceiverDelay
@@ -72,7 +72,7 @@ class SyncAnalyzer:
         self,
         config: AnalyzerConfig | None = None,
         *,
-        audio_rate: int = 16000,
+        audio_rate: int = ANALYSIS_RATE,
         on_estimate: Callable[[str, LipSyncEstimate | TimestampEstimate], None] | None = None,
     ) -> None:
         self.config = config or AnalyzerConfig()

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..marks import ENV_BLOCK_S, TimingMark, envelope
+from .audio import ANALYSIS_RATE
 
 SEARCH_S = 0.5  # audio may arrive this much before or after video's transit predicts
 KEEP_S = 10.0  # received envelope kept; a mark older than this is given up
@@ -212,7 +213,7 @@ class _Pending:
 class TimestampOffsetEstimator:
     """Matches timing marks to received audio and frame metadata to received video."""
 
-    def __init__(self, sample_rate: int = 16000) -> None:
+    def __init__(self, sample_rate: int = ANALYSIS_RATE) -> None:
         self.sample_rate = sample_rate
         self.audio = EnvelopeTrack(sample_rate)
         self._transits: collections.deque[tuple[int, float]] = collections.deque(

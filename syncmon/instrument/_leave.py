@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.audio import ANALYSIS_RATE
 from ..analysis.clock import SampleClock
 from ..analysis.timestamp import EnvelopeTrack
 from ..marks import ENV_BLOCK_S
@@ -38,7 +39,7 @@ from ._schedule import TICK_S  # the source's timer: 10 ms per tick
 
 log = logging.getLogger(__name__)
 
-TAP_RATE = 16000  # what the monitor asks its audio in: the same resampler on both ends
+TAP_RATE = ANALYSIS_RATE  # what the monitor asks its audio in: the same resampler on both ends
 TAP_FRAME_MS = 50
 TAP_KEEP_S = 5.0
 SEARCH_S = 0.1  # the estimate is late or early by a timer step and the queue's rounding

@@ -21,6 +21,7 @@ from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
 from livekit.rtc._proto import video_frame_pb2 as proto_video
 
+from ..analysis.audio import ANALYSIS_RATE
 from ..analysis.clock import SampleClock
 from ..analysis.receiver import ReceiverDelay
 from ..analysis.session import SyncAnalyzer
@@ -33,7 +34,7 @@ RESTART_MAX_S = 30.0
 # malformed input from a participant: one line per participant and kind a minute
 MALFORMED_LOG = RateLimitedLog(log)
 
-AUDIO_RATE = 16000
+AUDIO_RATE = ANALYSIS_RATE
 AUDIO_FRAME_MS = 50
 STATS_INTERVAL_S = 2.0
 # a frame this dark and flat before the first real picture is the decoder's pre-roll
