@@ -61,6 +61,9 @@ class _Families:
         self.concealed = c(n.AUDIO_CONCEALED_SAMPLES, "Audio samples concealed by the receiver")
         self.still_s = c(n.LIP_STILL_SECONDS, "Speaking seconds with the mouth not moving")
         self.still_n = c(n.LIP_STILL_EPISODES, "Episodes of the mouth not moving while speaking")
+        self.startup = g(
+            n.AVATAR_STARTUP, "From the avatar joining to its first frame, by stage", ["stage"]
+        )
         self.viewer_sync = g(
             n.VIEWER_SYNC, "1: viewers lip-sync audio and video (sync_streams); 0: as received"
         )
@@ -124,6 +127,8 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
     still = an.content.lip_still
     add(f.still_s, lv, still.seconds)
     add(f.still_n, lv, still.episodes)
+    for stage, seconds in list(a.startup.items()):
+        add(f.startup, lv + [stage], seconds)
     for k in KINDS:
         add(f.up, lv + [k], 1.0 if a.track_up[k] else 0.0)
         if k in a.last_frame_unix:

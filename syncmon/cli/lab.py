@@ -272,12 +272,21 @@ def _publisher_creds(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
 
+    from ..logs import setup_logging
     from ..reference.publisher import ReferencePublisher
 
+    setup_logging(False)
+    logging.getLogger("syncmon.reference").setLevel(logging.INFO)  # its start-up and stalls
     creds, token = _publisher_creds(args)
     pub = ReferencePublisher(
-        build_avatar(args), url=creds.url, token=token, clock_shift_s=args.clock_shift_s
+        build_avatar(args),
+        url=creds.url,
+        token=token,
+        clock_shift_s=args.clock_shift_s,
+        audio_start_s=args.audio_start_s,
+        video_start_s=args.video_start_s,
     )
 
     async def main() -> None:
@@ -385,6 +394,14 @@ def add_publish(ref: Subparsers) -> None:
         default=0.0,
         help="shift the sender clock stamped into frames (tests clock independence)",
     )
+    for kind in ("audio", "video"):
+        pb.add_argument(
+            f"--{kind}-start-s",
+            type=float,
+            default=0.0,
+            help=f"send no {kind} for this long after the stream starts (a slow avatar "
+            "start-up; the speech runs on meanwhile)",
+        )
     add_impairment_args(pb)
     pb.set_defaults(func=cmd_publish)
 

@@ -211,6 +211,7 @@ class AvatarMonitor:
                 # render delay), kept: audio is stamped at its earliest arrival, a 10 ms pull
                 # early, so both streams are timed at their presentation edge
                 t = ev.timestamp_us / 1e6
+                self.state.first_frame("video", t)
                 event = self.analyzer.add_video(t, luma, frame_id=frame_id, sender_time=sender_t)
                 if event.interval_s is not None:
                     self.state.frame_interval.observe(event.interval_s)
@@ -235,6 +236,9 @@ class AvatarMonitor:
                 f = ev.frame
                 x = np.frombuffer(f.data, dtype=np.int16).astype(np.float32) / 32768.0
                 start = clock.chunk(arrival, x.size)
+                if "audio" not in self.state.startup and (sound := np.flatnonzero(x)).size:
+                    # the receiver plays exact zeros until the avatar's first sound arrives
+                    self.state.first_frame("audio", start + int(sound[0]) / AUDIO_RATE)
                 self.analyzer.add_audio(x, start)
                 self.state.track_up["audio"] = True
                 self.state.frame_arrived("audio")

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -141,6 +142,7 @@ class RoomMonitor:
         self.identity = identity or f"syncmon-{secrets.token_hex(4)}"
         self._avatars: dict[str, AvatarMonitor] = {}
         self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._joined: dict[str, float] = {}  # identity -> when it joined (monotonic)
         self._closing: set[asyncio.Task[None]] = set()
         self._room: rtc.Room | None = None
         self._stop = asyncio.Event()
@@ -349,7 +351,12 @@ class RoomMonitor:
 
             cfg = AnalyzerConfig(lipsync=LipSyncConfig(calibration_s=self.options.calibration_s))
             analyzer = SyncAnalyzer(cfg, audio_rate=AUDIO_RATE, on_estimate=on_estimate)
-            st = AvatarState(room=self.room_name, participant=p.identity, analyzer=analyzer)
+            st = AvatarState(
+                room=self.room_name,
+                participant=p.identity,
+                analyzer=analyzer,
+                joined_at=self._joined.get(p.identity),
+            )
             holder.append(st)
             rs.avatars[p.identity] = st
             am = AvatarMonitor(st, stats_interval_s=self.options.stats_interval_s)
@@ -359,6 +366,7 @@ class RoomMonitor:
 
     def _forget(self, identity: str) -> None:
         """The avatar left: stop its streams now, drop its series after the linger."""
+        self._joined.pop(identity, None)
         am = self._avatars.pop(identity, None)
         if am is None:
             return
@@ -381,7 +389,7 @@ class RoomMonitor:
         """Room events to this monitor's handlers (events of a room replaced by a reconnect
         are ignored where they would change the room's state)."""
         on = room.on
-        on("participant_connected", self._consider)
+        on("participant_connected", self._on_joined)
         on("participant_attributes_changed", lambda _changed, p: self._consider_remote(p))
         on("data_received", self._on_data)
         # an agent becomes an avatar when it publishes video: its audio too, then
@@ -395,6 +403,16 @@ class RoomMonitor:
         on("reconnected", lambda: self._set_connected(room, True))
         on("participant_disconnected", lambda p: self._forget(p.identity))
         on("disconnected", lambda reason: self._on_disconnected(room, reason))
+
+    def _on_joined(self, p: rtc.RemoteParticipant) -> None:
+        # the start of the avatar's start-up: the room announced it while this monitor watched
+        # (one that was in the room before has no start-up to measure). Not the server's join
+        # time: that is ~0.1 s before the avatar's own connect() returns (its connection set
+        # up); the announcement is what the room's viewers see, within tens of ms of it.
+        # Every participant's, since an agent becomes an avatar later, when it publishes
+        # video; bounded by the room's size (forgotten when it leaves)
+        self._joined[p.identity] = time.monotonic()
+        self._consider(p)
 
     def _consider_remote(self, p: rtc.Participant) -> None:
         if isinstance(p, rtc.RemoteParticipant):

@@ -73,6 +73,15 @@ class AvatarState:
 
     # stream and stats tasks that died and were started again, by task
     task_restarts: dict[str, int] = field(default_factory=dict)
+    # when the monitor saw the avatar join (monotonic; None: it was there before the monitor),
+    # and from then to its first audio and first video frame received, by stage
+    joined_at: float | None = None
+    startup: dict[str, float] = field(default_factory=dict)
+
+    def first_frame(self, kind: str, t: float) -> None:
+        """A frame of ``kind`` arrived at ``t`` (monotonic): the first one times its stage."""
+        if self.joined_at is not None and kind not in self.startup:
+            self.startup[kind] = max(0.0, t - self.joined_at)
 
     def count_malformed(self, what: str) -> None:
         self.malformed[what] = self.malformed.get(what, 0) + 1
@@ -140,4 +149,5 @@ class MonitorState:
         rep["tracks_up"] = dict(a.track_up)
         rep["malformed"] = dict(a.malformed)
         rep["task_restarts"] = dict(a.task_restarts)
+        rep["startup_s"] = {k: round(v, 3) for k, v in a.startup.items()}
         return rep

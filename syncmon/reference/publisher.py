@@ -40,8 +40,18 @@ class ReferencePublisher:
         url: str,
         token: str,
         clock_shift_s: float = 0.0,
+        audio_start_s: float = 0.0,
+        video_start_s: float = 0.0,
     ) -> None:
+        if audio_start_s < 0 or video_start_s < 0:
+            raise ValueError("audio_start_s and video_start_s must be >= 0")
         self.avatar = avatar
+        # a slow avatar start-up: each track sends nothing until this far into the stream (the
+        # speech runs on: what is not sent is lost, as from an avatar whose pipeline warms up)
+        self.start_s = {"audio": audio_start_s, "video": video_start_s}
+        self.joined: float | None = None  # monotonic time the room connection completed
+        # monotonic time of each track's first frame handed to its source
+        self.first_sent: dict[str, float] = {}
         self.url = url
         self.token = token
         self.clock_shift_s = clock_shift_s  # added to user_timestamp: a sender clock that is off
@@ -59,6 +69,7 @@ class ReferencePublisher:
             await self.room.connect(self.url, self.token)
         except rtc.ConnectError as e:
             raise ConnectError(f"publisher cannot connect to {self.url}: {e.message}") from None
+        self.joined = time.monotonic()
         av = self.avatar
         sr = av.sample_rate
         audio_src = rtc.AudioSource(sr, 1, queue_size_ms=0)
@@ -100,11 +111,18 @@ class ReferencePublisher:
             if isinstance(r, Exception):
                 raise r
 
+    def _sent(self, kind: str, due: float) -> None:
+        """A frame of ``kind`` (audio: its first sound) was due to leave at ``due``."""
+        if kind not in self.first_sent and self.joined is not None:
+            self.first_sent[kind] = due
+            # what the start-up test compares the monitor's syncmon_avatar_startup_seconds with
+            log.info("startup: first %s frame sent %.3f s after joining", kind, due - self.joined)
+
     async def _audio(self, src: rtc.AudioSource, t0: float, duration_s: float | None) -> None:
         av = self.avatar
         sr = av.sample_rate
         n = int(AUDIO_FRAME_S * sr)
-        pos = 0
+        pos = int(round(self.start_s["audio"] * sr / n)) * n
         behind = False
         while duration_s is None or pos < duration_s * sr:
             wait = t0 + pos / sr - time.monotonic()
@@ -124,12 +142,16 @@ class ReferencePublisher:
             if stall is None:
                 pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
                 await src.capture_frame(rtc.AudioFrame(pcm.tobytes(), sr, 1, n))
+                if (sound := np.flatnonzero(pcm)).size:
+                    self._sent("audio", t0 + (pos + int(sound[0])) / sr)
             pos += n
             av.speech.release_before(pos - int((1.0 + abs(av.imp.offset_ms) / 1000) * sr))
 
     async def _video(self, src: rtc.VideoSource, t0: float, duration_s: float | None) -> None:
         av = self.avatar
         for f in av.frames(duration_s):
+            if f.pts < self.start_s["video"]:
+                continue
             wait = t0 + f.pts - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -141,3 +163,4 @@ class ReferencePublisher:
             md = proto_video.FrameMetadata(frame_id=f.frame_id, user_timestamp=sent_us)
             src.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6), metadata=md)
             self.frames_sent += 1
+            self._sent("video", t0 + f.pts)
