@@ -385,6 +385,13 @@ def _receiver_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
             "Viewers lip-sync (1: one stream, sync_streams; 0: as received)",
             [(f"{n.VIEWER_SYNC}{rp}", "{{participant}}")],
         ),
+        _panel(
+            g,
+            "stat",
+            "Avatar start-up (join to first sound / first picture)",
+            [(f"{n.AVATAR_STARTUP}{rp}", "{{participant}} {{stage}}")],
+            unit="s",
+        ),
     ]
 
 
