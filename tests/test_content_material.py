@@ -84,13 +84,13 @@ def test_a_mouth_that_freezes_while_the_voice_goes_on_is_counted(tmp_path: Path)
     still = rep["lip_still"]
     assert isinstance(still, dict)
     assert still["episodes"] == 1
-    # the speaking seconds inside the span are the truth; measured on two such clips: about
-    # half of them is counted (1.40 of 2.67, 1.44 of 2.92 s): the 1.2 s correlation window
-    # that keeps clean speech from ever counting blurs both edges
+    # the speaking seconds inside the span are the truth, and the goal is 0.3 s. (This clip is
+    # one of the two the episode-edge rule was chosen on -- 2.52 of 2.67 s; without it, 1.40:
+    # the 1.2 s correlation window blurs both edges -- see benchmarks/bench_lip_still.py.)
     truth = speaking_seconds(
         SpeechSource(seed=44, consonants=True, phrase_pause_s=(0.4, 1.5)), spans
     )
-    assert 0.4 * truth <= still["seconds"] <= truth + 0.3, (still, truth)
+    assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
 
 def test_a_face_that_follows_another_utterance_gives_no_offset(tmp_path: Path) -> None:
