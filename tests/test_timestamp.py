@@ -117,8 +117,8 @@ def test_an_estimate_whose_sender_knew_only_the_earliest_leave_reports_no_sender
 
 
 def test_no_estimate_while_the_receiver_bias_is_unknown() -> None:
-    an = SyncAnalyzer(audio_rate=SR)
-    an.receiver_bias_s = None  # a live monitor before its first stats window
+    # a live monitor before its first stats window
+    an = SyncAnalyzer(audio_rate=SR, live_receiver=True)
     scenario(an, transit_v=0.090, transit_a=0.050, skew=0.0, clock_shift=0.0, utterances=2)
     assert an.report()["offset_ms"]["timestamp"] is None
 

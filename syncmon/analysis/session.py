@@ -74,7 +74,11 @@ class SyncAnalyzer:
         *,
         audio_rate: int = ANALYSIS_RATE,
         on_estimate: Callable[[str, LipSyncEstimate | TimestampEstimate], None] | None = None,
+        live_receiver: bool = False,
     ) -> None:
+        """``live_receiver``: the streams come from a live WebRTC receiver whose own A/V delay
+        difference the monitor measures (``receiver_poll``): content estimates wait for its
+        first reading, timestamp estimates for the reading after them."""
         self.config = config or AnalyzerConfig()
         self.video = VideoTimingAnalyzer(nominal_fps=self.config.nominal_fps)
         self.audio = AudioAnalyzer(sample_rate=audio_rate)
@@ -89,7 +93,7 @@ class SyncAnalyzer:
         # the receiver's own A/V delay difference (video minus audio jitter buffer), which a
         # viewer's player would equalize from RTCP; subtracted from content estimates. None: a
         # live receiver has not measured it yet, and content estimates are withheld till it has
-        self.receiver_bias_s: float | None = 0.0
+        self.receiver_bias_s: float | None = None if live_receiver else 0.0
         # whether viewers lip-sync the avatar's audio and video: True when the receiver puts
         # them in one sync group (livekit-server's room.sync_streams gives both tracks one
         # WebRTC stream id; libwebrtc then reports estimatedPlayoutTimestamp, which it leaves
@@ -101,7 +105,7 @@ class SyncAnalyzer:
         self.received_content_s: float | None = None
         # a live receiver's bias over time (set by the live monitor): a timestamp estimate then
         # waits for the stats poll after it and takes the bias at its own instant
-        self.receiver: ReceiverDelay | None = None
+        self.receiver: ReceiverDelay | None = ReceiverDelay() if live_receiver else None
         self._ts_waiting: list[TimestampEstimate] = []
         self.timestamp_published = 0
         self.timestamp_withheld = 0

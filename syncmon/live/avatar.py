@@ -23,7 +23,6 @@ from livekit.rtc._proto import video_frame_pb2 as proto_video
 
 from ..analysis.audio import ANALYSIS_RATE
 from ..analysis.clock import SampleClock
-from ..analysis.receiver import ReceiverDelay
 from ..analysis.session import SyncAnalyzer
 from ..logs import RateLimitedLog
 from .state import AvatarState, RtpStats
@@ -92,8 +91,6 @@ class AvatarMonitor:
         self._jb_prev: dict[str, tuple[float, int]] = {}
         self._last_sync_reading: bool | None = None
         self._closed = False
-        self.analyzer.receiver_bias_s = None
-        self.analyzer.receiver = ReceiverDelay()
 
     @property
     def analyzer(self) -> SyncAnalyzer:

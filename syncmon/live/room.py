@@ -350,7 +350,9 @@ class RoomMonitor:
                     holder[0].observe_offset(method, off)
 
             cfg = AnalyzerConfig(lipsync=LipSyncConfig(calibration_s=self.options.calibration_s))
-            analyzer = SyncAnalyzer(cfg, audio_rate=AUDIO_RATE, on_estimate=on_estimate)
+            analyzer = SyncAnalyzer(
+                cfg, audio_rate=AUDIO_RATE, on_estimate=on_estimate, live_receiver=True
+            )
             st = AvatarState(
                 room=self.room_name,
                 participant=p.identity,
