@@ -94,19 +94,18 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
         out.append((fam, args))
 
     lv = [a.room, a.participant]
-    an = a.analyzer
+    snap = a.analyzer.snapshot()
     for m in METHODS:
-        o = an.offsets[m]
+        o = snap.offsets[m]
         if o.offset_s is not None:
             add(f.offset, lv + [m], o.offset_s)
             add(f.conf, lv + [m], o.confidence)
         hist = a.offset_abs[m]
         if hist.sum or any(hist.counts):
             add(f.offset_abs, lv + [m], hist.cumulative(), hist.sum)
-    d = an.drift_estimate()
-    if d is not None:
-        add(f.drift, lv, d.ms_per_min / 1000.0)
-    v = an.video_stats()
+    if snap.drift_s_per_min is not None:
+        add(f.drift, lv, snap.drift_s_per_min)
+    v = snap.video
     add(f.frames, lv, v.frames)
     add(f.dropped, lv, v.dropped)
     add(f.dup, lv, v.duplicated)
@@ -121,12 +120,11 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
         add(f.fps, lv, v.fps)
     if v.harmonic_fps is not None:
         add(f.hfps, lv, v.harmonic_fps)
-    add(f.gap, lv, an.audio.gap_seconds)
-    if an.viewer_sync is not None:
-        add(f.viewer_sync, lv, 1.0 if an.viewer_sync else 0.0)
-    still = an.content.lip_still
-    add(f.still_s, lv, still.seconds)
-    add(f.still_n, lv, still.episodes)
+    add(f.gap, lv, snap.audio_gap_s)
+    if snap.viewer_sync is not None:
+        add(f.viewer_sync, lv, 1.0 if snap.viewer_sync else 0.0)
+    add(f.still_s, lv, snap.lip_still_s)
+    add(f.still_n, lv, snap.lip_still_episodes)
     for stage, seconds in list(a.startup.items()):
         add(f.startup, lv + [stage], seconds)
     for k in KINDS:

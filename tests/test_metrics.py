@@ -111,7 +111,7 @@ def test_an_avatar_that_cannot_be_read_is_left_out_and_counted() -> None:
     def broken() -> None:
         raise RuntimeError("deque mutated during iteration")
 
-    bad.analyzer.video_stats = broken  # type: ignore[method-assign,assignment]
+    bad.analyzer.snapshot = broken  # type: ignore[method-assign,assignment]
     reg = make_registry(state)
     for scrape in (1, 2):
         samples = {

@@ -65,6 +65,19 @@ class OffsetState:
     confidence: float = 0.0
 
 
+@dataclass(frozen=True)
+class AnalyzerSnapshot:
+    """What the analysis says now, read at once: what exposition and reports render."""
+
+    offsets: dict[str, OffsetState]  # per method: the latest estimate and its confidence
+    drift_s_per_min: float | None
+    video: VideoTimingStats
+    audio_gap_s: float
+    viewer_sync: bool | None
+    lip_still_s: float
+    lip_still_episodes: int
+
+
 class SyncAnalyzer:
     """Streaming analysis of one avatar's audio and video."""
 
@@ -281,6 +294,19 @@ class SyncAnalyzer:
 
     def video_stats(self) -> VideoTimingStats:
         return self.video.stats()
+
+    def snapshot(self) -> AnalyzerSnapshot:
+        d = self.drift.estimate()
+        still = self.content.lip_still
+        return AnalyzerSnapshot(
+            offsets={m: replace(o) for m, o in self.offsets.items()},
+            drift_s_per_min=None if d is None else d.ms_per_min / 1000.0,
+            video=self.video.stats(),
+            audio_gap_s=self.audio.gap_seconds,
+            viewer_sync=self.viewer_sync,
+            lip_still_s=still.seconds,
+            lip_still_episodes=still.episodes,
+        )
 
     def drift_estimate(self) -> DriftEstimate | None:
         return self.drift.estimate()
