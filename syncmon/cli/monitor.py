@@ -4,16 +4,19 @@ agent dispatch)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..errors import SyncmonError
 from .args import Subparsers, add_conn_args, add_monitor_args, lk_credentials, positive_int
+
+if TYPE_CHECKING:  # the live layer loads the SDK: only when a command runs
+    from ..live.room import WatchOptions
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     import asyncio
 
     from ..live.config import parse_addr
-    from ..live.room import WatchOptions
     from ..live.watch import WatchConfig, run_watch
     from ..logs import setup_logging
 
@@ -36,11 +39,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         rooms=tuple(args.room),
         metrics_host=host,
         metrics_port=port,
-        options=WatchOptions(
-            participant=args.participant,
-            calibration_s=args.calibration_ms / 1000.0,
-            linger_s=args.series_linger_s,
-        ),
+        options=watch_options(args),
         wait_for_room=args.wait_for_room,
         max_rooms=args.max_rooms,
         print_table=args.table,
@@ -53,7 +52,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from ..live.config import parse_addr
     from ..live.pool import usable_cores
-    from ..live.room import WatchOptions
     from ..live.worker import WorkerConfig, run_worker
     from ..logs import setup_logging
 
@@ -64,17 +62,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
         agent_name=args.agent_name,
         metrics_host=host,
         metrics_port=port,
-        options=WatchOptions(
-            participant=args.participant,
-            calibration_s=args.calibration_ms / 1000.0,
-            linger_s=args.series_linger_s,
-        ),
+        options=watch_options(args),
         max_rooms=args.max_rooms,
         # more processes than rooms would only hold memory
         processes=args.processes or min(usable_cores(), args.max_rooms),
         verbose=args.verbose,
     )
     return asyncio.run(run_worker(cfg))
+
+
+def watch_options(args: argparse.Namespace) -> WatchOptions:
+    """What every room's monitor is told, from the flags watch and worker share."""
+    from ..live.room import WatchOptions
+
+    return WatchOptions(
+        participant=args.participant,
+        calibration_s=args.calibration_ms / 1000.0,
+        linger_s=args.series_linger_s,
+    )
 
 
 def add_watch(sub: Subparsers) -> None:
