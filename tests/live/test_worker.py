@@ -244,3 +244,34 @@ def test_worker_with_bad_credentials_says_so_within_10s_and_exits_non_zero(
     assert want in p.stderr, p.stderr[-500:]
     assert "wrong-secret" not in p.stderr and livekit.api_secret not in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_workers_processes_end_when_it_is_killed(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    port = free_port()
+    w = procs(
+        "worker",
+        "--agent-name",
+        "syncmon-orphans",
+        "--metrics-addr",
+        f"127.0.0.1:{port}",
+        "--processes",
+        "2",
+        env=lk_env(livekit),
+        metrics_port=port,
+    )
+    wait_for(lambda: sample(scrape(w.metrics_url), "syncmon_worker_processes") == 2, timeout=60)
+    children = {p["pid"] for p in report(w.metrics_url)["processes"]}
+    assert len(children) == 2
+    os.kill(w.proc.pid, signal.SIGKILL)  # no clean-up of its own: its children must notice
+    w.proc.wait(timeout=10)
+
+    def gone(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[0] == "Z"  # exited, not reaped yet
+        except FileNotFoundError:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in children), timeout=15)
