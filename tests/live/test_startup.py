@@ -3,6 +3,7 @@ first sound and its first picture, against what the avatar itself logged."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 
@@ -19,6 +20,22 @@ STARTUP = "syncmon_avatar_startup_seconds"
 # monitor a transport delay after it left: one stage alone is within this of the avatar's log
 ANNOUNCE_TOLERANCE_S = 0.1
 GAP_TOLERANCE_S = 0.030  # video after audio: the join cancels out
+
+
+def participants(srv: LocalServer, room: str) -> list[str]:
+    from livekit import api
+
+    async def go() -> list[str]:
+        async with api.LiveKitAPI(
+            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
+        ) as lk:
+            res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            return [p.identity for p in res.participants]
+
+    try:
+        return asyncio.run(go())
+    except api.TwirpError:  # the room does not exist yet
+        return []
 
 
 def logged(pub: Proc) -> dict[str, float]:
@@ -75,6 +92,9 @@ def test_an_avatar_that_was_there_before_the_monitor_has_no_start_up(
 ) -> None:
     room = "startup-before"
     start_publisher(procs, livekit, room, "--width", "320", "--height", "180")
+    # the monitor joins only once the avatar is in the room (a slow publisher start would
+    # otherwise join after it, and its start-up is then rightly measured)
+    wait_for(lambda: "avatar" in participants(livekit, room), timeout=60)
     mon = start_monitor(procs, livekit, room)
 
     def counting() -> bool:
