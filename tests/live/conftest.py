@@ -154,3 +154,23 @@ def viewer_truth_ms(url: str, room: str, identity: str, sent_ms: float) -> float
     if a["viewer_sync"]:
         return sent_ms
     return sent_ms + float(a["receiver_bias_ms"])
+
+
+def participants(srv: LocalServer, room: str, *, hidden: bool = True) -> list[str]:
+    """The identities in ``room`` (``hidden=False``: only those frontends see); [] while the
+    room does not exist."""
+    import asyncio
+
+    from livekit import api
+
+    async def go() -> list[str]:
+        async with api.LiveKitAPI(
+            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
+        ) as lk:
+            res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            return [p.identity for p in res.participants if hidden or not p.permission.hidden]
+
+    try:
+        return asyncio.run(go())
+    except api.TwirpError:
+        return []

@@ -3,7 +3,6 @@ first sound and its first picture, against what the avatar itself logged."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 
@@ -11,7 +10,15 @@ import pytest
 
 from syncmon.reference.localserver import LocalServer
 
-from .conftest import Proc, sample, scrape, start_monitor, start_publisher, wait_for
+from .conftest import (
+    Proc,
+    participants,
+    sample,
+    scrape,
+    start_monitor,
+    start_publisher,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 STARTUP = "syncmon_avatar_startup_seconds"
@@ -20,22 +27,6 @@ STARTUP = "syncmon_avatar_startup_seconds"
 # monitor a transport delay after it left: one stage alone is within this of the avatar's log
 ANNOUNCE_TOLERANCE_S = 0.1
 GAP_TOLERANCE_S = 0.030  # video after audio: the join cancels out
-
-
-def participants(srv: LocalServer, room: str) -> list[str]:
-    from livekit import api
-
-    async def go() -> list[str]:
-        async with api.LiveKitAPI(
-            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
-        ) as lk:
-            res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-            return [p.identity for p in res.participants]
-
-    try:
-        return asyncio.run(go())
-    except api.TwirpError:  # the room does not exist yet
-        return []
 
 
 def logged(pub: Proc) -> dict[str, float]:

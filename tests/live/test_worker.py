@@ -15,7 +15,16 @@ import pytest
 
 from syncmon.reference.localserver import LocalServer, free_port
 
-from .conftest import Proc, ProcessDied, lk_env, sample, scrape, start_publisher, wait_for
+from .conftest import (
+    Proc,
+    ProcessDied,
+    lk_env,
+    participants,
+    sample,
+    scrape,
+    start_publisher,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 # four rooms dispatched at once to two workers: each monitored exactly once
@@ -40,16 +49,24 @@ def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
 
 def visible(srv: LocalServer, room: str) -> list[str]:
     """The participants of ``room`` that frontends see (hidden ones are not shown)."""
-    from livekit import api
+    return participants(srv, room, hidden=False)
 
-    async def go() -> list[str]:
-        async with api.LiveKitAPI(
-            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
-        ) as lk:
-            res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-            return [p.identity for p in res.participants if not p.permission.hidden]
 
-    return asyncio.run(go())
+def start_worker(
+    procs: Callable[..., Proc], srv: LocalServer, agent_name: str, processes: str
+) -> Proc:
+    port = free_port()
+    return procs(
+        "worker",
+        "--agent-name",
+        agent_name,
+        "--metrics-addr",
+        f"127.0.0.1:{port}",
+        "--processes",
+        processes,
+        env=lk_env(srv),
+        metrics_port=port,
+    )
 
 
 def rooms_of(url: str) -> set[str]:
@@ -66,20 +83,7 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
     # one worker runs its rooms as threads, the other in two processes: both serve every room
     # they hold on their one /metrics
     for processes in ("1", "2"):
-        port = free_port()
-        workers.append(
-            procs(
-                "worker",
-                "--agent-name",
-                "syncmon-test",
-                "--metrics-addr",
-                f"127.0.0.1:{port}",
-                "--processes",
-                processes,
-                env=lk_env(livekit),
-                metrics_port=port,
-            )
-        )
+        workers.append(start_worker(procs, livekit, "syncmon-test", processes))
     for i, r in enumerate(ROOMS):
         start_publisher(
             procs,
@@ -142,18 +146,7 @@ def report(url: str) -> dict[str, Any]:
 def test_a_worker_spreads_its_rooms_over_processes_and_survives_one_dying(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
-    port = free_port()
-    w = procs(
-        "worker",
-        "--agent-name",
-        "syncmon-pool",
-        "--metrics-addr",
-        f"127.0.0.1:{port}",
-        "--processes",
-        "2",
-        env=lk_env(livekit),
-        metrics_port=port,
-    )
+    w = start_worker(procs, livekit, "syncmon-pool", "2")
     rooms = [f"p-room-{i}" for i in range(1, 5)]
     for i, r in enumerate(rooms):
         start_publisher(
@@ -249,18 +242,7 @@ def test_worker_with_bad_credentials_says_so_within_10s_and_exits_non_zero(
 def test_a_workers_processes_end_when_it_is_killed(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
-    port = free_port()
-    w = procs(
-        "worker",
-        "--agent-name",
-        "syncmon-orphans",
-        "--metrics-addr",
-        f"127.0.0.1:{port}",
-        "--processes",
-        "2",
-        env=lk_env(livekit),
-        metrics_port=port,
-    )
+    w = start_worker(procs, livekit, "syncmon-orphans", "2")
     wait_for(lambda: sample(scrape(w.metrics_url), "syncmon_worker_processes") == 2, timeout=60)
     children = {p["pid"] for p in report(w.metrics_url)["processes"]}
     assert len(children) == 2
