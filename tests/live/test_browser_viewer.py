@@ -30,13 +30,22 @@ pytestmark = pytest.mark.slow
 
 TRIES = 3  # sessions per offset before the browser's own instability fails the test
 DEFAULT_TOL_MS = 8.0  # the browser plays what arrives: syncmon's as-received offset
-SYNC_TOL_MS = 15.0  # the browser lip-syncs the pair, once converged
 # One session's difference is not only syncmon's: each receiver's NetEq holds the sound for a
 # whole number of its own 10 ms playout pulls after the packet lands, at a phase that is random
 # per session and independent between the two receivers (measured: content - browser had a
 # standard deviation of ~5 ms over 13 default-server sessions, largest 11.9 ms). What is
 # systematic shows in the mean over sessions.
 SESSION_TOL_MS = 15.0
+# With sync_streams the browser lip-syncs the pair, but libwebrtc's StreamSynchronization only
+# corrects an A/V difference whose filtered value is at least kMinDeltaMs = 30 ms, by half of
+# it per step: each viewer settles somewhere within 30 ms of the sender's offset, where its own
+# first estimate left it (measured over 11 sessions: browser - sent -15...+24 ms, content -
+# browser -19...+20 ms, mean +5 ms). syncmon reports the centre of that band.
+SYNC_DEADBAND_MS = 30.0
+# what separates the sender's configured offset from the pair a synced viewer lines up: the
+# publisher's own A/V send skew and capture-to-arrival differences on loopback (content -
+# sent measured +4...+9 ms over those 11 sessions)
+SYNC_TRANSPORT_MS = 15.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,24 +81,35 @@ def stable_session(srv: LocalServer, room: str, sent_ms: float, **kw: Any) -> Se
     pytest.fail(f"no session where the browser itself held steady ({UNSTABLE_MS} ms): {unstable}")
 
 
-def check(srv: LocalServer, room: str, repeats: int, tol_ms: float, **kw: Any) -> None:
-    """``repeats`` sessions at 0 and at +120 ms: the mean of content - browser within
-    ``tol_ms`` (what is systematic), each session within SESSION_TOL_MS."""
-    runs = {
+def table(sessions: list[Session]) -> str:
+    """The sessions side by side, for a failure message."""
+    rows = [
+        f"sent {s.sent_ms:+.0f}: browser {s.browser_ms:+.1f} content {s.content_ms:+.1f} "
+        f"diff {s.diff_ms:+.1f} ms; "
+        + ", ".join(f"{r[0]:.0f}s {r[1]:+.0f}/{r[2]:+.0f}" for r in s.rows)
+        for s in sessions
+    ]
+    return "\n".join(rows)
+
+
+def run_sessions(
+    srv: LocalServer, room: str, repeats: int, **kw: Any
+) -> dict[float, list[Session]]:
+    return {
         sent: [stable_session(srv, f"{room}-{i}-{sent:.0f}", sent, **kw) for i in range(repeats)]
         for sent in (0.0, 120.0)
     }
-    # the browser measurement follows the sender's offset
-    played = {sent: float(np.mean([s.browser_ms for s in ss])) for sent, ss in runs.items()}
-    assert abs(played[120.0] - played[0.0] - 120.0) <= 20.0, played
-    sessions = [s for ss in runs.values() for s in ss]
-    diffs = [round(s.diff_ms, 1) for s in sessions]
-    assert abs(float(np.mean(diffs))) <= tol_ms, diffs
-    assert max(abs(d) for d in diffs) <= SESSION_TOL_MS, [(s.sent_ms, s.rows) for s in sessions]
 
 
 def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) -> None:
-    check(livekit, "browser-default", 2, DEFAULT_TOL_MS, seconds=40, settle=20)
+    runs = run_sessions(livekit, "browser-default", 2, seconds=40, settle=20)
+    sessions = [s for ss in runs.values() for s in ss]
+    # the browser measurement follows the sender's offset
+    played = {sent: float(np.mean([s.browser_ms for s in ss])) for sent, ss in runs.items()}
+    assert abs(played[120.0] - played[0.0] - 120.0) <= 20.0, table(sessions)
+    diffs = [s.diff_ms for s in sessions]
+    assert abs(float(np.mean(diffs))) <= DEFAULT_TOL_MS, table(sessions)
+    assert max(abs(d) for d in diffs) <= SESSION_TOL_MS, table(sessions)
 
 
 def test_sync_streams_content_is_what_the_browser_plays_once_converged(
@@ -97,4 +117,13 @@ def test_sync_streams_content_is_what_the_browser_plays_once_converged(
 ) -> None:
     # Chrome takes 30-100 s to converge: each session runs until it has (at most 150 s; a
     # session where it did not is run again, as one where its audio delay moved)
-    check(synced_server, "browser-synced", 1, SYNC_TOL_MS, seconds=150, wait_sync=True)
+    runs = run_sessions(synced_server, "browser-synced", 1, seconds=150, wait_sync=True)
+    sessions = [s for ss in runs.values() for s in ss]
+    for s in sessions:
+        # the browser lip-synced the pair: it plays the sender's offset, within its deadband
+        assert abs(s.browser_ms - s.sent_ms) <= SYNC_DEADBAND_MS + SYNC_TRANSPORT_MS, table(
+            sessions
+        )
+        # syncmon's content: the sender's offset as a synced viewer plays it
+        assert abs(s.content_ms - s.sent_ms) <= SYNC_TRANSPORT_MS, table(sessions)
+        assert abs(s.diff_ms) <= SYNC_DEADBAND_MS, table(sessions)
