@@ -2,7 +2,8 @@
 
 Prints:
 * CPU ms per frame of the per-frame path (luma grid + timing + duplicate check) and of the full
-  analyzer including the windowed lip-sync estimates, at 640x360 and 1280x720 (luma only);
+  analyzer including the windowed lip-sync estimates, with and without the face (detection,
+  face grid, mouth motion), at 640x360 and 1280x720 (luma only), cartoon and photographic;
 * peak traced memory (tracemalloc) of the analyzer over a 1-minute and a 10-minute stream;
 * content-offset accuracy over the test matrix's offsets through H.264 at 300 kbps (p50/p95).
 
@@ -26,20 +27,30 @@ from syncmon.reference import Impairments, ReferenceAvatar
 from syncmon.reference.render import RenderOptions, render
 
 
-def frames_and_audio(width: int, height: int, seconds: float) -> tuple[list, np.ndarray]:
-    av = ReferenceAvatar(width=width, height=height)
+def frames_and_audio(
+    width: int, height: int, seconds: float, renderer: str = "synthetic"
+) -> tuple[list, np.ndarray]:
+    av = ReferenceAvatar(width=width, height=height, renderer=renderer)
     frames = [(f.pts, f.frame.y) for f in av.frames(seconds)]
     audio = av.audio(0, int(seconds * av.sample_rate)).reshape(-1, 3).mean(axis=1)
     return frames, audio
 
 
-def cpu_per_frame(width: int, height: int, seconds: float = 20.0) -> tuple[float, float]:
-    frames, audio = frames_and_audio(width, height, seconds)
+def cpu_per_frame(
+    width: int, height: int, seconds: float = 20.0, renderer: str = "synthetic"
+) -> tuple[float, float, float]:
+    """ms per frame: the luma grid; the full analyzer; the full analyzer without the face."""
+    frames, audio = frames_and_audio(width, height, seconds, renderer)
     t0 = time.process_time()
     for _t, y in frames:
         luma_grid(y)
     grid_ms = (time.process_time() - t0) * 1000 / len(frames)
-    an = SyncAnalyzer(AnalyzerConfig(nominal_fps=25), audio_rate=16000)
+    full = [analyzer_ms(frames, audio, face) for face in (True, False)]
+    return grid_ms, full[0], full[1]
+
+
+def analyzer_ms(frames: list, audio: np.ndarray, face: bool) -> float:
+    an = SyncAnalyzer(AnalyzerConfig(nominal_fps=25, face=face), audio_rate=16000)
     chunk = 320
     pos = 0
     t0 = time.process_time()
@@ -48,8 +59,7 @@ def cpu_per_frame(width: int, height: int, seconds: float = 20.0) -> tuple[float
             an.add_audio(audio[pos : pos + chunk], pos / 16000)
             pos += chunk
         an.add_video(t, y)
-    full_ms = (time.process_time() - t0) * 1000 / len(frames)
-    return grid_ms, full_ms
+    return (time.process_time() - t0) * 1000 / len(frames)
 
 
 def peak_memory(minutes: float) -> float:
@@ -113,12 +123,13 @@ def main() -> int:
     args = ap.parse_args()
     secs = 6.0 if args.quick else 20.0
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
-    for w, h in ((640, 360), (1280, 720)):
-        g, f = cpu_per_frame(w, h, secs)
-        print(
-            f"{w}x{h}: luma grid {g:.3f} ms/frame; full analysis {f:.3f} ms/frame "
-            f"(goal <= 1 ms at 720p)"
-        )
+    for renderer in ("synthetic", "photo"):
+        for w, h in ((640, 360), (1280, 720)):
+            g, f, nf = cpu_per_frame(w, h, secs, renderer)
+            print(
+                f"{renderer} {w}x{h}: luma grid {g:.3f} ms/frame; full analysis {f:.3f} "
+                f"ms/frame, of which the face {f - nf:.3f} (goal <= 1 ms at 720p)"
+            )
     m1 = peak_memory(0.25 if args.quick else 1.0)
     m10 = peak_memory(0.5 if args.quick else 10.0)
     label = ("15 s", "30 s") if args.quick else ("1-minute", "10-minute")

@@ -36,6 +36,9 @@ CASES: list[tuple[str, int, tuple[tuple[float, float], ...]]] = [
     ("photo", 47, ((10.0, 3.0),)),
     ("synthetic", 48, ((5.0, 3.0), (15.0, 2.5))),
     ("photo", 49, ((13.0, 4.0),)),
+    # frozen from the start: the mouth is never seen to move with the voice
+    ("synthetic", 50, ((0.0, 1e9),)),
+    ("photo", 51, ((0.0, 1e9),)),
     ("synthetic", 43, ()),
     ("photo", 41, ()),
 ]
@@ -75,9 +78,10 @@ def main() -> None:
         if not path.exists():
             render(av, path, RenderOptions(duration_s=args.seconds, video_bitrate=350_000))
         rep = analyze_file(path)
-        truth = speaking_seconds(speech(seed), spans) if spans else 0.0
+        inside = tuple((s, min(d, args.seconds - s)) for s, d in spans)
+        truth = speaking_seconds(speech(seed), inside) if spans else 0.0
         ls = rep["lip_still"]
-        frz = " ".join(f"{s:g}:{d:g}" for s, d in spans) or "-"
+        frz = " ".join(f"{s:g}:{d:g}" for s, d in inside) or "-"
         jf = f"{judged_from[0]:.1f}" if judged_from else "never"
         print(
             f"{renderer + str(seed):13s} {frz:22s} {truth:8.2f} {ls['seconds']:9.2f} "

@@ -97,6 +97,7 @@ def analyze_file(
             raise MediaError(
                 f"{path}: truncated: media ends at {last_t:.2f} s of a declared {duration:.2f} s"
             )
+    an.finish()
     report = an.report(summary=True)
     nominal = an.video_stats().nominal_interval_s
     report["file"] = {

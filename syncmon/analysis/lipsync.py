@@ -23,12 +23,17 @@ Sign: ``offset = t_video - t_audio``; positive when the picture is late.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
 from scipy.ndimage import gaussian_filter1d
+
+from .face import MOTION_SPAN_S, MOVING_LEVEL, mouth_motion
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRID = (16, 16)
 # luma is subsampled (every 2nd pixel, every 4th from 1280 wide up) before cell means: a cell
@@ -165,7 +170,6 @@ class _MouthModel:
     cells: np.ndarray
     weights: np.ndarray
     lag: float
-    ref: float | None
 
     def zone(self, shape: tuple[int, int]) -> np.ndarray:
         """The mouth's cells and their neighbours (grid indices)."""
@@ -194,6 +198,23 @@ STILL_SPAN_S = 1.2  # the window over which the mouth must follow the voice, mom
 # stays below STILL_EDGE_CORR (see _lead_in)
 STILL_EDGE_S = STILL_SPAN_S
 STILL_EDGE_CORR = 0.5
+# speech, for the lip-still account on the face: the estimator's own speech level, widened by
+# 60 ms (a stop's closure, a vowel's decay)
+STILL_SPEECH_WIDEN_S = 0.06
+FACE_VETO = 0.5  # see _face_moving
+FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
+
+
+def _speaking(t: np.ndarray, at: np.ndarray, env: np.ndarray, level: float) -> np.ndarray:
+    """Whether the voice speaks at each of the times ``t``: its envelope (``at``, ``env``) above
+    ``level``, widened by STILL_SPEECH_WIDEN_S either side (the closure of a stop, the decay of
+    a vowel are still speech)."""
+    hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
+    k = 2 * int(round(STILL_SPEECH_WIDEN_S / hop)) + 1
+    active = np.convolve((env > level).astype(float), np.ones(k), mode="same") > 0
+    i = np.clip(np.searchsorted(at, t), 0, at.size - 1)
+    # no voice is known before the audio begins or after it ends
+    return np.asarray(active[i] & (t >= at[0]) & (t <= at[-1]))
 
 
 def _local_corr(
@@ -275,24 +296,27 @@ class ContentOffsetEstimator:
         self._keep_s = c.window_s + 2 * c.max_lag_s + 1.0
         self._vt: deque[float] = deque()
         self._vg: deque[np.ndarray] = deque()
+        self._vf: deque[tuple[int, np.ndarray] | None] = deque()  # (face segment, face grid)
         self._at: deque[np.ndarray] = deque()
         self._av: deque[np.ndarray] = deque()
         self._next_t: float | None = None
         self._shape = DEFAULT_GRID
         self._prev: tuple[float, float] | None = None  # (time, offset) of the last raw estimate
         self._model: _MouthModel | None = None
+        self._face_usual: float | None = None  # see _face_moving
+        self.face_errors = 0
         self._since_full = 0  # estimates since the last full candidate search
         self._still_until = -np.inf
         self.lip_still = LipStill()
-        # the last judged frames (time, dt, speaking, correlation), the start of the still run
-        # going on, and until when an episode's trailing edge is still counted
-        self._recent: deque[tuple[float, float, bool, float]] = deque()
+        # the last judged frames (time, dt, speaking, may be an episode's edge), the start of
+        # the still run going on, and until when an episode's trailing edge is still counted
+        self._recent: deque[tuple[float, float, bool, bool]] = deque()
         self._run_start = -np.inf
         self._tail_until = -np.inf
 
     def clear(self) -> None:
         """Drop the buffered window (the streams were interrupted)."""
-        for q in (self._vt, self._vg, self._at, self._av):
+        for q in (self._vt, self._vg, self._vf, self._at, self._av):
             q.clear()
         self._next_t = None
         self._prev = None
@@ -301,15 +325,20 @@ class ContentOffsetEstimator:
         self._recent.clear()
         self._tail_until = -np.inf
 
-    def add_video(self, t: float, grid: np.ndarray) -> None:
-        """A frame's cell means (``luma_grid``: rows x cols) arriving at ``t``."""
+    def add_video(
+        self, t: float, grid: np.ndarray, face: tuple[int, np.ndarray] | None = None
+    ) -> None:
+        """A frame's cell means (``luma_grid``: rows x cols) arriving at ``t``; ``face``: its
+        face grid and the face box's segment (``face.FaceTrack``), when a face is known."""
         if grid.ndim == 2:
             self._shape = (int(grid.shape[0]), int(grid.shape[1]))
         self._vt.append(t)
         self._vg.append(np.asarray(grid, dtype=np.float32).ravel())
+        self._vf.append(None if face is None else (face[0], np.ravel(face[1])))
         while self._vt and self._vt[0] < t - self._keep_s:
             self._vt.popleft()
             self._vg.popleft()
+            self._vf.popleft()
 
     def add_envelope(self, t: np.ndarray, rms: np.ndarray) -> None:
         if t.size == 0:
@@ -464,28 +493,29 @@ class ContentOffsetEstimator:
     # -- a mouth that does not move while the voice speaks -----------------------------------
     def _learn_mouth(self, found: _Mouth, lag: float) -> None:
         """Keep the mouth of a confident window, for the lip-still check."""
-        self._model = _MouthModel(found.cells, found.weights, lag, 1.0)
+        self._model = _MouthModel(found.cells, found.weights, lag)
 
-    def _still(self, tk: np.ndarray, act: np.ndarray, speech: np.ndarray) -> None:
+    def _still(
+        self,
+        tk: np.ndarray,
+        still: np.ndarray,
+        edge: np.ndarray,
+        speech: np.ndarray,
+        margin: tuple[float, float] = (STILL_SPAN_S / 2, STILL_SPAN_S / 2),
+    ) -> None:
         """Account the window's new frames: speech (bridged over short pauses) while the
-        mouth's own motion no longer follows the voice (local correlation below
-        ``still_ratio``)."""
+        mouth is ``still``; ``edge``: frames an episode's edges may take in (see _lead_in).
+        A frame is judged once it lies ``margin`` (from the start, from the end) inside the
+        window: the measures around it are one-sided nearer the ends."""
         c = self.config
-        model = self._model
-        if model is None or model.ref is None or model.ref <= 0:
-            return
-        # speech within ±bridge of a frame counts as speech at that frame
-        near = np.convolve(speech.astype(float), np.ones(5), mode="same") > 0
-        still = act < c.still_ratio
+        near = speech
         # frames near a gap in the frames (a freeze, a stall: counted as such) are not judged:
         # a picture that does not arrive is not a mouth that does not move
         gaps = np.nonzero(np.diff(tk) > max(0.15, 2.5 * float(np.median(np.diff(tk)))))[0]
         unjudged = np.zeros(tk.size, bool)
         for g in gaps:
             unjudged |= (tk >= tk[g] - STILL_SPAN_S / 2) & (tk <= tk[g + 1] + STILL_SPAN_S / 2)
-        # a frame is judged once the correlation window around it lies inside this window
-        # (half a span from either edge, where the high-pass and the window are one-sided)
-        inner = (tk >= tk[0] + STILL_SPAN_S / 2) & (tk <= tk[-1] - STILL_SPAN_S / 2)
+        inner = (tk >= tk[0] + margin[0]) & (tk <= tk[-1] - margin[1])
         new = np.nonzero(inner & (tk > self._still_until))[0]
         if new.size == 0:
             return
@@ -515,13 +545,98 @@ class ContentOffsetEstimator:
                 st.run_s = 0.0  # the mouth moved while speaking, or the speech paused long
             if st.run_s == 0.0 and t <= self._tail_until:
                 # the episode's trailing edge: see _lead_in
-                if act[i] >= STILL_EDGE_CORR:
+                if not edge[i]:
                     self._tail_until = -np.inf
                 elif near[i]:
                     st.seconds += dt
-            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), float(act[i])))
+            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i])))
         while self._recent and self._recent[0][0] < self._still_until - 2 * STILL_SPAN_S - 1.0:
             self._recent.popleft()
+
+    def _audio(self, tk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The buffered envelope's times, the envelope smoothed, and its raw values within the
+        frames ``tk``."""
+        at = np.concatenate(list(self._at))
+        av = np.concatenate(list(self._av))
+        hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
+        sigma = self.config.envelope_sigma_s / hop
+        env = gaussian_filter1d(av.astype(np.float64), sigma, mode="nearest")
+        return at, env, av[(at > tk[0]) & (at <= tk[-1])]
+
+    def finish(self) -> None:
+        """The stream ended (a recording's end): the frames its last window left unjudged
+        are judged on the face, up to the last. (Judged by what follows the voice they stay
+        unjudged: that needs the correlation's span around each frame.)"""
+        if self._model is not None or len(self._vt) < 10 or not self._at:
+            return
+        vt = np.fromiter(self._vt, dtype=np.float64, count=len(self._vt))
+        idx = np.nonzero(vt > vt[-1] - self.config.window_s)[0]
+        at, env, wenv = self._audio(vt[idx])
+        face = self._face_motion(idx, vt[idx])
+        if wenv.size and face is not None:
+            self._face_still(face, at, env, wenv, final=True)
+
+    def _face_motion(self, idx: np.ndarray, tk: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The window's frames that show the last face box (their times) and the mouth's own
+        motion in each (``face.mouth_motion``); None unless FACE_MIN_S of them or more."""
+        last = self._vf[int(idx[-1])]
+        if last is None:
+            return None
+        seg = last[0]
+        faces = [self._vf[int(i)] for i in idx]
+        # one box's frames are contiguous: a box that changes or is lost starts a new segment
+        keep = np.nonzero([f is not None and f[0] == seg for f in faces])[0]
+        tf = tk[keep]
+        if keep.size < 10 or tf[-1] - tf[0] < FACE_MIN_S:
+            return None
+        grids = np.stack([faces[int(k)][1] for k in keep]).astype(np.float64)  # type: ignore[index]
+        hp = _highpass_matrix(tf, self.config.highpass_sigma_s)
+        try:
+            motion = mouth_motion(np.asarray(hp @ grids), 1.0 / float(np.median(np.diff(tf))))
+        except np.linalg.LinAlgError as e:  # a window the face cannot judge, not a dead stream
+            self.face_errors += 1
+            log.warning(
+                "mouth motion not measured on this window (%s; %d so far)", e, self.face_errors
+            )
+            return None
+        return tf, motion
+
+    def _face_moving(
+        self, face: tuple[np.ndarray, np.ndarray] | None, tk: np.ndarray
+    ) -> np.ndarray:
+        """Frames (of ``tk``) where the face shows the mouth moving as much as half its usual
+        speaking motion (FACE_VETO), the usual taken from the windows that located it.
+
+        A mouth located by what follows the voice is still where it stops following it, and
+        on a coarse, blurred picture (15 fps VP8 at 150 kbps) that happened for a second of a
+        mouth that went on moving. A frozen mouth on a nodding head leaves a motion of a
+        fraction of the usual (cartoon face: 1-15 %, photographic: 3-40 %) while speaking."""
+        out = np.zeros(tk.size, bool)
+        if face is None:
+            return out
+        tf, motion = face
+        if self._face_usual is not None:
+            out[np.isin(tk, tf)] = motion >= max(MOVING_LEVEL, FACE_VETO * self._face_usual)
+        return out
+
+    def _face_still(
+        self,
+        face: tuple[np.ndarray, np.ndarray],
+        at: np.ndarray,
+        env: np.ndarray,
+        wenv: np.ndarray,
+        final: bool = False,
+    ) -> None:
+        """Judge the window's new frames on the face: ``face`` from _face_motion. ``final``:
+        up to the last frame (the stream ended)."""
+        tf, motion = face
+        level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
+        speech_at = _speaking(tf, at, env, level)
+        still = motion < MOVING_LEVEL
+        # no edges to add back: the face's measure is local (MOTION_SPAN_S), not a correlation
+        # span, and so is the margin a frame needs from the window's ends
+        margin = MOTION_SPAN_S / 2
+        self._still(tf, still, still, speech_at, (margin, 0.0 if final else margin))
 
     def _lead_in(self) -> float:
         """The speaking seconds just before an episode that its detection missed.
@@ -536,10 +651,10 @@ class ContentOffsetEstimator:
         seconds to within 0.15-0.6 s of them; clean speech still counts nothing, since only
         an episode already detected is widened.)"""
         out = 0.0
-        for t, dt, speaking, act in reversed(self._recent):
+        for t, dt, speaking, edge in reversed(self._recent):
             if t >= self._run_start:
                 continue
-            if t < self._run_start - STILL_EDGE_S or act >= STILL_EDGE_CORR:
+            if t < self._run_start - STILL_EDGE_S or not edge:
                 break
             if speaking:
                 out += dt
@@ -607,18 +722,19 @@ class ContentOffsetEstimator:
         idx = np.nonzero(sel)[0]
         tk = vt[idx]
         grids = np.stack([self._vg[i] for i in idx]).astype(np.float64)
-        at = np.concatenate(list(self._at))
-        av = np.concatenate(list(self._av))
-        if at[0] > tk[0] - c.max_lag_s - 0.1:
-            return none  # audio does not reach back far enough yet
-        hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
-        env = gaussian_filter1d(av.astype(np.float64), c.envelope_sigma_s / hop, mode="nearest")
-
-        # speech gate over the window's audio
-        in_win = (at > tk[0]) & (at <= tk[-1])
-        wenv = av[in_win]
+        at, env, wenv = self._audio(tk)
         if wenv.size == 0:
             return none
+        # until the mouth has been located by what follows the voice, its stillness is judged
+        # on the face (see face.py): a mouth frozen from the start is never located
+        face = self._face_motion(idx, tk)
+        face_judged = self._model is None and face is not None
+        if face_judged:
+            assert face is not None
+            self._face_still(face, at, env, wenv)
+        if at[0] > tk[0] - c.max_lag_s - 0.1:
+            return none  # audio does not reach back far enough yet
+        # speech gate over the window's audio
         level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
         speech = float(np.mean(wenv > level)) if np.max(wenv) > 10 ** (SPEECH_DBFS / 20) else 0.0
         if speech < c.min_speech_fraction:
@@ -641,11 +757,21 @@ class ContentOffsetEstimator:
             found, model_q, classic = self._find_mouth(a_n, v_n, v_ok, full)
             judged = self._decide(a_n, found, classic)
         self._since_full = 0 if full else self._since_full + 1
-        if self._model is not None and model_q is not None:
+        if self._model is not None and model_q is not None and not face_judged:
             li = int(np.argmin(np.abs(self._lags - self._model.lag)))
+            # (the window's own speech level: a mouth located by what follows the voice is
+            # judged where the voice is clear; the quieter ends of words counted as still on
+            # clean clips)
             speech_at = np.interp(tk - self._model.lag, at, env) > level
+            # speech within two frames of a frame counts as speech at that frame
+            speech_at = np.convolve(speech_at.astype(float), np.ones(5), mode="same") > 0
             m_abs = self._model.signal(hpg, model_q)
-            self._still(tk, _local_corr(m_abs, np.asarray(hp @ a[li]), tk), speech_at)
+            act = _local_corr(m_abs, np.asarray(hp @ a[li]), tk)
+            # still: the mouth's own motion no longer follows the voice, and where the face is
+            # known, the face does not show the mouth moving as it does speaking
+            moving = self._face_moving(face, tk)
+            still = (act < c.still_ratio) & ~moving
+            self._still(tk, still, (act < STILL_EDGE_CORR) & ~moving, speech_at)
         if found is None or judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged
@@ -654,7 +780,13 @@ class ContentOffsetEstimator:
             # frames before the mouth was first located are not judged: looking back over the
             # window that found it counted a stream's first seconds as still on a clip whose
             # mouth moved throughout
-            if self._model is None:
+            if self._model is None and not face_judged:
                 self._still_until = max(self._still_until, float(tk[-1]) - STILL_SPAN_S / 2)
             self._learn_mouth(found, lag)
+            if face is not None:
+                # how much the face shows the mouth moving while it follows the voice
+                tf, motion = face
+                spk = _speaking(tf, at, env, level)
+                if np.count_nonzero(spk) >= 10:
+                    self._face_usual = float(np.percentile(motion[spk], 75))
         return LipSyncEstimate(end, offset, conf, peak, speech)

@@ -17,6 +17,7 @@ from ..marks import TimingMark
 from ..thresholds import verdict
 from .audio import ANALYSIS_RATE, AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
+from .face import FaceTrack
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
 from .receiver import ReceiverDelay
 from .timestamp import SPLIT_MAX_S, TimestampEstimate, TimestampOffsetEstimator
@@ -55,6 +56,8 @@ class AnalyzerConfig:
     grid: tuple[int, int] = DEFAULT_GRID
     lipsync: LipSyncConfig = field(default_factory=LipSyncConfig)
     drift_window_s: float = 600.0
+    # find the face (face.FaceTrack) so that a mouth frozen from the start is counted still
+    face: bool = True
 
 
 @dataclass
@@ -96,6 +99,7 @@ class SyncAnalyzer:
         self.video = VideoTimingAnalyzer(nominal_fps=self.config.nominal_fps)
         self.audio = AudioAnalyzer(sample_rate=audio_rate)
         self.content = ContentOffsetEstimator(self.config.lipsync)
+        self.face = FaceTrack() if self.config.face else None
         self.drift = DriftEstimator(window_s=self.config.drift_window_s)
         self.timestamp = TimestampOffsetEstimator(sample_rate=audio_rate)
         self.last_timestamp: TimestampEstimate | None = None
@@ -123,6 +127,10 @@ class SyncAnalyzer:
         self.timestamp_published = 0
         self.timestamp_withheld = 0
 
+    def finish(self) -> None:
+        """The streams ended (a recording's end): account what the last windows left."""
+        self.content.finish()
+
     def discontinuity(self) -> None:
         """The streams were interrupted (reconnect): start timing and windows afresh."""
         self.video.restart()
@@ -139,7 +147,8 @@ class SyncAnalyzer:
     ) -> VideoFrameEvent:
         """Account one video frame by its 8-bit luma plane, arriving at ``t`` seconds."""
         grid = luma_grid(luma, self.config.grid)
-        return self.add_video_grid(t, grid, frame_id=frame_id, sender_time=sender_time)
+        face = None if self.face is None else self.face.update(t, luma)
+        return self.add_video_grid(t, grid, frame_id=frame_id, sender_time=sender_time, face=face)
 
     def add_video_grid(
         self,
@@ -148,9 +157,10 @@ class SyncAnalyzer:
         *,
         frame_id: int | None = None,
         sender_time: float | None = None,
+        face: tuple[int, np.ndarray] | None = None,
     ) -> VideoFrameEvent:
         event = self.video.add_frame(t, frame_id=frame_id, sender_time=sender_time, grid=grid)
-        self.content.add_video(t, grid)
+        self.content.add_video(t, grid, face)
         self.timestamp.add_video(t, frame_id, sender_time)
         self._poll()
         return event
