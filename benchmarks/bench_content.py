@@ -266,7 +266,7 @@ def summarize(rows: list[dict[str, Any]], duration: float) -> list[str]:
                     missing[c.nuisance] = missing.get(c.nuisance, 0) + 1
                 else:
                     errors.setdefault(c.nuisance, []).append(abs((off - base) - s))
-            if c.lip_still and not c.null:
+            if c.lip_still:
                 sp = SpeechSource(seed=c.seed, consonants=c.consonants, phrase_pause_s=c.pauses)
                 spans = tuple((t0, min(d_, duration - t0)) for t0, d_ in c.lip_still)
                 truth = speaking_seconds(sp, spans)

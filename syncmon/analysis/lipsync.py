@@ -202,6 +202,7 @@ STILL_EDGE_CORR = 0.5
 # 60 ms (a stop's closure, a vowel's decay)
 STILL_SPEECH_WIDEN_S = 0.06
 FACE_VETO = 0.5  # see _face_moving
+FACE_FROZEN = 0.25  # see _face_moving and _face_still
 FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
 
 
@@ -539,10 +540,12 @@ class ContentOffsetEstimator:
                 st.run_s += dt
                 st.last_still_t = t
                 self._tail_until = -np.inf
-            elif near[i] or t - st.last_still_t > c.still_bridge_s:
+            elif near[i] or (t - st.last_still_t > c.still_bridge_s and not still[i]):
                 if st.run_s >= c.still_min_s and near[i]:
                     self._tail_until = st.last_still_t + STILL_EDGE_S
-                st.run_s = 0.0  # the mouth moved while speaking, or the speech paused long
+                # the mouth moved while speaking, or it moved in a pause longer than a breath
+                # (a mouth that stays still through a pause is one episode across it)
+                st.run_s = 0.0
             if st.run_s == 0.0 and t <= self._tail_until:
                 # the episode's trailing edge: see _lead_in
                 if not edge[i]:
@@ -603,21 +606,28 @@ class ContentOffsetEstimator:
 
     def _face_moving(
         self, face: tuple[np.ndarray, np.ndarray] | None, tk: np.ndarray
-    ) -> np.ndarray:
-        """Frames (of ``tk``) where the face shows the mouth moving as much as half its usual
-        speaking motion (FACE_VETO), the usual taken from the windows that located it.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (of ``tk``) where the face shows the mouth moving as much as FACE_VETO of
+        its usual speaking motion, and frames where it shows it moving less than FACE_FROZEN
+        of it (and below MOVING_LEVEL at least); the usual is the upper quartile over the
+        speaking frames of the last window that located the mouth.
 
-        A mouth located by what follows the voice is still where it stops following it, and
-        on a coarse, blurred picture (15 fps VP8 at 150 kbps) that happened for a second of a
-        mouth that went on moving. A frozen mouth on a nodding head leaves a motion of a
-        fraction of the usual (cartoon face: 1-15 %, photographic: 3-40 %) while speaking."""
-        out = np.zeros(tk.size, bool)
-        if face is None:
-            return out
+        A mouth located by what follows the voice is still where it stops following it; on a
+        coarse, blurred picture (15 fps VP8 at 150 kbps) that happened for a second of a mouth
+        that went on moving, and the face vetoes it. The other way, a frozen mouth on a
+        nodding head keeps some correlation with the voice (what is left of the head in its
+        cells) for seconds, and the face says it is still: on the cartoon face a frozen mouth
+        moves 1-15 % of its usual, a moving one rarely under 30 %. (On the photographic face
+        at 360p a mouth frozen open moves 20-100 % of the usual: the face does not separate
+        it, see README's limits.)"""
+        moving, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
+        if face is None or self._face_usual is None:
+            return moving, frozen
         tf, motion = face
-        if self._face_usual is not None:
-            out[np.isin(tk, tf)] = motion >= max(MOVING_LEVEL, FACE_VETO * self._face_usual)
-        return out
+        at_f = np.isin(tk, tf)
+        moving[at_f] = motion >= max(MOVING_LEVEL, FACE_VETO * self._face_usual)
+        frozen[at_f] = motion < max(MOVING_LEVEL, FACE_FROZEN * self._face_usual)
+        return moving, frozen
 
     def _face_still(
         self,
@@ -632,7 +642,10 @@ class ContentOffsetEstimator:
         tf, motion = face
         level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
         speech_at = _speaking(tf, at, env, level)
-        still = motion < MOVING_LEVEL
+        # still: below a fixed level, or well below how the mouth moves in this window's
+        # speech when it does (a cartoon's mouth moves ten times a photo's in these units)
+        usual = float(np.percentile(motion[speech_at], 75)) if speech_at.sum() >= 10 else 0.0
+        still = motion < max(MOVING_LEVEL, FACE_FROZEN * usual)
         # no edges to add back: the face's measure is local (MOTION_SPAN_S), not a correlation
         # span, and so is the margin a frame needs from the window's ends
         margin = MOTION_SPAN_S / 2
@@ -769,9 +782,9 @@ class ContentOffsetEstimator:
             act = _local_corr(m_abs, np.asarray(hp @ a[li]), tk)
             # still: the mouth's own motion no longer follows the voice, and where the face is
             # known, the face does not show the mouth moving as it does speaking
-            moving = self._face_moving(face, tk)
-            still = (act < c.still_ratio) & ~moving
-            self._still(tk, still, (act < STILL_EDGE_CORR) & ~moving, speech_at)
+            moving, frozen = self._face_moving(face, tk)
+            still = ((act < c.still_ratio) & ~moving) | frozen
+            self._still(tk, still, ((act < STILL_EDGE_CORR) & ~moving) | frozen, speech_at)
         if found is None or judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged

@@ -223,4 +223,27 @@ def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
     errs = [r * 1000 - natural - truth for r, truth in readings if r is not None]
     assert len(errs) >= 4, readings
     assert max(abs(e) for e in errs) <= 25, f"{readings} (natural phase {natural} ms)"
+    # a mouth that moves, with a head that nods, is never counted still
+    assert lip_still(mon.metrics_url, room) == 0.0
+    assert mon.stop() == 0
+
+
+def lip_still(url: str, room: str) -> float | None:
+    return sample(scrape(url), "syncmon_lip_still_seconds_total", room=room)
+
+
+def test_a_mouth_frozen_from_the_start_is_counted_still_through_the_server(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    """The photographic face, nodding with its speech, whose mouth never moves: no offset,
+    and its speaking seconds counted still (the face is found without any motion)."""
+    room = "frozen-mouth"
+    mon = start_monitor(procs, livekit, room)
+    face = ("--face", "photo", "--viseme", "--head-motion-px", "4", "--head-roll-deg", "2")
+    start_publisher(procs, livekit, room, "--duration", "40", "--lip-still", "0:100", *face)
+    # well over half of the first 25 s is speech; the estimator judges a window behind
+    wait_for(lambda: (lip_still(mon.metrics_url, room) or 0.0) >= 8.0, timeout=30)
+    s = scrape(mon.metrics_url)
+    assert (sample(s, "syncmon_lip_still_episodes_total", room=room) or 0) >= 1
+    assert sample(s, "syncmon_av_offset_seconds", room=room, method="content") is None
     assert mon.stop() == 0
