@@ -10,8 +10,12 @@ import pytest
 from syncmon.analysis.face import (
     CONTROL_CELLS,
     FACE_GRID,
+    LOST_AFTER,
     MOUTH_CELLS,
     MOVING_LEVEL,
+    SEARCH_EVERY_S,
+    SEARCH_MAX_S,
+    TRACK_EVERY_S,
     UPPER_CELLS,
     FaceTrack,
     mouth_motion,
@@ -49,15 +53,22 @@ def test_a_picture_without_a_face_gives_none_and_the_box_is_dropped_when_the_fac
     noise = rng.integers(0, 255, (360, 640), dtype=np.uint8)
     assert track.update(0.0, noise) is None
     face = next(iter(ReferenceAvatar(renderer="photo").frames(1.0))).frame.y
-    t = 1.0
-    assert track.update(t, face) is not None
-    # the face is kept between detections, then dropped after LOST_AFTER empty ones
-    seen = []
-    for _ in range(40):
+    # searching backs off after a miss, never beyond SEARCH_MAX_S
+    t, found_at = 0.0, None
+    while found_at is None and t < 2 * SEARCH_MAX_S:
         t += 0.5
-        seen.append(track.update(t, noise) is not None)
-    assert seen[0] and not seen[-1], seen
-    assert track.box is None
+        if track.update(t, face) is not None:
+            found_at = t
+    assert found_at is not None and found_at <= SEARCH_MAX_S + 0.5, found_at
+    # the face is kept between detections, then dropped after LOST_AFTER misses in a row,
+    # looked for again SEARCH_EVERY_S after each
+    kept = []
+    while track.update(t + 0.5, noise) is not None:
+        t += 0.5
+        kept.append(t)
+    assert kept, "the box was dropped before the next detection was due"
+    assert kept[-1] - found_at <= TRACK_EVERY_S + LOST_AFTER * SEARCH_EVERY_S, kept[-1]
+    assert track.box is None and track.segment == 2
 
 
 def _grids(mouth_amp: float, head_amp: float, n: int = 200, fps: float = 25.0) -> np.ndarray:

@@ -5,9 +5,10 @@ from the start never does, so it is never found there, and a stream whose avatar
 animating before the monitor saw it move would count no lip-still second. The face is found
 instead by a detector that needs no motion: OpenCV's Haar frontal-face cascade, whose model
 ships inside ``opencv-python-headless`` 4.x (5.x no longer carries it), run on a 320-px-wide
-copy of the frame once a second while searching and every 3 s while tracking (~18 ms each
-here, ~1 % of a core). Between detections the box stays where it is: the head's own motion
-inside it is taken out below, not followed.
+copy of the frame every 10 s once a face is found (again after 1 s when it is missed; the box
+is dropped after three misses in a row), every 1-8 s while searching (~15-35 ms each here).
+Between detections the box stays where it is: the head's own motion inside it is taken out
+below, not followed.
 
 Each frame is reduced to the mean luma of a ``FACE_GRID`` over the face box (grown a little to
 take in the chin). Over an estimator window (``mouth_motion``):
@@ -43,8 +44,9 @@ log = logging.getLogger(__name__)
 FACE_GRID = 16
 DETECT_WIDTH = 320
 MIN_FACE_PX = 20  # at DETECT_WIDTH: a face 40 px wide at 640
-SEARCH_EVERY_S = 1.0
-TRACK_EVERY_S = 3.0
+SEARCH_EVERY_S = 1.0  # while no face is known; doubling after each miss, up to SEARCH_MAX_S
+SEARCH_MAX_S = 8.0
+TRACK_EVERY_S = 10.0
 LOST_AFTER = 3  # detections in a row that find no face before the box is dropped
 MOVED_IOU = 0.6  # a detection overlapping the box less than this (twice in a row) moves it
 # the face box grown to take in the chin and jaw: (left, top, right, bottom) in box widths
@@ -126,7 +128,12 @@ class FaceTrack:
     def update(self, t: float, luma: np.ndarray) -> tuple[int, np.ndarray] | None:
         if t >= self._next_t and self.available:
             self._detect(luma)
-            self._next_t = t + (SEARCH_EVERY_S if self.box is None else TRACK_EVERY_S)
+            if self.box is not None and self._misses == 0:
+                self._next_t = t + TRACK_EVERY_S
+            elif self.box is not None:  # it missed the face it had: look again soon
+                self._next_t = t + SEARCH_EVERY_S
+            else:
+                self._next_t = t + min(SEARCH_MAX_S, SEARCH_EVERY_S * 2.0 ** min(self._misses, 8))
         if self.box is None:
             return None
         return self.segment, face_grid(luma, self.box)
@@ -176,7 +183,10 @@ def face_grid(luma: np.ndarray, box: np.ndarray) -> np.ndarray:
     y0 = int(max(0, y - GROW[1] * h))
     x1 = int(min(luma.shape[1], x + (1 + GROW[2]) * w))
     y1 = int(min(luma.shape[0], y + (1 + GROW[3]) * h))
-    patch = luma[y0:y1, x0:x1]
+    # every step-th pixel: a cell still averages dozens, and a cartoon's 600-px face costs
+    # what a photo's 150-px one does
+    step = max(1, (x1 - x0) // (8 * G))
+    patch = luma[y0:y1:step, x0:x1:step]
     if patch.shape[0] < G or patch.shape[1] < G:
         return np.zeros((G, G), np.float32)
     return np.asarray(cv2.resize(patch, (G, G), interpolation=cv2.INTER_AREA), dtype=np.float32)
@@ -184,11 +194,18 @@ def face_grid(luma: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def _basis(x: np.ndarray, rank: int) -> np.ndarray:
     """Orthonormal frames x rank basis of the strongest time courses of ``x`` (frames x cells):
-    from the eigenvectors of the cells' Gram matrix (LAPACK's divide-and-conquer SVD failed to
-    converge on one ordinary window of face grids; the symmetric eigensolver does not)."""
-    _, vecs = np.linalg.eigh(x.T @ x)
-    q, _ = np.linalg.qr(x @ vecs[:, ::-1][:, :rank])
-    return np.asarray(q)
+    a randomized range finder with two power iterations, then Rayleigh-Ritz on the small
+    symmetric problem (a full decomposition cost 3-6 ms per window, and LAPACK's
+    divide-and-conquer SVD failed to converge on one ordinary window of face grids)."""
+    rng = np.random.default_rng(0)
+    y = x @ rng.standard_normal((x.shape[1], rank + 4))
+    for _ in range(2):
+        y, _ = np.linalg.qr(y)
+        y = x @ (x.T @ y)
+    q, _ = np.linalg.qr(y)
+    b = q.T @ x
+    _, vecs = np.linalg.eigh(b @ b.T)
+    return np.asarray(q @ vecs[:, ::-1][:, :rank])
 
 
 def mouth_motion(hp_grids: np.ndarray, fps: float) -> np.ndarray:
