@@ -10,12 +10,14 @@ The full table per nuisance is ``benchmarks/bench_content.py``.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncmon.analysis import AnalyzerConfig
 from syncmon.media import analyze_file
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 from syncmon.reference.articulation import ArticulationConfig
@@ -94,9 +96,16 @@ def test_a_mouth_frozen_from_the_start_on_a_nodding_head_gives_no_offset_and_cou
     still = rep["lip_still"]
     assert isinstance(still, dict)
     assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
-    # without the face, where a mouth would be is not known, and nothing is counted
-    blind = analyze_file(path, AnalyzerConfig(face=False))
-    assert blind["lip_still"] == {"seconds": 0.0, "episodes": 0}
+    # without the face (`syncmon analyze --no-face`), where a mouth would be is not known,
+    # and nothing is counted
+    cli = subprocess.run(
+        [sys.executable, "-m", "syncmon.cli", "analyze", "--json", "--no-face", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(cli.stdout)["lip_still"] == {"seconds": 0.0, "episodes": 0}
 
 
 def test_a_mouth_that_freezes_while_the_voice_goes_on_is_counted(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def analyzer_config(args: argparse.Namespace) -> Any:
         lip = LipSyncConfig(window_s=args.window_s, calibration_s=args.calibration_ms / 1000.0)
     except ValueError as e:
         raise SyncmonError(str(e)) from e
-    return AnalyzerConfig(nominal_fps=args.fps, lipsync=lip)
+    return AnalyzerConfig(nominal_fps=args.fps, lipsync=lip, face=args.face)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -97,6 +97,13 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="the avatar model's own fixed mouth offset, subtracted (default 0)",
     )
+    p.add_argument(
+        "--no-face",
+        dest="face",
+        action="store_false",
+        help="do not look for the avatar's face (a mouth frozen from the start, or before the "
+        "mouth is located by what follows the voice, is then not counted as lip-still)",
+    )
 
 
 def add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None:

@@ -78,6 +78,7 @@ def watch_options(args: argparse.Namespace) -> WatchOptions:
     return WatchOptions(
         participant=args.participant,
         calibration_s=args.calibration_ms / 1000.0,
+        face=args.face,
         linger_s=args.series_linger_s,
     )
 

@@ -117,6 +117,7 @@ class WatchOptions:
 
     participant: str | None = None
     calibration_s: float = 0.0
+    face: bool = True  # find the avatar's face for the lip-still account (analysis.face)
     stats_interval_s: float = 2.0
     # how long the series of an avatar that left (or a room that ended) stay, so that the
     # next Prometheus scrape still sees their final values
@@ -349,7 +350,10 @@ class RoomMonitor:
                 if holder and off is not None:
                     holder[0].observe_offset(method, off)
 
-            cfg = AnalyzerConfig(lipsync=LipSyncConfig(calibration_s=self.options.calibration_s))
+            cfg = AnalyzerConfig(
+                lipsync=LipSyncConfig(calibration_s=self.options.calibration_s),
+                face=self.options.face,
+            )
             analyzer = SyncAnalyzer(
                 cfg, audio_rate=AUDIO_RATE, on_estimate=on_estimate, live_receiver=True
             )
