@@ -89,7 +89,9 @@ def measure(
     window: float,
     soak_minutes: float = 0.0,
     worker_processes: int = 0,
+    extra: tuple[list[str], list[str]] = ([], []),
 ) -> None:
+    """``extra``: more arguments for the monitor, and for each publisher."""
     env = {
         **os.environ,
         "LIVEKIT_URL": srv.url,
@@ -106,7 +108,7 @@ def measure(
         mon_args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
         for r in rooms:
             mon_args += ["--room", r]
-    mon = spawn(mon_args, env)
+    mon = spawn(mon_args + extra[0], env)
     pubs = [
         spawn(
             [
@@ -120,6 +122,7 @@ def measure(
                 str(height),
                 "--identity",
                 f"av{i}",
+                *extra[1],
             ],
             env,
         )
@@ -204,12 +207,27 @@ def main() -> int:
         help="measure `syncmon worker --processes N` (rooms by dispatch) instead of watch",
     )
     ap.add_argument("--sizes", default="640x360,1280x720")
+    ap.add_argument(
+        "--monitor-arg",
+        action="append",
+        default=[],
+        help="one more argument for the monitor (repeatable), e.g. --monitor-arg=--no-face",
+    )
+    ap.add_argument(
+        "--publisher-arg",
+        action="append",
+        default=[],
+        help="one more argument for each publisher (repeatable), e.g. --publisher-arg=--viseme",
+    )
     args = ap.parse_args()
+    extra = (args.monitor_arg, args.publisher_arg)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     with LocalServer.start() as srv:
         for w, h in sizes:
             for n in (int(x) for x in args.streams.split(",")):
-                measure(srv, w, h, n, args.window, worker_processes=args.worker_processes)
+                measure(
+                    srv, w, h, n, args.window, worker_processes=args.worker_processes, extra=extra
+                )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)
     return 0

@@ -221,7 +221,8 @@ def mouth_motion(hp_grids: np.ndarray, fps: float) -> np.ndarray:
         top = np.argsort(np.sum(x * x, axis=0))[::-1][:TOP_CELLS]
         e = np.mean(x[:, top] ** 2, axis=1)
         span = max(3, int(round(MOTION_SPAN_S * fps)))
-        return np.asarray(np.sqrt(uniform_filter1d(e, span, mode="nearest")))
+        # (a running sum can leave a rounding error below zero)
+        return np.asarray(np.sqrt(np.maximum(uniform_filter1d(e, span, mode="nearest"), 0.0)))
 
     m, c = own(MOUTH_CELLS), own(CONTROL_CELLS)
     return np.asarray(m * m / np.maximum(c, CONTROL_FLOOR))
