@@ -34,6 +34,7 @@ up to 30 and is beyond what this separates.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -80,8 +81,19 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+_loaded = threading.local()  # a cascade per thread: OpenCV does not promise it is thread-safe
+
+
 def _load_cascade() -> Any:
-    """The frontal-face cascade, or None (logged once) when OpenCV or its model is missing."""
+    """This thread's frontal-face cascade (reading its model costs ~60-100 ms, once), or None
+    (logged) when OpenCV or its model is missing."""
+    if hasattr(_loaded, "cascade"):
+        return _loaded.cascade
+    _loaded.cascade = _read_cascade()
+    return _loaded.cascade
+
+
+def _read_cascade() -> Any:
     try:
         import cv2
 
