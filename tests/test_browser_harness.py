@@ -10,10 +10,12 @@ import pytest
 from syncmon.reference.face import FaceRenderer
 from tests.browser.driver import (
     FPS,
+    BrowserDelays,
     Recording,
     gray_decode,
     played_offsets,
     source_audio,
+    steady_window,
     timecode_probes,
 )
 
@@ -84,3 +86,20 @@ def test_sound_from_elsewhere_is_an_error() -> None:
     other = np.random.default_rng(1).normal(0, 0.1, src.size).astype(np.float32)
     with pytest.raises(ValueError, match="never matched"):
         played_offsets(rec, other, fps=FPS, sent_ms=0.0)
+
+
+def test_a_session_is_compared_over_its_longest_steady_stretch() -> None:
+    # per-second audio delays from 20 to 40 s: steady at 60 ms, a 40 ms step at 27 s (the
+    # fake sink fell behind), steady again: the stretch after the step is the longer one
+    t_start = 1000.0
+    t = t_start + np.arange(20, 40) * 1e3
+    audio = np.where(t < t_start + 27e3, 60.0, 100.0) + np.tile([0.0, 3.0], 10)
+    d = BrowserDelays(t, audio, np.zeros_like(t))
+    assert steady_window(d, t_start, 20.0, 40.0) == (27.0, 40.0)
+    # steady throughout: all of it
+    flat = BrowserDelays(t, np.full(t.shape, 60.0), np.zeros_like(t))
+    assert steady_window(flat, t_start, 20.0, 40.0) == (20.0, 40.0)
+    # no stretch of 10 s: all of it, to be found unstable
+    jumpy = BrowserDelays(t, np.arange(20, dtype=float) * 10.0, np.zeros_like(t))
+    w = steady_window(jumpy, t_start, 20.0, 40.0)
+    assert w == (20.0, 40.0) and jumpy.audio_range(t_start + 20e3, t_start + 40e3) > 15.0

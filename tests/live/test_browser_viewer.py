@@ -5,7 +5,8 @@ What the browser plays is read without lip reading: the picture it shows carries
 the reference avatar's timecode, and the sound its player pulls is aligned with the avatar's
 deterministic speech, so the browser's played offset is exact up to its own buffers. Those
 buffers move (headless Chrome's fake audio sink falls behind under load): a session whose own
-audio delay moved more than 15 ms is not compared, and is run again.
+audio delay moved more than 15 ms over every stretch of 10 s is not compared, and is run
+again (one where it stepped once is compared over its longest steady stretch).
 """
 
 from __future__ import annotations
