@@ -4,6 +4,8 @@ whose truth is built in."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,15 @@ def test_a_mouth_that_opens_moves_and_one_that_does_not_is_still_whatever_the_he
 def test_the_cell_sets_cover_the_grid_once() -> None:
     cells = np.concatenate([MOUTH_CELLS, UPPER_CELLS, CONTROL_CELLS])
     assert np.array_equal(np.sort(cells), np.arange(FACE_GRID * FACE_GRID))
+
+
+def test_live_detection_runs_off_the_callers_thread_and_is_applied_when_done() -> None:
+    track = FaceTrack(background=True)
+    y = next(iter(ReferenceAvatar(renderer="photo").frames(1.0))).frame.y
+    # the first call only hands the frame to the detecting thread
+    assert track.update(0.0, y) is None and track.detections == 0
+    t = 0.0
+    while track.update(t, y) is None and t < 50.0:
+        t += 0.04
+        time.sleep(0.005)  # frames arriving at their pace while the thread detects
+    assert track.detections == 1 and track.box is not None, t

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -121,48 +122,60 @@ class FaceTrack:
     different boxes are not comparable), ``grid`` is FACE_GRID x FACE_GRID mean luma over the
     grown box; None while no face is known."""
 
-    def __init__(self) -> None:
-        self._cascade: Any = None
-        self._loaded = False
+    def __init__(self, background: bool = False) -> None:
         self.box: np.ndarray | None = None  # x, y, w, h in frame pixels
         self.segment = 0
         self._candidate: np.ndarray | None = None
         self._next_t = -np.inf
         self._misses = 0
         self.detections = 0
+        self.errors = 0
+        self._off = False  # OpenCV or its model missing (logged once)
+        # live: detections run on a thread of their own (OpenCV releases the GIL), so that the
+        # 15-35 ms of one (and the cascade's first reading, ~100 ms) never delay the event loop
+        # that stamps the audio's arrival; a recording detects in line (deterministic)
+        self._background = background
+        self._pending: Future[Found | None] | None = None
 
     @property
     def available(self) -> bool:
-        if not self._loaded:
-            self._cascade, self._loaded = _load_cascade(), True
-        return self._cascade is not None
+        if not self._off and not self._background and _load_cascade() is None:
+            self._off = True
+        return not self._off
 
     def update(self, t: float, luma: np.ndarray) -> tuple[int, np.ndarray] | None:
-        if t >= self._next_t and self.available:
-            self._detect(luma)
-            if self.box is not None and self._misses == 0:
-                self._next_t = t + TRACK_EVERY_S
-            elif self.box is not None:  # it missed the face it had: look again soon
-                self._next_t = t + SEARCH_EVERY_S
+        if self._pending is not None and self._pending.done():
+            pending, self._pending = self._pending, None
+            try:
+                self._apply(pending.result(), t)
+            except Exception as e:  # a detection that failed is a miss, logged and counted
+                self.errors += 1
+                log.warning("face detection failed (%s; %d so far)", e, self.errors)
+                self._apply((np.zeros((0, 4)), np.zeros(0), 1.0), t)
+        if t >= self._next_t and self._pending is None and self.available:
+            if self._background:
+                self._pending = _executor().submit(_find, np.array(luma))
+                self._next_t = np.inf  # scheduled once it is applied
             else:
-                self._next_t = t + min(SEARCH_MAX_S, SEARCH_EVERY_S * 2.0 ** min(self._misses, 8))
+                self._apply(_find(luma), t)
         if self.box is None:
             return None
         return self.segment, face_grid(luma, self.box)
 
-    def _detect(self, luma: np.ndarray) -> None:
-        import cv2
+    def _apply(self, found: Found | None, t: float) -> None:
+        if found is None:  # no cascade on the detecting thread
+            self._off = True
+            return
+        self._detected(found)
+        if self.box is not None and self._misses == 0:
+            self._next_t = t + TRACK_EVERY_S
+        elif self.box is not None:  # it missed the face it had: look again soon
+            self._next_t = t + SEARCH_EVERY_S
+        else:
+            self._next_t = t + min(SEARCH_MAX_S, SEARCH_EVERY_S * 2.0 ** min(self._misses, 8))
 
-        h, w = luma.shape
-        scale = DETECT_WIDTH / w if w > DETECT_WIDTH else 1.0
-        small = (
-            cv2.resize(luma, (DETECT_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-            if scale < 1.0
-            else np.ascontiguousarray(luma)
-        )
-        boxes, _, weights = self._cascade.detectMultiScale3(
-            small, 1.1, 3, minSize=(MIN_FACE_PX, MIN_FACE_PX), outputRejectLevels=True
-        )
+    def _detected(self, found_boxes: Found) -> None:
+        boxes, weights, scale = found_boxes
         self.detections += 1
         if len(boxes) == 0:
             self._misses += 1
@@ -184,6 +197,40 @@ class FaceTrack:
                 self._candidate = found
         else:
             self._candidate = None
+
+
+Found = tuple[np.ndarray, np.ndarray, float]  # boxes at detection scale, their weights, scale
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncmon-face")
+        return _pool
+
+
+def _find(luma: np.ndarray) -> Found | None:
+    """The cascade's faces in ``luma`` (on a DETECT_WIDTH copy); None without a cascade."""
+    import cv2
+
+    cascade = _load_cascade()
+    if cascade is None:
+        return None
+    h, w = luma.shape
+    scale = DETECT_WIDTH / w if w > DETECT_WIDTH else 1.0
+    small = (
+        cv2.resize(luma, (DETECT_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if scale < 1.0
+        else np.ascontiguousarray(luma)
+    )
+    boxes, _, weights = cascade.detectMultiScale3(
+        small, 1.1, 3, minSize=(MIN_FACE_PX, MIN_FACE_PX), outputRejectLevels=True
+    )
+    return np.asarray(boxes).reshape(-1, 4), np.ravel(np.asarray(weights)), scale
 
 
 def face_grid(luma: np.ndarray, box: np.ndarray) -> np.ndarray:

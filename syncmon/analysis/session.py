@@ -99,7 +99,8 @@ class SyncAnalyzer:
         self.video = VideoTimingAnalyzer(nominal_fps=self.config.nominal_fps)
         self.audio = AudioAnalyzer(sample_rate=audio_rate)
         self.content = ContentOffsetEstimator(self.config.lipsync)
-        self.face = FaceTrack() if self.config.face else None
+        # live: face detections off the event loop (see FaceTrack)
+        self.face = FaceTrack(background=live_receiver) if self.config.face else None
         self.drift = DriftEstimator(window_s=self.config.drift_window_s)
         self.timestamp = TimestampOffsetEstimator(sample_rate=audio_rate)
         self.last_timestamp: TimestampEstimate | None = None
