@@ -238,7 +238,7 @@ def test_a_mouth_frozen_from_the_start_is_counted_still_through_the_server(
     """The photographic face, nodding with its speech, whose mouth never moves: no offset,
     and its speaking seconds counted still (the face is found without any motion)."""
     room = "frozen-mouth"
-    mon = start_monitor(procs, livekit, room)
+    mon = start_monitor(procs, livekit, room, extra=("--face",))
     face = ("--face", "photo", "--viseme", "--head-motion-px", "4", "--head-roll-deg", "2")
     start_publisher(procs, livekit, room, "--duration", "40", "--lip-still", "0:100", *face)
     # well over half of the first 25 s is speech; the estimator judges a window behind
