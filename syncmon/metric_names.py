@@ -27,6 +27,12 @@ LIP_STILL_EPISODES = "syncmon_lip_still_episodes_total"
 # from the avatar joining (as the monitor saw it) to its first audio / first video frame
 AVATAR_STARTUP = "syncmon_avatar_startup_seconds"
 AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"
+# turns (--turns): a user's end of speech -> the avatar's voice (path="audio") and its mouth
+# (path="video"); a user talking over the avatar -> the avatar quiet
+TURN_RESPONSE = "syncmon_turn_response_seconds"
+INTERRUPTIONS = "syncmon_interruptions_total"
+INTERRUPTION_STOP = "syncmon_interruption_stop_seconds"
+LABEL_PATH = "path"
 
 # 1 when viewers lip-sync the avatar's audio and video (one WebRTC stream: sync_streams), 0 when
 # they play each as it arrives; absent until the receiver's stats say
@@ -62,6 +68,8 @@ LABEL_KIND = "kind"
 LABEL_WHAT = "what"
 
 OFFSET_ABS_BUCKETS = (0.005, 0.015, 0.03, 0.045, 0.06, 0.09, 0.125, 0.185, 0.25, 0.35, 0.5)
+TURN_RESPONSE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0)
+INTERRUPTION_STOP_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 FRAME_INTERVAL_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.067, 0.08, 0.1, 0.15, 0.2, 0.5, 1.0)
 
 # syncmon.instrument's OTel metrics as the OTel Prometheus exporter renders them (dots to

@@ -64,6 +64,15 @@ class _Families:
         self.startup = g(
             n.AVATAR_STARTUP, "From the avatar joining to its first frame, by stage", ["stage"]
         )
+        self.response = h(
+            n.TURN_RESPONSE,
+            "A user's end of speech to the avatar's voice (audio) or mouth (video)",
+            [n.LABEL_PATH],
+        )
+        self.interruptions = c(n.INTERRUPTIONS, "A user talked over the avatar")
+        self.interruption_stop = h(
+            n.INTERRUPTION_STOP, "A user talking over the avatar to the avatar going quiet"
+        )
         self.viewer_sync = g(
             n.VIEWER_SYNC, "1: viewers lip-sync audio and video (sync_streams); 0: as received"
         )
@@ -127,6 +136,12 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
     add(f.still_n, lv, snap.lip_still_episodes)
     for stage, seconds in list(a.startup.items()):
         add(f.startup, lv + [stage], seconds)
+    for path, hist in list(a.turn_response.items()):
+        if any(hist.counts):
+            add(f.response, lv + [path], hist.cumulative(), hist.sum)
+    if a.turns:
+        add(f.interruptions, lv, a.interruptions)
+        add(f.interruption_stop, lv, a.interruption_stop.cumulative(), a.interruption_stop.sum)
     for k in KINDS:
         add(f.up, lv + [k], 1.0 if a.track_up[k] else 0.0)
         if k in a.last_frame_unix:
@@ -179,6 +194,8 @@ class MonitorCollector(Collector):
             reconnects.add_metric([name], r.reconnects)
             if r.task_restarts:
                 restarts.add_metric([name, "", "room"], r.task_restarts)
+            if r.user_restarts:
+                restarts.add_metric([name, "", "user_audio"], r.user_restarts)
         rejected = CounterMetricFamily(
             n.ROOMS_REJECTED.removesuffix("_total"),
             "Rooms not monitored because the cap was reached",

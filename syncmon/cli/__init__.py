@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import SyncmonError
 from .analyze import add_analyze
-from .lab import add_avatar, add_demo, add_publish, add_render
+from .lab import add_avatar, add_conversation, add_demo, add_publish, add_render
 from .monitor import add_watch, add_worker
 
 EXIT_USAGE = 2
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker(sub)
     add_publish(ref)
     add_avatar(ref)
+    add_conversation(ref)
     add_demo(sub)
     return p
 

@@ -130,6 +130,13 @@ def add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None
         "mouth is located by what follows the voice) counts as lip-still (default off live)",
     )
     p.set_defaults(face=False)
+    p.add_argument(
+        "--turns",
+        action="store_true",
+        help="also follow the voices of the room's users (their microphone audio, never stored: "
+        "only when each speaks) and measure how fast the avatar answers and stops when talked "
+        "over (syncmon_turn_response_seconds, syncmon_interruption_stop_seconds)",
+    )
     p.add_argument("--max-rooms", type=int, default=100, help=max_rooms_help)
     p.add_argument(
         "--series-linger-s",

@@ -301,6 +301,77 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_conversation(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+    import time
+
+    from ..live.token import publisher_token
+    from ..logs import setup_logging
+    from ..reference import ReferenceAvatar, SpeechSource
+    from ..reference.avatar import Impairments
+    from ..reference.conversation import conversation
+    from ..reference.publisher import ReferencePublisher
+
+    setup_logging(False)
+    logging.getLogger("syncmon.reference").setLevel(logging.INFO)
+    try:
+        user, voice, truth = conversation(
+            tuple(d / 1000.0 for d in args.delays), stop_s=args.stop_ms / 1000.0, seed=args.seed
+        )
+    except ValueError as e:
+        raise SyncmonError(str(e)) from e
+    # the truth first, one JSON line, for whoever checks the monitor against it
+    print(json.dumps({"truth": truth.__dict__}), flush=True)
+    creds = lk_credentials(args)
+
+    def token(identity: str, agent: bool) -> str:
+        return publisher_token(
+            api_key=creds.api_key,
+            api_secret=creds.api_secret,
+            room=args.room,
+            identity=identity,
+            agent=agent,
+        )
+
+    async def main() -> None:
+        start = time.monotonic() + 3.0  # both connected and published by then
+        pubs = [
+            ReferencePublisher(
+                ReferenceAvatar(
+                    width=args.width,
+                    height=args.height,
+                    fps=args.fps,
+                    speech=SpeechSource(script=voice),
+                    impairments=Impairments(offset_ms=args.offset_ms),
+                ),
+                url=creds.url,
+                token=token(args.identity, True),
+                start_at=start,
+            ),
+            ReferencePublisher(
+                ReferenceAvatar(width=64, height=64, speech=SpeechSource(script=user)),
+                url=creds.url,
+                token=token(args.user_identity, False),
+                video=False,
+                start_at=start,
+            ),
+        ]
+
+        def stop() -> None:
+            for p in pubs:
+                p.stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await asyncio.gather(*(p.run(args.duration) for p in pubs))
+
+    asyncio.run(main())
+    return 0
+
+
 def cmd_avatar(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -404,6 +475,40 @@ def add_publish(ref: Subparsers) -> None:
         )
     add_impairment_args(pb)
     pb.set_defaults(func=cmd_publish)
+
+
+def add_conversation(ref: Subparsers) -> None:
+    cv = ref.add_parser(
+        "conversation",
+        help="publish a user and the reference avatar answering it after known delays, talked "
+        "over once (prints the truth as a JSON line)",
+    )
+    add_conn_args(cv)
+    cv.add_argument("--room", required=True)
+    cv.add_argument("--identity", default="avatar", help="the avatar's identity")
+    cv.add_argument("--user-identity", default="user")
+    cv.add_argument(
+        "--delays",
+        type=lags,
+        default=(600.0, 900.0, 1500.0),
+        help="ms from each user turn's end to the avatar's answer (default 600,900,1500)",
+    )
+    cv.add_argument(
+        "--stop-ms", type=float, default=400.0, help="talked over, the avatar stops this late"
+    )
+    cv.add_argument("--seed", type=int, default=5)
+    cv.add_argument(
+        "--offset-ms",
+        type=float,
+        default=0.0,
+        help="the avatar's lip-sync offset: its picture this late (its mouth answers this much "
+        "after its voice)",
+    )
+    cv.add_argument("--width", type=int, default=640)
+    cv.add_argument("--height", type=int, default=360)
+    cv.add_argument("--fps", type=float, default=25.0)
+    cv.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    cv.set_defaults(func=cmd_conversation)
 
 
 def add_avatar(ref: Subparsers) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,8 @@ class AvatarMonitor:
         self._jb_prev: dict[str, tuple[float, int]] = {}
         self._last_sync_reading: bool | None = None
         self._closed = False
+        # each audio chunk (samples, start on the receive clock) also goes here: the room's turns
+        self.on_audio: Callable[[np.ndarray, float], None] | None = None
 
     @property
     def analyzer(self) -> SyncAnalyzer:
@@ -237,6 +240,8 @@ class AvatarMonitor:
                     # the receiver plays exact zeros until the avatar's first sound arrives
                     self.state.first_frame("audio", start + int(sound[0]) / AUDIO_RATE)
                 self.analyzer.add_audio(x, start)
+                if self.on_audio is not None:
+                    self.on_audio(x, start)
                 self.state.track_up["audio"] = True
                 self.state.frame_arrived("audio")
         finally:

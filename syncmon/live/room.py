@@ -34,6 +34,7 @@ from .avatar import AUDIO_RATE, MALFORMED_LOG, AvatarMonitor
 from .config import LiveKitCredentials
 from .state import AvatarState, MonitorState, RoomState
 from .token import monitor_token
+from .turns import TurnFollower, is_user
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,6 +119,7 @@ class WatchOptions:
     participant: str | None = None
     calibration_s: float = 0.0
     face: bool = False  # find the avatar's face for the lip-still account (analysis.face)
+    turns: bool = False  # follow the users' voices too, for the turns (live.turns)
     stats_interval_s: float = 2.0
     # how long the series of an avatar that left (or a room that ended) stay, so that the
     # next Prometheus scrape still sees their final values
@@ -151,6 +153,17 @@ class RoomMonitor:
         self._ended = False
         self.connected_once = asyncio.Event()
         self.on_room_ended: Callable[[str], None] | None = None
+        self._turns: TurnFollower | None = None
+        if self.options.turns:
+            self._turns = TurnFollower(room_name, self._avatar_state, self._count_user_restart)
+
+    def _count_user_restart(self) -> None:
+        if (rs := self.room_state) is not None:
+            rs.user_restarts += 1
+
+    def _avatar_state(self, identity: str) -> AvatarState | None:
+        rs = self.room_state
+        return None if rs is None else rs.avatars.get(identity)
 
     @property
     def room_state(self) -> RoomState | None:
@@ -267,6 +280,8 @@ class RoomMonitor:
             rs.connected = False
         for am in self._avatars.values():
             am.discontinuity()
+        if self._turns is not None:
+            await self._turns.aclose()
         if self._room is not None:
             await _quiet_disconnect(self._room)
             self._room = None
@@ -294,6 +309,8 @@ class RoomMonitor:
         self._stop.set()
 
     async def _close(self) -> None:
+        if self._turns is not None:
+            await self._turns.aclose()
         for am in self._avatars.values():
             await am.aclose()
         self._avatars.clear()
@@ -325,10 +342,17 @@ class RoomMonitor:
         )
 
     def _consider(self, p: rtc.RemoteParticipant) -> None:
-        if not self.is_avatar(p):
-            return
-        for pub in p.track_publications.values():
-            self._subscribe(pub)
+        if self.is_avatar(p):
+            for pub in p.track_publications.values():
+                self._subscribe(pub)
+        elif self._turns is not None and is_user(p):
+            for pub in p.track_publications.values():
+                # its voice: a screen share's sound is not what the avatar answers
+                if pub.kind == rtc.TrackKind.KIND_AUDIO and pub.source in (
+                    rtc.TrackSource.SOURCE_MICROPHONE,
+                    rtc.TrackSource.SOURCE_UNKNOWN,
+                ):
+                    self._subscribe(pub)
 
     @staticmethod
     def _subscribe(pub: rtc.RemoteTrackPublication) -> None:
@@ -366,6 +390,9 @@ class RoomMonitor:
             holder.append(st)
             rs.avatars[p.identity] = st
             am = AvatarMonitor(st, stats_interval_s=self.options.stats_interval_s)
+            if (turns := self._turns) is not None:
+                st.turns = True
+                am.on_audio = lambda x, start, who=p.identity: turns.avatar_audio(who, x, start)
             self._avatars[p.identity] = am
             log.info("monitoring an avatar in room %s", self.room_name)
         return am
@@ -373,6 +400,8 @@ class RoomMonitor:
     def _forget(self, identity: str) -> None:
         """The avatar left: stop its streams now, drop its series after the linger."""
         self._joined.pop(identity, None)
+        if self._turns is not None:
+            self._turns.forget_avatar(identity)
         am = self._avatars.pop(identity, None)
         if am is None:
             return
@@ -407,7 +436,7 @@ class RoomMonitor:
         on("track_unmuted", lambda p, pub: self._set_muted(p, pub, False))
         on("reconnecting", lambda: self._set_connected(room, False))
         on("reconnected", lambda: self._set_connected(room, True))
-        on("participant_disconnected", lambda p: self._forget(p.identity))
+        on("participant_disconnected", self._on_left)
         on("disconnected", lambda reason: self._on_disconnected(room, reason))
 
     def _on_joined(self, p: rtc.RemoteParticipant) -> None:
@@ -419,6 +448,12 @@ class RoomMonitor:
         # video; bounded by the room's size (forgotten when it leaves)
         self._joined[p.identity] = time.monotonic()
         self._consider(p)
+
+    def _on_left(self, p: rtc.RemoteParticipant) -> None:
+        if self._turns is not None:
+            for sid in p.track_publications:
+                self._turns.forget(sid)
+        self._forget(p.identity)
 
     def _consider_remote(self, p: rtc.Participant) -> None:
         if isinstance(p, rtc.RemoteParticipant):
@@ -446,6 +481,14 @@ class RoomMonitor:
     def _on_subscribed(
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
     ) -> None:
+        if (
+            self._turns is not None
+            and isinstance(track, rtc.RemoteAudioTrack)
+            and is_user(p)
+            and not self.is_avatar(p)
+        ):
+            self._turns.follow(track, pub.sid)
+            return
         if not self.is_avatar(p) or not isinstance(
             track, (rtc.RemoteAudioTrack, rtc.RemoteVideoTrack)
         ):
@@ -456,6 +499,8 @@ class RoomMonitor:
             am.set_muted(_kind_of(pub), pub.muted)
 
     def _detach(self, p: rtc.Participant, pub: rtc.TrackPublication) -> None:
+        if self._turns is not None:
+            self._turns.forget(pub.sid)
         am = self._avatars.get(p.identity)
         if am is not None:
             am.detach(_kind_of(pub))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from .. import metric_names as n
 from ..analysis.session import METHODS, SyncAnalyzer
 
 KINDS = ("audio", "video")
+TURN_PATHS = ("audio", "video")
+RECENT_TURNS = 20  # responses and interruptions listed in /report
 
 
 class Buckets:
@@ -77,6 +80,20 @@ class AvatarState:
     # and from then to its first audio and first video frame received, by stage
     joined_at: float | None = None
     startup: dict[str, float] = field(default_factory=dict)
+    # turns (analysis.turns), when the monitor follows the users' voices (--turns)
+    turns: bool = False
+    turn_response: dict[str, Buckets] = field(
+        default_factory=lambda: {p: Buckets(n.TURN_RESPONSE_BUCKETS) for p in TURN_PATHS}
+    )
+    interruptions: int = 0
+    interruption_stop: Buckets = field(default_factory=lambda: Buckets(n.INTERRUPTION_STOP_BUCKETS))
+    # the last RECENT_TURNS of each: (unix time, seconds)
+    recent_responses: dict[str, deque[tuple[float, float]]] = field(
+        default_factory=lambda: {p: deque(maxlen=RECENT_TURNS) for p in TURN_PATHS}
+    )
+    recent_stops: deque[tuple[float, float | None]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_TURNS)
+    )
 
     def first_frame(self, kind: str, t: float) -> None:
         """A frame of ``kind`` arrived at ``t`` (monotonic): the first one times its stage."""
@@ -92,6 +109,17 @@ class AvatarState:
     def observe_offset(self, method: str, offset_s: float) -> None:
         self.offset_abs[method].observe(abs(offset_s))
 
+    def response(self, path: str, seconds: float) -> None:
+        self.turn_response[path].observe(seconds)
+        self.recent_responses[path].append((time.time(), seconds))
+
+    def interrupted(self, stop_s: float | None) -> None:
+        """A user talked over the avatar; ``stop_s``: until it went quiet (None: it spoke on)."""
+        self.interruptions += 1
+        self.recent_stops.append((time.time(), stop_s))
+        if stop_s is not None:
+            self.interruption_stop.observe(stop_s)
+
     def frame_arrived(self, kind: str) -> None:
         self.last_frame_unix[kind] = time.time()
 
@@ -101,6 +129,7 @@ class RoomState:
     connected: bool = False
     reconnects: int = 0
     task_restarts: int = 0  # the room's monitor failed unexpectedly and started over
+    user_restarts: int = 0  # a user's voice (--turns) failed to be followed and was again
     avatars: dict[str, AvatarState] = field(default_factory=dict)
 
 
@@ -150,4 +179,18 @@ class MonitorState:
         rep["malformed"] = dict(a.malformed)
         rep["task_restarts"] = dict(a.task_restarts)
         rep["startup_s"] = {k: round(v, 3) for k, v in a.startup.items()}
+        if a.turns:
+            rep["turns"] = {
+                "responses": {p: sum(b.counts) for p, b in a.turn_response.items()},
+                # the last RECENT_TURNS, oldest first: [unix time, seconds]
+                "recent_response_s": {
+                    p: [[round(t, 3), round(s, 4)] for t, s in list(d)]
+                    for p, d in a.recent_responses.items()
+                },
+                "interruptions": a.interruptions,
+                "recent_interruption_stop_s": [
+                    [round(t, 3), None if s is None else round(s, 4)]
+                    for t, s in list(a.recent_stops)
+                ],
+            }
         return rep

@@ -42,6 +42,8 @@ class ReferencePublisher:
         clock_shift_s: float = 0.0,
         audio_start_s: float = 0.0,
         video_start_s: float = 0.0,
+        video: bool = True,
+        start_at: float | None = None,
     ) -> None:
         if audio_start_s < 0 or video_start_s < 0:
             raise ValueError("audio_start_s and video_start_s must be >= 0")
@@ -59,6 +61,10 @@ class ReferencePublisher:
         self._stop = asyncio.Event()
         self.frames_sent = 0
         self.t0: float | None = None
+        self.video = video  # False: a voice only (a conversation's user)
+        # monotonic time the stream starts (default: half a second after publishing), so that
+        # two publishers in one process share one schedule
+        self.start_at = start_at
 
     def stop(self) -> None:
         self._stop.set()
@@ -78,24 +84,13 @@ class ReferencePublisher:
             rtc.LocalAudioTrack.create_audio_track("voice", audio_src),
             rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
         )
-        vopts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False)
-        vopts.frame_metadata_features.extend(
-            [
-                track_pb2.FrameMetadataFeature.FMF_FRAME_ID,
-                track_pb2.FrameMetadataFeature.FMF_USER_TIMESTAMP,
-            ]
-        )
-        vopts.video_encoding.max_bitrate = 1_500_000
-        vopts.video_encoding.max_framerate = av.fps
-        await self.room.local_participant.publish_track(
-            rtc.LocalVideoTrack.create_video_track("face", video_src), vopts
-        )
+        if self.video:
+            await self._publish_video(video_src)
         delay = av.imp.processing_delay_ms / 1000.0
-        self.t0 = time.monotonic() + START_DELAY_S + delay
-        tasks = [
-            asyncio.create_task(self._audio(audio_src, self.t0, duration_s)),
-            asyncio.create_task(self._video(video_src, self.t0, duration_s)),
-        ]
+        self.t0 = (self.start_at or time.monotonic() + START_DELAY_S) + delay
+        tasks = [asyncio.create_task(self._audio(audio_src, self.t0, duration_s))]
+        if self.video:
+            tasks.append(asyncio.create_task(self._video(video_src, self.t0, duration_s)))
         stop = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -110,6 +105,22 @@ class ReferencePublisher:
         for r in results:
             if isinstance(r, Exception):
                 raise r
+
+    async def _publish_video(self, video_src: rtc.VideoSource) -> None:
+        assert self.room is not None
+        av = self.avatar
+        vopts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False)
+        vopts.frame_metadata_features.extend(
+            [
+                track_pb2.FrameMetadataFeature.FMF_FRAME_ID,
+                track_pb2.FrameMetadataFeature.FMF_USER_TIMESTAMP,
+            ]
+        )
+        vopts.video_encoding.max_bitrate = 1_500_000
+        vopts.video_encoding.max_framerate = av.fps
+        await self.room.local_participant.publish_track(
+            rtc.LocalVideoTrack.create_video_track("face", video_src), vopts
+        )
 
     def _sent(self, kind: str, due: float) -> None:
         """A frame of ``kind`` (audio: its first sound) was due to leave at ``due``."""

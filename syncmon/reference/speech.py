@@ -109,7 +109,7 @@ class SpeechSource:
 
     ``samples(start, n)`` reads any stretch; phrases are generated on demand and forgotten once
     read past, so memory stays bounded for a live avatar that runs for hours. A WAV file given
-    by the user is used instead of the synthesizer and loops.
+    by the user is used instead of the synthesizer and loops; a ``script`` is spoken once.
     """
 
     def __init__(
@@ -121,6 +121,7 @@ class SpeechSource:
         phrase_pause_s: tuple[float, float] = (0.25, 0.6),
         level: float = 1.0,
         consonants: bool = False,
+        script: np.ndarray | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self._synth = synth_phrase_cv if consonants else synth_phrase
@@ -130,11 +131,15 @@ class SpeechSource:
         self._loop: np.ndarray | None = None
         if wav is not None:
             self._loop = load_wav(wav, sample_rate)
+        # a script (a conversation's one side) is spoken once, then silence
+        self._script = None if script is None else np.asarray(script, np.float32)
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = 0  # absolute sample index of _buf[0]
 
     def _extend(self) -> None:
-        if self._loop is not None:
+        if self._script is not None:
+            chunk, self._script = self._script, np.zeros(self.sample_rate, np.float32)
+        elif self._loop is not None:
             chunk = self._loop
         else:
             pause = np.zeros(int(float(self._rng.uniform(*self._pause)) * self.sample_rate))
