@@ -2,15 +2,20 @@
 fast it goes quiet when talked over.
 
 Everything here is measured on received audio, at the monitor (the SFU's vantage): the users'
-audio and the avatar's, each on the receiver's own clock (``analysis.clock``), so both sides of a
-turn carry the same transport and a similar jitter-buffer delay.
+audio and the avatar's, each on the receiver's own clock (``analysis.clock``). Each stream's
+edges are then taken back by that stream's own jitter-buffer delay in the monitor (``delay_s``,
+from its stats), to when its audio reached the monitor: two NetEq buffers of one receiver settle
+10-40 ms apart, and one measured run held a user's audio 90 ms longer than the avatar's for a
+whole conversation. Against the sender's script (``reference.conversation``, through the real
+livekit-server) the edges then reach the monitor 0-17 ms after they were sent, both sides alike.
 
 **Voice activity** (``VoiceActivity``) is energy-based on 10 ms blocks, against a noise floor
 tracked per stream (the minimum block level over the last ``FLOOR_WINDOW_S``): a block is loud
 above ``max(ABS_ON_DBFS, floor + ON_DB)``, and speech goes on while blocks stay above
 ``max(ABS_OFF_DBFS, floor + OFF_DB)``. A segment starts at the first block of the loud run that
 crossed the start level (backtracked to where its level first rose above the lower one) and ends
-at the end of its last block above the lower level; silences shorter than ``HANG_S`` (stops,
+at the end of its last block above the lower level, both edges placed to a quarter block (2.5 ms)
+inside the block where they fall; silences shorter than ``HANG_S`` (stops,
 breaths, the pauses between words) do not end it, and a segment with less than ``MIN_SPEECH_S``
 of loud blocks (a click, a cough's edge) is not speech. Why not a model: the answers needed here
 are *times*, to a block: WebRTC's GMM VAD (py-webrtcvad) holds its decision up to 8 frames after
@@ -40,8 +45,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 BLOCK_S = 0.010
+SUBS = 4  # an edge is placed to a quarter block (2.5 ms) inside the block where it falls
+SUB_S = BLOCK_S / SUBS
 ABS_ON_DBFS = -50.0
-ABS_OFF_DBFS = -62.0
+ABS_OFF_DBFS = -70.0
 ON_DB = 15.0
 OFF_DB = 6.0
 FLOOR_WINDOW_S = 5.0
@@ -60,6 +67,10 @@ STOP_MAX_S = 10.0
 STALE_S = 1.0
 KEEP_S = 60.0
 MAX_USERS = 16  # per room: more humans than this are not followed (logged by the caller)
+
+
+def _db(power: np.ndarray) -> np.ndarray:
+    return np.asarray(10.0 * np.log10(np.maximum(power, 1e-10)))
 
 
 @dataclass
@@ -84,11 +95,14 @@ class VoiceActivity:
         self._next_t: float | None = None  # time of _pending[0]
         self._floor_win: deque[tuple[int, float]] = deque()  # monotonic min over blocks
         self._n = 0
-        self._recent: deque[tuple[float, float]] = deque(maxlen=BACKTRACK_BLOCKS)  # (t, dB)
+        # (t, dB, sub-block dBs) of the last blocks
+        self._recent: deque[tuple[float, float, np.ndarray]] = deque(maxlen=BACKTRACK_BLOCKS)
         self.segments: deque[Segment] = deque()
         self._open: Segment | None = None
         self._last_loud_end = 0.0
         self.heard_until = -np.inf  # end of the last block processed
+        # the receiver's jitter-buffer delay (a live monitor): edges are taken back by it
+        self.delay_s = 0.0
         self.arrived_at = -np.inf  # wall (monotonic) time of the last chunk
 
     @property
@@ -111,11 +125,12 @@ class VoiceActivity:
         buf = np.concatenate([self._pending, np.asarray(x, np.float32)])
         nb = buf.size // self._block
         if nb:
-            blocks = buf[: nb * self._block].astype(np.float64).reshape(nb, self._block)
-            levels = 10.0 * np.log10(np.maximum(np.mean(blocks * blocks, axis=1), 1e-10))
+            sq = buf[: nb * self._block].astype(np.float64) ** 2
+            subs = _db(np.mean(sq.reshape(nb, SUBS, -1), axis=2))
+            levels = _db(np.mean(sq.reshape(nb, -1), axis=1))
             t0 = self._next_t - self._pending.size / self.sample_rate
             for i, db in enumerate(levels):
-                self._block_at(t0 + i * BLOCK_S, float(db))
+                self._block_at(t0 + i * BLOCK_S, float(db), subs[i])
         self._pending = buf[nb * self._block :]
         self._next_t = start + np.asarray(x).size / self.sample_rate
 
@@ -129,7 +144,7 @@ class VoiceActivity:
             win.popleft()
         return max(FLOOR_MIN_DBFS, win[0][1])
 
-    def _block_at(self, t: float, db: float) -> None:
+    def _block_at(self, t: float, db: float, subs: np.ndarray) -> None:
         floor = self._floor(db)
         on = max(ABS_ON_DBFS, floor + ON_DB)
         off = max(ABS_OFF_DBFS, floor + OFF_DB)
@@ -138,29 +153,37 @@ class VoiceActivity:
         if self._open is None:
             if db >= on:
                 # backtrack over the rise: the blocks just before that were above the lower level
-                start = t
-                for bt, bdb in reversed(self._recent):
+                start, first = t, subs
+                for bt, bdb, bsubs in reversed(self._recent):
                     if bdb < off or start - bt > BLOCK_S * 1.5:
                         break
-                    start = bt
-                self._open = Segment(start, loud_s=(t - start) + BLOCK_S)
-                self._last_loud_end = end
+                    start, first = bt, bsubs
+                loud = np.flatnonzero(first >= off)
+                edge = start + (SUB_S * int(loud[0]) if loud.size else 0.0)
+                self._open = Segment(edge - self.delay_s, loud_s=(t - start) + BLOCK_S)
+                self._last_loud_end = self._loud_end(t, subs, off)
                 self.segments.append(self._open)
         elif db >= off:
             self._open.loud_s += BLOCK_S
-            self._last_loud_end = end
+            self._last_loud_end = self._loud_end(t, subs, off)
         elif end - self._last_loud_end >= HANG_S:
             seg = self._open
             self._open = None
             if seg.loud_s >= MIN_SPEECH_S:
-                seg.end = self._last_loud_end
+                seg.end = self._last_loud_end - self.delay_s
             else:
                 self.segments.remove(seg)  # not speech
-        self._recent.append((t, db))
+        self._recent.append((t, db, subs))
         while self.segments and self.segments[0].end is not None:
             if self.segments[0].end >= end - KEEP_S:
                 break
             self.segments.popleft()
+
+    @staticmethod
+    def _loud_end(t: float, subs: np.ndarray, off: float) -> float:
+        """The end of a loud block's last sub-block above ``off`` (its end if none is)."""
+        loud = np.flatnonzero(subs >= off)
+        return t + (SUB_S * (int(loud[-1]) + 1) if loud.size else BLOCK_S)
 
     def confirmed(self) -> list[Segment]:
         """Segments that are speech: ended ones and the one going on once it is speech."""
@@ -201,6 +224,14 @@ class Turns:
             return False
         self.users[key] = VoiceActivity(self.sample_rate)
         return True
+
+    def set_user_delay(self, key: str, delay_s: float) -> None:
+        if (va := self.users.get(key)) is not None:
+            va.delay_s = delay_s
+
+    def set_avatar_delay(self, key: str, delay_s: float) -> None:
+        if (va := self.avatars.get(key)) is not None:
+            va.delay_s = delay_s
 
     def remove_user(self, key: str) -> None:
         self.users.pop(key, None)

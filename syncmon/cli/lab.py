@@ -337,6 +337,9 @@ def cmd_conversation(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         start = time.monotonic() + 3.0  # both connected and published by then
+        logging.getLogger("syncmon.reference").info(
+            "conversation starts at monotonic %.4f s", start
+        )
         pubs = [
             ReferencePublisher(
                 ReferenceAvatar(

@@ -33,6 +33,7 @@ from .state import AvatarState
 
 log = logging.getLogger(__name__)
 RESTART_S = 1.0
+STATS_S = 2.0
 # a response waits this long for the avatar's first content offset (its video path), at most
 # this many at once
 VIDEO_WAIT_S = 20.0
@@ -132,6 +133,7 @@ class TurnFollower:
             track, sample_rate=AUDIO_RATE, num_channels=1, capacity=0, frame_size_ms=AUDIO_FRAME_MS
         )
         clock = SampleClock(AUDIO_RATE)
+        stats = asyncio.get_running_loop().create_task(self._delays(track, key))
         try:
             async for ev in stream:
                 now = time.monotonic()
@@ -139,12 +141,38 @@ class TurnFollower:
                 self.turns.user_audio(key, x, clock.chunk(now, x.size), now)
                 self.dispatch(now)
         finally:
+            stats.cancel()
             await stream.aclose()
+
+    async def _delays(self, track: rtc.RemoteAudioTrack, key: str) -> None:
+        """The user's audio delay in this monitor's jitter buffer (NetEq), from its stats every
+        STATS_S: its times are taken back by it, to when the audio reached the monitor."""
+        prev: tuple[float, int] | None = None
+        while True:
+            await asyncio.sleep(STATS_S)
+            try:
+                stats = await track.get_stats()
+            except Exception as e:  # stats are best effort: the last delay stands
+                log.debug("user audio stats failed: %s", e)
+                continue
+            for s in stats:
+                if s.HasField("inbound_rtp"):
+                    ib = s.inbound_rtp.inbound
+                    cur = (float(ib.jitter_buffer_delay), int(ib.jitter_buffer_emitted_count))
+                    if prev is not None and cur[1] > prev[1]:
+                        d = (cur[0] - prev[0]) / (cur[1] - prev[1])
+                        self.turns.set_user_delay(key, d)
+                        log.debug("room %s: a user's audio delay %.1f ms", self.room, 1e3 * d)
+                    prev = cur
 
     def avatar_audio(self, identity: str, x: np.ndarray, start: float) -> None:
         """An avatar's audio chunk (from its own stream, already on the receive clock)."""
         now = time.monotonic()
         self.turns.avatar_audio(identity, x, start, now)
+        st = self._avatar_state(identity)
+        if st is not None and (d := st.rtp["audio"].jitter_buffer_delay_s) is not None:
+            # (its stats poll: live.avatar) its times taken back by it, as the user's are
+            self.turns.set_avatar_delay(identity, d)
         self.dispatch(now)
 
     def dispatch(self, now: float) -> None:
@@ -154,7 +182,14 @@ class TurnFollower:
                 continue
             if isinstance(ev, Response):
                 st.response("audio", ev.seconds)
-                log.debug("room %s: %s answered in %.3f s", self.room, ev.avatar, ev.seconds)
+                log.debug(
+                    "room %s: %s answered in %.3f s (user's end at %.4f, its onset at %.4f)",
+                    self.room,
+                    ev.avatar,
+                    ev.seconds,
+                    ev.user_end,
+                    ev.onset,
+                )
                 if len(self._video_pending) < MAX_VIDEO_PENDING:
                     self._video_pending.append((now, ev))
             elif isinstance(ev, Interruption):

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import metric_names as n
 from ..thresholds import ATSC_IS191, ITU_ACCEPTABILITY, ITU_DETECTABILITY
-from .rules import MixinConfig, offset_decomposition
+from .rules import MixinConfig, offset_decomposition, response_p90
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
@@ -248,6 +248,14 @@ def overview(c: MixinConfig) -> dict[str, Any]:
         _panel(
             g,
             "timeseries",
+            "Response p90: user stops talking -> avatar answers (--turns)",
+            [(response_p90(c), "{{room}} / {{participant}}")],
+            w=24,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
             "Lip-sync offset (content) per avatar",
             [(f"{n.AV_OFFSET}{content}", "{{room}} / {{participant}}")],
             w=24,
@@ -266,6 +274,7 @@ def room(c: MixinConfig) -> dict[str, Any]:
         *_video_panels(g, rp),
         *_receiver_panels(g, rp),
         *_offset_source_panels(g, c, rp),
+        *_turn_panels(g, rp),
         *_agent_panels(g, c, w=12),
     ]
     room_sel = '{room="$room"}'
@@ -277,6 +286,51 @@ def room(c: MixinConfig) -> dict[str, Any]:
         ),
     ]
     return _dashboard("syncmon-room", "syncmon / Room", panels, variables)
+
+
+def _with(sel: str, matcher: str) -> str:
+    """``sel`` ({...}) with one more matcher."""
+    return "{" + ",".join(m for m in (sel.strip("{}"), matcher) if m) + "}"
+
+
+def _turn_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
+    """Turns (--turns): how fast the avatar answers, and goes quiet when talked over."""
+
+    def q(p: float, name: str, sel: str, by: str = "") -> str:
+        return f"histogram_quantile({p}, sum by ({by}le) (rate({name}_bucket{sel}[5m])))"
+
+    voice = _with(rp, 'path="audio"')
+    return [
+        _panel(
+            g,
+            "timeseries",
+            "Response: user stops talking -> avatar answers (voice / mouth)",
+            [
+                (q(0.5, n.TURN_RESPONSE, rp, "path, "), "p50 {{path}}"),
+                (q(0.9, n.TURN_RESPONSE, rp, "path, "), "p90 {{path}}"),
+            ],
+            w=12,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Turns and interruptions per 5 minutes",
+            [
+                (f"increase({n.TURN_RESPONSE}_count{voice}[5m])", "answered turns"),
+                (f"increase({n.INTERRUPTIONS}{rp}[5m])", "interruptions"),
+            ],
+            w=6,
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Talked over: until the avatar goes quiet",
+            [(q(0.9, n.INTERRUPTION_STOP, rp), "p90"), (q(0.5, n.INTERRUPTION_STOP, rp), "p50")],
+            w=6,
+            unit="s",
+        ),
+    ]
 
 
 def _offset_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:

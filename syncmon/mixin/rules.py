@@ -39,6 +39,11 @@ class MixinConfig:
     no_frames_s: float = 10.0
     no_frames_for: str = "1m"
     down_for: str = "2m"
+    # turns (--turns): the avatar's voice answering later than this at p90, over at least
+    # response_min_turns turns in 5 minutes, for response_for
+    response_p90_s: float = 2.5
+    response_min_turns: int = 3
+    response_for: str = "5m"
     runbook_base: str = "https://github.com/syncmon/syncmon/blob/main/docs/runbooks.md"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -141,7 +146,12 @@ WHERE = "{{ $labels.participant }} in room {{ $labels.room }}"
 def alert_rules(c: MixinConfig) -> dict[str, Any]:
     return {
         "name": "syncmon.alerts",
-        "rules": [*_lipsync_alerts(c), *_video_alerts(c), *_monitor_alerts(c)],
+        "rules": [
+            *_lipsync_alerts(c),
+            *_video_alerts(c),
+            *_turn_alerts(c),
+            *_monitor_alerts(c),
+        ],
     }
 
 
@@ -234,6 +244,36 @@ def _video_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             "No video frames from the avatar",
             f"{where} sends no video (track down or no frame for {c.no_frames_s:g} s).",
             "no-frames",
+        ),
+    ]
+
+
+def response_p90(c: MixinConfig, path: str = "audio") -> str:
+    """p90 of the response latency over 5 minutes, per avatar."""
+    sel = c.sel(f'path="{path}"')
+    return (
+        "histogram_quantile(0.9, sum by (room, participant, le) "
+        f"(rate({n.TURN_RESPONSE}_bucket{sel}[5m])))"
+    )
+
+
+def _turn_alerts(c: MixinConfig) -> list[dict[str, Any]]:
+    sel = c.sel('path="audio"')
+    turns = (
+        f"sum by (room, participant) (increase({n.TURN_RESPONSE}_count{sel}[5m])) "
+        f">= {c.response_min_turns}"
+    )
+    return [
+        _alert(
+            c,
+            "SyncmonSlowResponse",
+            f"({response_p90(c)} > {c.response_p90_s}) and on (room, participant) ({turns})",
+            c.response_for,
+            "warning",
+            "The avatar answers slowly",
+            f"{WHERE} starts answering {{{{ $value | humanize }}}}s after the user stops "
+            f"talking (p90 over 5 minutes; threshold {c.response_p90_s:g} s).",
+            "slow-response",
         ),
     ]
 

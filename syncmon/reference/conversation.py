@@ -17,7 +17,7 @@ import numpy as np
 from .speech import SAMPLE_RATE, synth_phrase, synth_phrase_cv
 
 EDGE_LEVEL = 1e-3
-LEAD_S = 2.0  # silence before the user's first word
+LEAD_S = 4.0  # silence before the user's first word (receivers settle their jitter buffers)
 PAUSE_S = 1.6  # from the end of the avatar's answer to the user's next turn
 INTERRUPT_AT_S = 1.2  # into the avatar's answer the user talks over it
 BACKCHANNEL_AT_S = 1.0  # into the avatar's answer the user says "mm-hm"
@@ -26,6 +26,8 @@ BACKCHANNEL_AT_S = 1.0  # into the avatar's answer the user says "mm-hm"
 @dataclass(frozen=True)
 class ConversationTruth:
     responses_s: tuple[float, ...]  # user's end of speech -> avatar's onset, per turn
+    # each turn's (user's end of speech, avatar's onset), seconds into the script
+    turn_edges_s: tuple[tuple[float, float], ...]
     interruption_stops_s: tuple[float, ...]  # user's onset over the avatar -> avatar quiet
     duration_s: float
 
@@ -116,6 +118,7 @@ def conversation(
 
     truth = ConversationTruth(
         responses_s=tuple(on(avatar[a]) - off(user[u]) for u, a in pairs),
+        turn_edges_s=tuple((off(user[u]), on(avatar[a])) for u, a in pairs),
         interruption_stops_s=tuple(off(avatar[a]) - on(user[u]) for u, a in stops),
         duration_s=n / sr,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from syncmon import metric_names
 from syncmon.reference.localserver import free_port
 
 
@@ -75,3 +77,55 @@ class Prometheus:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TURN_METRICS = (
+    metric_names.TURN_RESPONSE,
+    metric_names.INTERRUPTIONS,
+    metric_names.INTERRUPTION_STOP,
+)
+
+
+def dashboard_queries(room: str, participant: str, *, turns: bool) -> list[tuple[str, str]]:
+    """Every query of the generated dashboards (panels and variables) for one avatar: those of
+    the turn panels (``turns``) or all the others."""
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        d = json.loads(path.read_text())
+        for p in d["panels"]:
+            for t in p["targets"]:
+                expr = t["expr"].replace("$room", room).replace("$participant", participant)
+                out.append((f"{path.name}: {p['title']}", expr))
+        for v in d["templating"]["list"]:
+            if v["type"] == "query":
+                out.append((f"{path.name}: ${v['name']}", v["definition"].replace("$room", room)))
+    return [(t, e) for t, e in out if any(m in e for m in TURN_METRICS) == turns]
+
+
+def await_dashboard_data(prom: Prometheus, queries: list[tuple[str, str]], timeout: float) -> None:
+    """Until every query has returned data at some poll (not all at one: a gauge may be absent
+    for a while, and its panel then shows a gap); fails naming those that never did."""
+    seen: set[str] = set()
+    missing: list[str] = []
+
+    def all_seen() -> bool:
+        missing.clear()
+        for title, expr in queries:
+            key = f"{title}: {expr}"
+            if key in seen:
+                continue
+            if expr.startswith("label_values("):
+                m = re.match(r"label_values\((.*), (\w+)\)$", expr)
+                assert m, expr
+                res = prom.query(f"count by ({m.group(2)}) ({m.group(1)})")
+            else:
+                res = prom.query(expr)
+            (seen.add(key) if res else missing.append(key))
+        return not missing
+
+    deadline = time.monotonic() + timeout
+    while not all_seen():
+        if time.monotonic() > deadline:
+            raise AssertionError("queries without data:\n" + "\n".join(missing))
+        time.sleep(3)

@@ -9,7 +9,6 @@ whose webhook receiver on loopback gets it; a 0 ms avatar in the same run fires 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ import pytest
 from syncmon.reference.localserver import LocalServer, free_port
 
 from .conftest import Proc, lk_env, start_monitor, start_publisher, wait_for
-from .prom import Prometheus
+from .prom import Prometheus, await_dashboard_data, dashboard_queries
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,20 +86,6 @@ class Alertmanager:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def dashboard_queries(room: str, participant: str) -> list[tuple[str, str]]:
-    out = []
-    for path in sorted((ROOT / "dashboards").glob("*.json")):
-        d = json.loads(path.read_text())
-        for p in d["panels"]:
-            for t in p["targets"]:
-                expr = t["expr"].replace("$room", room).replace("$participant", participant)
-                out.append((f"{path.name}: {p['title']}", expr))
-        for v in d["templating"]["list"]:
-            if v["type"] == "query":
-                out.append((f"{path.name}: ${v['name']}", v["definition"].replace("$room", room)))
-    return out
-
-
 def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
@@ -162,35 +147,8 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
         # every dashboard query returns data (the drift panel needs 45 s of estimates) -- at
         # some poll, not all at one: the agent's skew gauge is absent while its leave times are
         # not known (a loaded host), and the panel then shows a gap
-        seen: set[str] = set()
-
-        def without_data() -> list[str]:
-            empty = []
-            for title, expr in dashboard_queries("late", "avatar"):
-                if f"{title}: {expr}" in seen:
-                    continue
-                if expr.startswith("label_values("):
-                    m = re.match(r"label_values\((.*), (\w+)\)$", expr)
-                    assert m, expr
-                    res = prom.query(f"count by ({m.group(2)}) ({m.group(1)})")
-                else:
-                    res = prom.query(expr)
-                if not res:
-                    empty.append(f"{title}: {expr}")
-                else:
-                    seen.add(f"{title}: {expr}")
-            return empty
-
-        missing: list[str] = []
-
-        def all_have_data() -> bool:
-            missing[:] = without_data()
-            return not missing
-
-        try:
-            wait_for(all_have_data, timeout=45, every=3)
-        except AssertionError:
-            raise AssertionError("queries without data:\n" + "\n".join(missing)) from None
+        # (the turn panels are checked with a conversation: tests/live/test_turns.py)
+        await_dashboard_data(prom, dashboard_queries("late", "avatar", turns=False), timeout=45)
     finally:
         prom.stop()
         am.stop()
