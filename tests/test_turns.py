@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,12 @@ from syncmon.analysis.turns import (
     Turns,
     VoiceActivity,
 )
+from syncmon.errors import MediaError
+from syncmon.media import analyze_file
+from syncmon.reference import ReferenceAvatar, SpeechSource
+from syncmon.reference.avatar import Impairments
 from syncmon.reference.conversation import conversation
+from syncmon.reference.render import RenderOptions, render
 
 SR = 16000
 CHUNK = int(0.05 * SR)
@@ -190,3 +197,36 @@ def test_each_streams_jitter_buffer_delay_is_taken_out() -> None:
     r = responses(got)
     assert len(r) == 2
     assert np.max(np.abs(np.array(r) - np.array(truth.responses_s))) <= 0.010, (r, truth)
+
+
+@pytest.mark.parametrize(("ext", "how"), [(".mp4", "stream"), (".webm", "stereo")])
+def test_analyze_reports_the_turns_of_a_recording(tmp_path: Path, ext: str, how: str) -> None:
+    """A recording of the conversation (the user's voice as a second stream, or on the right
+    of a stereo one), the avatar's picture 80 ms late: the answers, the mouth's answers and
+    the interruption as the script says, and the lip-sync measured on the avatar's voice."""
+    user, voice, truth = conversation((0.6, 0.9, 1.5), stop_s=0.4, seed=5)
+    avatar = ReferenceAvatar(
+        width=320,
+        height=240,
+        speech=SpeechSource(script=voice),
+        impairments=Impairments(offset_ms=80.0),
+    )
+    path = tmp_path / f"conversation{ext}"
+    render(avatar, path, RenderOptions(duration_s=truth.duration_s), user_voice=user, user_as=how)
+    rep = analyze_file(path, turns=True)
+    want = np.array(truth.responses_s)
+    audio = np.array(rep["turns"]["response_s"]["audio"])
+    assert audio.size == want.size and np.max(np.abs(audio - want)) <= 0.010, (audio, want)
+    assert abs(rep["offset_ms"]["content"] - 80.0) <= 10.0, rep["offset_ms"]
+    video = np.array(rep["turns"]["response_s"]["video"])
+    assert np.max(np.abs(video - (want + 0.080))) <= 0.015, (video, want)
+    assert rep["turns"]["interruptions"] == 1
+    (stop,) = rep["turns"]["interruption_stop_s"]
+    assert abs(stop - truth.interruption_stops_s[0]) <= 0.010
+
+
+def test_analyze_turns_names_what_a_mono_recording_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "mono.mp4"
+    render(ReferenceAvatar(width=160, height=120), path, RenderOptions(duration_s=2.0))
+    with pytest.raises(MediaError, match="second audio stream, or a stereo one"):
+        analyze_file(path, turns=True)

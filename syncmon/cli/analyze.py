@@ -43,7 +43,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        report = analyze_file(args.file, analyzer_config(args), progress=progress)
+        report = analyze_file(args.file, analyzer_config(args), progress=progress, turns=args.turns)
     finally:
         bar.close()
     if args.json:
@@ -80,6 +80,14 @@ def format_report(r: dict[str, Any]) -> str:
         f"({r['lip_still']['seconds']:.2f} s)",
         f"verdict: {r['verdict']}",
     ]
+    if "turns" in r:
+        t = r["turns"]
+        answers = ", ".join(f"{x:.3f}" for x in t["response_s"]["audio"]) or "none"
+        stops = ", ".join("spoke on" if x is None else f"{x:.3f}" for x in t["interruption_stop_s"])
+        lines.append(f"answered turns (s after the user stopped) {answers}")
+        lines.append(
+            f"interruptions {t['interruptions']}" + (f" (quiet after {stops} s)" if stops else "")
+        )
     return "\n".join(lines)
 
 
@@ -94,5 +102,12 @@ def add_analyze(sub: Subparsers) -> None:
         help="nominal frame rate (default: the median frame interval)",
     )
     a.add_argument("--window-s", type=float, default=8.0, help="lip-sync window (default 8)")
+    a.add_argument(
+        "--turns",
+        action="store_true",
+        help="the recording also holds a user's voice (a second audio stream, or the right "
+        "channel of a stereo one, the avatar's on the left): report how fast the avatar "
+        "answered each turn and stopped when talked over",
+    )
     add_calibration(a)
     a.set_defaults(func=cmd_analyze)

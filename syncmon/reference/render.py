@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -31,9 +32,20 @@ class RenderOptions:
 
 
 def render(
-    avatar: ReferenceAvatar, path: str | Path, options: RenderOptions | None = None
+    avatar: ReferenceAvatar,
+    path: str | Path,
+    options: RenderOptions | None = None,
+    *,
+    user_voice: np.ndarray | None = None,
+    user_as: str = "stream",
 ) -> Truth:
-    """Write ``options.duration_s`` seconds of the avatar to ``path``; returns the ground truth."""
+    """Write ``options.duration_s`` seconds of the avatar to ``path``; returns the ground truth.
+
+    ``user_voice`` (at the avatar's rate): a user's side of a conversation, written as a second
+    audio stream (``user_as="stream"``) or as the right channel of a stereo one (``"stereo"``,
+    the avatar's voice on the left)."""
+    if user_as not in ("stream", "stereo"):
+        raise ValueError(f"user_as must be 'stream' or 'stereo', got {user_as!r}")
     opts = options or RenderOptions()
     path = Path(path)
     ext = path.suffix.lower()
@@ -61,8 +73,37 @@ def render(
             vs.bit_rate = opts.video_bitrate
             vs.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
         vs.codec_context.time_base = VIDEO_TIME_BASE
+        stereo = user_voice is not None and user_as == "stereo"
         aus = out.add_stream(acodec, rate=sr)
-        aus.layout = "mono"
+        aus.layout = "stereo" if stereo else "mono"
+        uss = None
+        if user_voice is not None and not stereo:
+            uss = out.add_stream(acodec, rate=sr)
+            uss.layout = "mono"
+        for st in (aus, uss):
+            if st is not None and acodec == "libopus":
+                # as WebRTC codes a voice (libwebrtc's Opus runs in its VoIP mode): FFmpeg's
+                # default (audio) smears a voice's end into a tail that decays ~1.7 dB per 10 ms
+                # from -49 dBFS where it ended, which a recording from a room never has
+                st.options = {"application": "voip"}
+
+        def encode(stream: Any, x: np.ndarray, pos: int) -> None:
+            pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(
+                pcm, format="s16p", layout="stereo" if pcm.shape[0] == 2 else "mono"
+            )
+            af.sample_rate = sr
+            af.pts = pos
+            af.time_base = Fraction(1, sr)
+            for p in stream.encode(af):
+                out.mux(p)
+
+        def user_at(pos: int, n: int) -> np.ndarray:
+            assert user_voice is not None
+            x = np.zeros(n, np.float32)
+            part = user_voice[pos : pos + n]
+            x[: part.size] = part
+            return x
 
         chunk = int(AUDIO_CHUNK_S * sr)
         audio_pos = 0
@@ -70,14 +111,12 @@ def render(
         def write_audio_until(t: float) -> None:
             nonlocal audio_pos
             while audio_pos < min(t, opts.duration_s) * sr:
-                x = avatar.audio(audio_pos, chunk)
-                pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)[None, :]
-                af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-                af.sample_rate = sr
-                af.pts = audio_pos
-                af.time_base = Fraction(1, sr)
-                for p in aus.encode(af):
-                    out.mux(p)
+                x = avatar.audio(audio_pos, chunk)[None, :]
+                if stereo:
+                    x = np.vstack([x, user_at(audio_pos, chunk)[None, :]])
+                encode(aus, x, audio_pos)
+                if uss is not None:
+                    encode(uss, user_at(audio_pos, chunk)[None, :], audio_pos)
                 audio_pos += chunk
 
         last_pts = -1
@@ -95,6 +134,8 @@ def render(
         write_audio_until(opts.duration_s)
         for p in vs.encode():
             out.mux(p)
-        for p in aus.encode():
-            out.mux(p)
+        for st in (aus, uss):
+            if st is not None:
+                for p in st.encode():
+                    out.mux(p)
     return avatar.truth(opts.duration_s)
