@@ -85,5 +85,7 @@ AGENT_RUNTIME_QUEUE = "syncmon_agent_runtime_queue"
 AGENT_RUNTIME_QUEUE_CAPACITY = "syncmon_agent_runtime_queue_capacity"
 AGENT_FRAMES = "syncmon_agent_frames_total"
 AGENT_UTTERANCES = "syncmon_agent_utterances_total"
+# a reply's audio into the avatar to its first picture leaving (span events on avatar.utterance)
+AGENT_FIRST_FRAME_LATENCY = "syncmon_agent_first_frame_latency_seconds"
 AGENT_LABEL_ROOM = "lk_room_name"
 AGENT_LABEL_PARTICIPANT = "lk_participant_identity"

@@ -139,6 +139,21 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     assert 95.0 <= attrs["syncmon.sender_av_skew_ms"] <= 100.0 + 60.0
     events = [e for e in s.events if e.name == "avatar.frame"]
     assert events and all("syncmon.processing_time_ms" in dict(e.attributes or {}) for e in events)
+    # the turn's inside view: audio into the avatar (the span's start) -> its first picture
+    # generated -> that picture sent, in that order, on every utterance that sent one
+    firsts = []
+    for sp in spans:
+        at = {e.name: e.timestamp for e in sp.events}
+        assert at["avatar.audio_in"] == sp.start_time
+        assert at["avatar.audio_in"] <= at["avatar.first_frame_generated"]
+        assert at["avatar.first_frame_generated"] <= at["avatar.first_frame_sent"]
+        firsts.append((at["avatar.first_frame_sent"] - at["avatar.audio_in"]) / 1e9)
+    # one per utterance that sent a picture (the last may still be open, its span unfinished)
+    first = otel.points("syncmon.agent.first_frame_latency")
+    assert first and first[0].count == otel.points("syncmon.agent.utterances")[0].value
+    assert all(first[0].min - 1e-3 <= f <= first[0].max + 1e-3 for f in firsts), (firsts, first)
+    # at least the injected 100 ms pacing lag, and some processing on top
+    assert first[0].min >= 0.1, first
 
     skew = otel.points("syncmon.agent.sender_av_skew_abs")
     assert skew and skew[0].count > 10

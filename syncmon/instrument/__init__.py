@@ -106,6 +106,12 @@ def _instruments(
         utterances=meter.create_counter(
             "syncmon.agent.utterances", unit="1", description="Utterances rendered"
         ),
+        first_frame=meter.create_histogram(
+            "syncmon.agent.first_frame_latency",
+            unit="s",
+            description="An utterance's audio into the avatar to its first picture leaving",
+            explicit_bucket_boundaries_advisory=PROCESSING_BUCKETS,
+        ),
         frame_event_every=max(1, int(kwargs.get("frame_event_every", 25))),
         clock=clock,
         timing_marks=bool(kwargs.get("timing_marks", True)),

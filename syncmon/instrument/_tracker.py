@@ -72,6 +72,7 @@ class FrameInfo:
     media_t: float | None = None  # within the utterance; None: idle frame
     processing_s: float | None = None
     point: MarkPoint | None = None  # the mark point whose picture this frame is
+    seq: int = 0  # the utterance it belongs to (with media_t)
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Instruments:
     skew: Histogram
     frames: Any  # Counter
     utterances: Any  # Counter
+    first_frame: Histogram  # an utterance's audio into the avatar -> its first picture leaves
     frame_event_every: int
     clock: Callable[[], float]  # the sender clock stamped into FrameMetadata and marks
     timing_marks: bool
@@ -172,6 +174,10 @@ class RunnerTracker:
         self.last_skew_s: float | None = None
         self._unknown_since: float | None = None  # sender clock
         self.last_utterance_skew_s: float | None = None
+        # the utterance's audio first pushed into the generator (monotonic), and whether its
+        # first picture has left yet
+        self._audio_in_t: float | None = None
+        self._first_sent = False
 
     @property
     def av_sync(self) -> Any:
@@ -240,8 +246,11 @@ class RunnerTracker:
             self._next_frame_id += 1
             if self._out_active:
                 info.media_t = self._out_frames / self.fps
+                info.seq = self._mark_seq
                 if self._out_frames == self._point_frame(self._next_point):
                     info.point = self._add_point(info.media_t)
+                if self._out_frames == 0:
+                    self._event("avatar.first_frame_generated", now)
                 self._out_frames += 1
                 self._processing(info)
             self._pending[id(item)] = info
@@ -286,6 +295,17 @@ class RunnerTracker:
             self._next_frame_id += 1
         if info is not None and info.point is not None:
             info.point.frame_id, info.point.s_v = frame_id, s_v
+        if (
+            info is not None
+            and info.media_t is not None
+            and info.seq == self._mark_seq
+            and not self._first_sent
+        ):
+            self._first_sent = True
+            now = time.monotonic()
+            self._event("avatar.first_frame_sent", now, {"syncmon.frame_id": frame_id})
+            if self._audio_in_t is not None:
+                self.ins.first_frame.record(now - self._audio_in_t, self.attributes())
         if info is not None and info.media_t is not None:
             s_a, known = self._audio_leave(info.media_t)
             if s_a is not None:
@@ -338,6 +358,20 @@ class RunnerTracker:
         self._leave_at.clear()
         self._out_frames = 0
         self._mark_seq += 1
+        self._first_sent = False
+        seg = self._inputs[0] if self._inputs else None
+        self._audio_in_t = seg.pushed_at[0] if seg is not None and seg.pushed_at else None
+        # the span opens where the utterance's audio went into the avatar: its events then
+        # split a slow turn into the avatar's share (audio in -> first picture generated ->
+        # first picture sent) and what came before and after
+        attrs = self.attributes()
+        attrs["syncmon.utterance"] = self._mark_seq
+        start = _wall_ns(now if self._audio_in_t is None else min(now, self._audio_in_t))
+        self._span = self.ins.tracer.start_span(
+            "avatar.utterance", attributes=attrs, start_time=start
+        )
+        if self._audio_in_t is not None:
+            self._span.add_event("avatar.audio_in", {}, timestamp=start)
         self._queued_at_first = self.audio_source_queued_s()
         self._sched = SendSchedule(self.tick_phase, self._queued_at_first)
         self._mark_audio = []
@@ -346,17 +380,16 @@ class RunnerTracker:
         if last is not None and last.media_t is None and now - last.out_t < 1.5 / self.fps:
             # the frame generated with this audio: media time 0, the first mark point's picture
             last.media_t = 0.0
+            last.seq = self._mark_seq
             last.point = self._add_point(0.0)
             self._out_frames = 1
+            self._event("avatar.first_frame_generated", last.out_t)
             self._processing(last)
         else:
             self._next_point = 1  # no picture of the start: the first point is a second in
         self._frames_in_span = 0
         self._proc_sum, self._proc_n = 0.0, 0
         log.debug("utterance %d started", self._mark_seq)
-        attrs = self.attributes()
-        attrs["syncmon.utterance"] = self._mark_seq
-        self._span = self.ins.tracer.start_span("avatar.utterance", attributes=attrs)
         self.ins.utterances.add(1, self.attributes())
 
     def _point_frame(self, index: int) -> int:
@@ -616,6 +649,11 @@ class RunnerTracker:
                 span.set_attribute("syncmon.sender_av_skew_ms", 1000.0 * self.last_utterance_skew_s)
             span.end()
 
+    def _event(self, name: str, t_mono: float, attrs: dict[str, Any] | None = None) -> None:
+        """An event on the utterance's span at ``t_mono`` (monotonic)."""
+        if self._span is not None:
+            self._span.add_event(name, attrs or {}, timestamp=_wall_ns(t_mono))
+
     def _frame_event(self, frame_id: int, info: FrameInfo, skew: float) -> None:
         self._frames_in_span += 1
         span = self._span
@@ -672,3 +710,8 @@ class RunnerTracker:
                 log.warning("%s failed: %s", what, t.exception())
 
         task.add_done_callback(done)
+
+
+def _wall_ns(t_mono: float) -> int:
+    """A monotonic time as the wall clock's nanoseconds OpenTelemetry stamps with."""
+    return time.time_ns() - int((time.monotonic() - t_mono) * 1e9)

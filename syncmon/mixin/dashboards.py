@@ -162,6 +162,21 @@ def _agent_panels(g: _Grid, c: MixinConfig, *, w: int = 8) -> list[dict[str, Any
         _panel(
             g,
             "timeseries",
+            "Agent: a reply's audio in -> its first picture sent",
+            [
+                (
+                    f"histogram_quantile({p}, sum by (le) "
+                    f"(rate({n.AGENT_FIRST_FRAME_LATENCY}_bucket{a}[5m])))",
+                    f"p{round(p * 100)}",
+                )
+                for p in (0.5, 0.9)
+            ],
+            w=w,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
             "Agent: buffers",
             [
                 (f"{n.AGENT_AUDIO_BACKLOG}{a}", "audio in the generator (s)"),
