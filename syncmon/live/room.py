@@ -118,7 +118,7 @@ class WatchOptions:
 
     participant: str | None = None
     calibration_s: float = 0.0
-    face: bool = True  # find the avatar's face for the lip-still account (analysis.face)
+    face: bool = False  # find the avatar's face for the lip-still account (analysis.face)
     turns: bool = False  # follow the users' voices too, for the turns (live.turns)
     stats_interval_s: float = 2.0
     # how long the series of an avatar that left (or a room that ended) stay, so that the
