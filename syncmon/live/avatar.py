@@ -75,6 +75,20 @@ def luma_of(frame: rtc.VideoFrame) -> np.ndarray:
     return arr[: (arr.size // h) * h].reshape(h, -1)[:, :w]
 
 
+def audio_stream(track: rtc.Track) -> rtc.AudioStream:
+    """A received voice as the analysis takes it: 16 kHz mono, in 50 ms frames (a fifth of the
+    events, each a thread hop into the loop, of 10 ms), unbounded (a frame dropped by syncmon
+    would be blamed on the sender)."""
+    return rtc.AudioStream(
+        track, sample_rate=AUDIO_RATE, num_channels=1, capacity=0, frame_size_ms=AUDIO_FRAME_MS
+    )
+
+
+def samples_of(frame: rtc.AudioFrame) -> np.ndarray:
+    """An int16 audio frame as float32 samples in [-1, 1)."""
+    return np.frombuffer(frame.data, dtype=np.int16).astype(np.float32) / 32768.0
+
+
 def is_preroll(luma: np.ndarray) -> bool:
     sub = luma[::8, ::8]
     return float(sub.mean()) < PREROLL_MAX_MEAN and float(sub.std()) < PREROLL_MAX_STD
@@ -221,20 +235,12 @@ class AvatarMonitor:
             await stream.aclose()
 
     async def _audio(self, track: rtc.RemoteTrack) -> None:
-        # 50 ms frames: a fifth of the events (each one a thread hop into the loop) of 10 ms
-        stream = rtc.AudioStream(
-            track,
-            sample_rate=AUDIO_RATE,
-            num_channels=1,
-            capacity=0,
-            frame_size_ms=AUDIO_FRAME_MS,
-        )
+        stream = audio_stream(track)
         clock = SampleClock(AUDIO_RATE)
         try:
             async for ev in stream:
                 arrival = time.monotonic()
-                f = ev.frame
-                x = np.frombuffer(f.data, dtype=np.int16).astype(np.float32) / 32768.0
+                x = samples_of(ev.frame)
                 start = clock.chunk(arrival, x.size)
                 if "audio" not in self.state.startup and (sound := np.flatnonzero(x)).size:
                     # the receiver plays exact zeros until the avatar's first sound arrives

@@ -28,7 +28,7 @@ from livekit.rtc._proto import participant_pb2
 
 from ..analysis.clock import SampleClock
 from ..analysis.turns import MAX_USERS, Interruption, Response, Turns
-from .avatar import AUDIO_FRAME_MS, AUDIO_RATE
+from .avatar import AUDIO_RATE, audio_stream, samples_of
 from .state import AvatarState
 
 log = logging.getLogger(__name__)
@@ -129,15 +129,13 @@ class TurnFollower:
                 await t
 
     async def _user(self, track: rtc.RemoteAudioTrack, key: str) -> None:
-        stream = rtc.AudioStream(
-            track, sample_rate=AUDIO_RATE, num_channels=1, capacity=0, frame_size_ms=AUDIO_FRAME_MS
-        )
+        stream = audio_stream(track)
         clock = SampleClock(AUDIO_RATE)
         stats = asyncio.get_running_loop().create_task(self._delays(track, key))
         try:
             async for ev in stream:
                 now = time.monotonic()
-                x = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.float32) / 32768.0
+                x = samples_of(ev.frame)
                 self.turns.user_audio(key, x, clock.chunk(now, x.size), now)
                 self.dispatch(now)
         finally:

@@ -16,6 +16,8 @@ from typing import Any
 from syncmon import metric_names
 from syncmon.reference.localserver import free_port
 
+from .conftest import wait_for
+
 
 class Prometheus:
     def __init__(
@@ -124,8 +126,7 @@ def await_dashboard_data(prom: Prometheus, queries: list[tuple[str, str]], timeo
             (seen.add(key) if res else missing.append(key))
         return not missing
 
-    deadline = time.monotonic() + timeout
-    while not all_seen():
-        if time.monotonic() > deadline:
-            raise AssertionError("queries without data:\n" + "\n".join(missing))
-        time.sleep(3)
+    try:
+        wait_for(all_seen, timeout=timeout, every=3)
+    except AssertionError:
+        raise AssertionError("queries without data:\n" + "\n".join(missing)) from None
