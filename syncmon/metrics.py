@@ -62,7 +62,10 @@ class _Families:
         self.still_s = c(n.LIP_STILL_SECONDS, "Speaking seconds with the mouth not moving")
         self.still_n = c(n.LIP_STILL_EPISODES, "Episodes of the mouth not moving while speaking")
         self.startup = g(
-            n.AVATAR_STARTUP, "From the avatar joining to its first frame, by stage", ["stage"]
+            n.AVATAR_STARTUP,
+            "From the avatar joining to its first sound (audio), first picture (video) and "
+            "first picture that moves with the speech (moving)",
+            ["stage"],
         )
         self.response = h(
             n.TURN_RESPONSE,

@@ -118,13 +118,14 @@ class LipSyncEstimate:
 HIGHPASS_REACH = 4.0  # sigmas: the Gaussian's weight beyond is < 4e-4 of its peak
 
 
-def _highpass_matrix(t: np.ndarray, sigma: float) -> sparse.csr_matrix:
+def _highpass_matrix(t: np.ndarray, sigma: float, causal: bool = False) -> sparse.csr_matrix:
     """I - W, W the row-normalized Gaussian smoother (``sigma`` s) over the frame times ``t``
     (sorted, not necessarily uniform: drops and jitter). Banded: each row holds the frames
-    within ``HIGHPASS_REACH`` sigmas, so applying it costs frames x band, not frames^2."""
+    within ``HIGHPASS_REACH`` sigmas, so applying it costs frames x band, not frames^2.
+    ``causal``: the smoother looks back only (a step shows from where it is, not before)."""
     n = t.size
     lo = np.searchsorted(t, t - HIGHPASS_REACH * sigma, side="left")
-    hi = np.searchsorted(t, t + HIGHPASS_REACH * sigma, side="right")
+    hi = np.searchsorted(t, t if causal else t + HIGHPASS_REACH * sigma, side="right")
     band = int((hi - lo).max())
     cols = lo[:, None] + np.arange(band)[None, :]
     inside = cols < hi[:, None]
@@ -204,6 +205,114 @@ STILL_SPEECH_WIDEN_S = 0.06
 FACE_VETO = 0.5  # see _face_moving
 FACE_FROZEN = 0.25  # see _face_moving and _face_still
 FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
+
+
+# the first picture that moves with the speech (see ContentOffsetEstimator._find_moving)
+MOVING_KEEP_S = 30.0  # a stream's frames kept until its mouth is located
+MOVING_TRIES = 5  # windows that locate the mouth, each a chance to find where it started
+MOVING_BRIDGE_S = 0.3  # a pause shorter than this does not end a stretch of speech
+MOVING_STEP_S = 0.25  # steps through a stretch of speech, each a chance to start moving
+MOVING_PERSIST = 2  # steps after it (in its stretch) that must move too
+MOVING_FOLLOW_S = 1.5  # from a step: the mouth's correlation with the voice over this
+MOVING_FOLLOW = 0.3  # ... at least this
+MOVING_CONTEXT_S = 0.3  # and before a stretch's onset too (a mouth opening is its clearest)
+MOVING_GAIN_S = 0.5  # from a step: the mouth's gain on the voice over this
+MOVING_RISE = 0.25  # ... at least this share of the gain where the mouth was located
+MOVING_POWER_S = 0.2  # the onset: where the mouth's power over this after steps up most
+MOVING_ONSET_SLACK_S = 0.005  # the envelope's onset is placed to its 10 ms hop
+
+
+def _stretches(t: np.ndarray, active: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) of the runs of ``active`` at the times ``t``, joined across pauses
+    shorter than MOVING_BRIDGE_S."""
+    on = np.concatenate([[False], active, [False]])
+    starts = t[np.nonzero(on[1:-1] & ~on[:-2])[0]]
+    ends = t[np.nonzero(on[1:-1] & ~on[2:])[0]]
+    out: list[tuple[float, float]] = []
+    for s0, s1 in zip(starts, ends, strict=True):
+        if out and s0 - out[-1][1] < MOVING_BRIDGE_S:
+            out[-1] = (out[-1][0], float(s1))
+        else:
+            out.append((float(s0), float(s1)))
+    return out
+
+
+def _gain(m: np.ndarray, e: np.ndarray, sel: np.ndarray) -> float:
+    """Least-squares gain of the mouth ``m`` on the voice ``e`` over the frames ``sel``."""
+    return float(m[sel] @ e[sel]) / max(1e-12, float(e[sel] @ e[sel]))
+
+
+def _moving_onset(
+    t: np.ndarray,
+    zero_phase: tuple[np.ndarray, np.ndarray],
+    causal_mouth: np.ndarray,
+    known: np.ndarray,
+    stretches: list[tuple[float, float]],
+    *,
+    cut: bool,
+) -> float | None:
+    """The first frame time (of ``t``) from which the mouth moves with the voice, or None.
+    Signals per frame: (mouth, voice at the mouth's lag) high-passed ``zero_phase``, and the
+    mouth high-passed causally; ``known``: frames where the mouth was located (it moves there).
+
+    Each stretch of speech (frame time), in steps of MOVING_STEP_S, is a chance for the mouth
+    to start: from a step on, and from the MOVING_PERSIST steps after it too (a mouth that
+    started goes on; a chance alignment of a second does not), it must follow the voice
+    (correlation over MOVING_FOLLOW_S, with MOVING_CONTEXT_S before a stretch's onset, at
+    least MOVING_FOLLOW) and move with it (its gain on the voice over MOVING_GAIN_S at least
+    MOVING_RISE of its gain where it was located). Around the first step that does, the
+    onset is the frame where the mouth's power over MOVING_POWER_S after it steps up most
+    against the same span before, on the causally high-passed mouth: a zero-phase filter
+    shows a step a filter's width before it happens. At a stretch's onset that is searched
+    from the voice's onset on (the mouth at rest before it), inside a stretch from a step
+    earlier (where a freeze ended). ``cut``: frames were dropped from the stream's start, so
+    a mouth already moving with the first speech kept began at an unknown time."""
+    m, e = zero_phase
+    # (the mouth signal's sign is as the cleaned cells had it; the located window tells which)
+    gain = _gain(m, e, known)
+    m = m * np.sign(gain)
+    gain = abs(gain)
+    if gain == 0 or t.size < 3:
+        return None
+    frame = float(np.median(np.diff(t)))
+    half = frame / 2
+    power = np.concatenate([[0.0], np.cumsum(causal_mouth**2)])  # running sums
+
+    def moves(c0: float, onset: bool) -> bool | None:
+        """Whether the mouth moves with the voice from ``c0``; None: too little to judge."""
+        ctx = MOVING_CONTEXT_S if onset else 0.0
+        w = (t >= c0 - ctx - half) & (t < c0 + MOVING_FOLLOW_S)
+        h = (t >= c0 - half) & (t < c0 + MOVING_GAIN_S)
+        if np.count_nonzero(h) < 3 or np.std(m[w]) == 0 or np.std(e[w]) == 0:
+            return None
+        r = float(np.corrcoef(m[w], e[w])[0, 1])
+        return r >= MOVING_FOLLOW and _gain(m, e, h) >= MOVING_RISE * gain
+
+    first = True
+    for s0, s1 in stretches:
+        steps = np.arange(max(s0, float(t[0])), min(s1, float(t[-1])), MOVING_STEP_S)
+        for j, c0 in enumerate(steps):
+            now = moves(c0, c0 == s0)
+            if now is None:
+                continue
+            later = [moves(c1, False) for c1 in steps[j + 1 : j + 1 + MOVING_PERSIST]]
+            if not now or False in later:
+                first = False
+                continue
+            if first and cut:
+                return None
+            lo = c0 - (MOVING_ONSET_SLACK_S if c0 == s0 else MOVING_STEP_S)
+            ks = np.nonzero((t >= lo) & (t < c0 + MOVING_GAIN_S))[0]
+            if ks.size == 0:
+                return None
+            # where the mouth's motion steps up most: its mean power after against before
+            n = max(3, int(round(MOVING_POWER_S / frame)))
+            hi, lo_ = np.minimum(ks + n, t.size), np.maximum(ks - n, 0)
+            after = (power[hi] - power[ks]) / np.maximum(hi - ks, 1)
+            before = (power[ks] - power[lo_]) / np.maximum(ks - lo_, 1)
+            score = np.where(ks > 0, np.log((after + 1e-9) / (before + 1e-9)), np.inf)
+            return float(t[ks[int(np.argmax(score))]])
+    return None
 
 
 def _speaking(t: np.ndarray, at: np.ndarray, env: np.ndarray, level: float) -> np.ndarray:
@@ -314,9 +423,21 @@ class ContentOffsetEstimator:
         self._recent: deque[tuple[float, float, bool, bool]] = deque()
         self._run_start = -np.inf
         self._tail_until = -np.inf
+        # when the first picture that moves with the speech arrived (the stream's time), once
+        # the mouth has been located; frames and envelope kept from the start until then
+        self.moving_at: float | None = None
+        self._moving_open = True
+        self._moving_tries = 0
+        self._early_v: deque[tuple[float, np.ndarray]] = deque()
+        self._early_a: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self._early_cut = False  # the stream's first frames were dropped from it
 
     def clear(self) -> None:
         """Drop the buffered window (the streams were interrupted)."""
+        # the first moving picture cannot be told across the interruption
+        self._moving_open = False
+        self._early_v.clear()
+        self._early_a.clear()
         for q in (self._vt, self._vg, self._vf, self._at, self._av):
             q.clear()
         self._next_t = None
@@ -340,6 +461,11 @@ class ContentOffsetEstimator:
             self._vt.popleft()
             self._vg.popleft()
             self._vf.popleft()
+        if self._moving_open:
+            self._early_v.append((t, self._vg[-1]))
+            while self._early_v[0][0] < t - MOVING_KEEP_S:
+                self._early_v.popleft()
+                self._early_cut = True
 
     def add_envelope(self, t: np.ndarray, rms: np.ndarray) -> None:
         if t.size == 0:
@@ -349,6 +475,11 @@ class ContentOffsetEstimator:
         while self._at and self._at[0][-1] < t[-1] - self._keep_s:
             self._at.popleft()
             self._av.popleft()
+        if self._moving_open:
+            self._early_a.append((t, rms))
+            keep = MOVING_KEEP_S + self.config.max_lag_s + MOVING_CONTEXT_S
+            while self._early_a[0][0][-1] < t[-1] - keep:
+                self._early_a.popleft()
 
     def ready_until(self) -> float | None:
         """Latest window end the buffered audio covers for every lag."""
@@ -378,7 +509,57 @@ class ContentOffsetEstimator:
         )
         if not agrees and est.confidence < c.confirm_confidence:
             return replace(est, offset_s=None)  # not confirmed yet
+        if self._moving_open:
+            self._find_moving(est.offset_s + c.calibration_s)
         return est
+
+    def _find_moving(self, lag: float) -> None:
+        """When the first picture that moves with the speech arrived (``moving_at``), judged
+        when an estimate is published (``lag``: its offset as received), over the frames kept
+        since the stream began (up to MOVING_KEEP_S): see ``_moving_onset``. Judged again at
+        the next estimate when it is not found (a lone confident window can have locked onto
+        the head), MOVING_TRIES times at most. The mouth's signal there is its
+        cells cleaned of the head's motion, taken from the cells above it (the chin and jaw
+        below move with the mouth; cleaned of them over this long a stretch, the mouth lost
+        its own motion)."""
+        self._moving_tries += 1
+        self.moving_at = self._moving_onset_kept(lag)
+        if self.moving_at is not None or self._moving_tries >= MOVING_TRIES:
+            self._moving_open = False
+            self._early_v.clear()
+            self._early_a.clear()
+
+    def _moving_onset_kept(self, lag: float) -> float | None:
+        early_v, early_a = list(self._early_v), list(self._early_a)
+        model, c = self._model, self.config
+        if model is None or len(early_v) < 10 or not early_a:
+            return None
+        t = np.fromiter((x[0] for x in early_v), dtype=np.float64, count=len(early_v))
+        grids = np.stack([x[1] for x in early_v]).astype(np.float64)
+        at = np.concatenate([x[0] for x in early_a])
+        av = np.concatenate([x[1] for x in early_a]).astype(np.float64)
+        hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
+        env = gaussian_filter1d(av, c.envelope_sigma_s / hop, mode="nearest")
+        level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(av, 95)))
+        rows = np.arange(grids.shape[1]) // self._shape[1]
+        above = np.nonzero(rows < int(np.min(model.cells // self._shape[1])) - 1)[0]
+        if above.size < 3:
+            above = np.setdiff1d(np.arange(grids.shape[1]), model.zone(self._shape))
+        voice = np.interp(t - lag, at, env)
+        mouths = []
+        for causal in (False, True):
+            hp = _highpass_matrix(t, c.highpass_sigma_s, causal=causal)
+            hpg = np.asarray(hp @ grids)
+            xo, ok = _normalize_rows(hpg[:, above].T)
+            if not ok.any():
+                return None
+            q = _basis(xo[ok], max(1, min(c.nuisance_rank, t.size // 4, int(ok.sum()) // 3)))
+            mouths.append(model.signal(hpg, q))
+            if not causal:
+                e = np.asarray(hp @ voice)
+        stretches = [(s0 + lag, s1 + lag) for s0, s1 in _stretches(at, env > level)]
+        known = t >= t[-1] - c.window_s  # where the mouth was located
+        return _moving_onset(t, (mouths[0], e), mouths[1], known, stretches, cut=self._early_cut)
 
     def _find_mouth(
         self, a_n: np.ndarray, v_n: np.ndarray, v_ok: np.ndarray, full: bool = True
@@ -618,7 +799,7 @@ class ContentOffsetEstimator:
         nodding head keeps some correlation with the voice (what is left of the head in its
         cells) for seconds, and the face says it is still: on the cartoon face a frozen mouth
         moves 1-15 % of its usual, a moving one rarely under 30 %. (On the photographic face
-        at 360p a mouth frozen open moves 20-100 % of the usual: the face does not separate
+        at 360p a mouth held still moves 20-100 % of the usual: the face does not separate
         it, see README's limits.)"""
         moving, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
         if face is None or self._face_usual is None:

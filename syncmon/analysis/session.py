@@ -342,7 +342,7 @@ class SyncAnalyzer:
         headline = next(
             (offsets_ms[m] for m in ("content", "timestamp") if offsets_ms[m] is not None), None
         )
-        return {
+        out = {
             "offset_ms": offsets_ms,
             "confidence": {m: round(st.confidence, 3) for m, st in self.offsets.items()},
             "video": {
@@ -393,3 +393,9 @@ class SyncAnalyzer:
             ),
             "verdict": verdict(None if headline is None else headline / 1000.0),
         }
+        if summary:
+            # a recording's time: when its first picture that moves with the speech shows
+            # (live, the same is a start-up stage measured from the avatar's join)
+            moving = self.content.moving_at
+            out["mouth_moving_s"] = None if moving is None else round(moving, 3)
+        return out

@@ -78,6 +78,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"audio gaps {r['audio']['gaps']} ({r['audio']['gap_seconds']:.3f} s)",
         f"mouth still while speaking {r['lip_still']['episodes']} times "
         f"({r['lip_still']['seconds']:.2f} s)",
+        "mouth first moves with the speech at "
+        + ("n/a" if r.get("mouth_moving_s") is None else f"{r['mouth_moving_s']:.2f} s"),
         f"verdict: {r['verdict']}",
     ]
     if "turns" in r:

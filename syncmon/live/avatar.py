@@ -227,6 +227,11 @@ class AvatarMonitor:
                 t = ev.timestamp_us / 1e6
                 self.state.first_frame("video", t)
                 event = self.analyzer.add_video(t, luma, frame_id=frame_id, sender_time=sender_t)
+                if "moving" not in self.state.startup:
+                    # known once the mouth is located, seconds after it (on the frames' clock)
+                    moving = self.analyzer.content.moving_at
+                    if moving is not None:
+                        self.state.first_frame("moving", moving)
                 if event.interval_s is not None:
                     self.state.frame_interval.observe(event.interval_s)
                 self.state.track_up["video"] = True

@@ -232,6 +232,17 @@ class ReferenceAvatar:
     def lip_still(self, speech_t: float) -> bool:
         return any(s <= speech_t < s + d for s, d in self.imp.lip_still)
 
+    def mouth_moves(self, speech_t: float) -> bool:
+        """Whether the frame that shows ``speech_t`` shows the mouth moving with the speech:
+        the voice speaks there (its 10 ms RMS above -40 dBFS, as in ``speaking_seconds``) and
+        the mouth is not held still. The truth of the first moving picture (start-up)."""
+        if speech_t < 0 or self.lip_still(speech_t):
+            return False
+        sr = self.speech.sample_rate
+        n = sr // 100
+        x = self.speech.samples(max(0, int(round(speech_t * sr)) - n // 2), n)
+        return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) > 0.01
+
     def _render(self, k: int, speech_t: float) -> YuvFrame:
         scene_t = k * self.period
         pose = None

@@ -175,3 +175,6 @@ class ReferencePublisher:
             src.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6), metadata=md)
             self.frames_sent += 1
             self._sent("video", t0 + f.pts)
+            moving = self.joined is not None and "moving" not in self.first_sent
+            if moving and av.mouth_moves(f.speech_t):
+                self._sent("moving", t0 + f.pts)
