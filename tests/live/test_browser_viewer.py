@@ -110,7 +110,11 @@ def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) 
     assert abs(played[120.0] - played[0.0] - 120.0) <= 20.0, table(sessions)
     diffs = [s.diff_ms for s in sessions]
     assert abs(float(np.mean(diffs))) <= DEFAULT_TOL_MS, table(sessions)
-    assert max(abs(d) for d in diffs) <= SESSION_TOL_MS, table(sessions)
+    # each session's content against what the browsers played of its stream on average: one
+    # browser's playout also scatters between sessions of the same stream (one CI run:
+    # +100.5 and +115.9 ms for +120 sent, while content read +97.4 and +97.5)
+    off = [s.content_ms - played[s.sent_ms] for s in sessions]
+    assert max(abs(d) for d in off) <= SESSION_TOL_MS, table(sessions)
 
 
 def test_sync_streams_content_is_what_the_browser_plays_once_converged(
