@@ -25,8 +25,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from syncmon.analysis import SyncAnalyzer  # noqa: E402
+from conftest import feed_avatar  # noqa: E402
+
 from syncmon.media import analyze_file  # noqa: E402
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource  # noqa: E402
 from syncmon.reference.articulation import ArticulationConfig  # noqa: E402
@@ -67,22 +69,6 @@ class Case:
         )
 
 
-def direct(av: ReferenceAvatar, video_from: float) -> float | None:
-    """Feed the avatar's frames (from ``video_from`` on) and audio straight in."""
-    an = SyncAnalyzer(audio_rate=16000)
-    sr = av.sample_rate
-    chunk = int(0.02 * sr)
-    pos = 0
-    for f in av.frames(DURATION_S):
-        while pos < (f.pts + 0.6) * sr and pos < DURATION_S * sr:
-            an.add_audio(av.audio(pos, chunk).reshape(-1, 3).mean(axis=1), pos / sr)
-            pos += chunk
-        if f.pts >= video_from:
-            an.add_video(f.pts, f.frame.y)
-        av.speech.release_before(int((f.speech_t - 1.0) * sr))
-    return an.content.moving_at
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=48)
@@ -111,7 +97,7 @@ def main() -> None:
             render(case.avatar(), path, RenderOptions(duration_s=DURATION_S, video_bitrate=350_000))
             got = analyze_file(path).get("mouth_moving_s")
         else:
-            got = direct(case.avatar(), video_from)
+            got = feed_avatar(case.avatar(), DURATION_S, video_from).content.moving_at
         kind = "held shut" if held else ("video late" if video_from else "moving")
         err = None if got is None else (got - truth) * 1e3
         print(

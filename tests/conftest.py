@@ -13,10 +13,13 @@ from syncmon.reference import ReferenceAvatar
 ANALYSIS_RATE = 16000
 
 
-def feed_avatar(avatar: ReferenceAvatar, duration_s: float, **cfg: object) -> SyncAnalyzer:
+def feed_avatar(
+    avatar: ReferenceAvatar, duration_s: float, video_from: float = 0.0, **cfg: object
+) -> SyncAnalyzer:
     """Feed the avatar's frames and audio straight into an analyzer (no codec, no transport).
 
-    Audio goes in 20 ms chunks decimated 48 kHz -> 16 kHz, interleaved with the frames by time.
+    Audio goes in 20 ms chunks decimated 48 kHz -> 16 kHz, interleaved with the frames by time;
+    frames before ``video_from`` s are left out (a picture that starts after the voice).
     """
     an = SyncAnalyzer(AnalyzerConfig(**cfg), audio_rate=ANALYSIS_RATE)  # type: ignore[arg-type]
     sr = avatar.sample_rate
@@ -27,7 +30,8 @@ def feed_avatar(avatar: ReferenceAvatar, duration_s: float, **cfg: object) -> Sy
             x = avatar.audio(pos, chunk)
             an.add_audio(x.reshape(-1, 3).mean(axis=1), pos / sr)
             pos += chunk
-        an.add_video(f.pts, f.frame.y)
+        if f.pts >= video_from:
+            an.add_video(f.pts, f.frame.y)
         avatar.speech.release_before(int((f.speech_t - 1.0) * sr))
     return an
 

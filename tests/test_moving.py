@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ANALYSIS_RATE
+from conftest import feed_avatar
 
 from syncmon.analysis import SyncAnalyzer
 from syncmon.analysis.lipsync import _moving_onset, _stretches
@@ -45,19 +45,7 @@ def onset_after(seed: int, t: float, consonants: bool = False) -> float:
 
 
 def feed(av: ReferenceAvatar, video_from: float = 0.0) -> SyncAnalyzer:
-    """Frames from ``video_from`` on and all the audio, straight in (no codec)."""
-    an = SyncAnalyzer(audio_rate=ANALYSIS_RATE)
-    sr = av.sample_rate
-    chunk = int(0.02 * sr)
-    pos = 0
-    for f in av.frames(DURATION_S):
-        while pos < (f.pts + 0.6) * sr and pos < DURATION_S * sr:
-            an.add_audio(av.audio(pos, chunk).reshape(-1, 3).mean(axis=1), pos / sr)
-            pos += chunk
-        if f.pts >= video_from:
-            an.add_video(f.pts, f.frame.y)
-        av.speech.release_before(int((f.speech_t - 1.0) * sr))
-    return an
+    return feed_avatar(av, DURATION_S, video_from)
 
 
 @pytest.mark.parametrize(
