@@ -6,6 +6,12 @@ window that located the mouth; frames before it are never judged).
 
     python benchmarks/bench_lip_still.py            # 8 clips of 22 s (renders them once)
     python benchmarks/bench_lip_still.py --out DIR  # keep the clips in DIR
+    python benchmarks/bench_lip_still.py --random 12 --seed 5  # a random set of avatars
+
+``--random N`` draws N clips instead of the fixed ten: cartoon or photographic face, 360p or
+720p, 15/25/30 fps, H.264 or VP8 at 150-1200 kbps, a viseme mouth (time constant 30-55 ms,
+anticipation 0-45 ms) on a head nodding 2-6 px and rolling 0.5-3 degrees 100-300 ms ahead of
+the speech, and none, one or two freezes of 1.5-4 s, or a mouth frozen from the start.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +55,69 @@ def speech(seed: int) -> SpeechSource:
     return SpeechSource(seed=seed, consonants=True, phrase_pause_s=(0.4, 1.5))
 
 
+@dataclass
+class Case:
+    renderer: str
+    seed: int
+    spans: tuple[tuple[float, float], ...]
+    articulation: ArticulationConfig = HEAD
+    size: tuple[int, int] = (640, 360)
+    fps: float = 25.0
+    ext: str = ".mp4"
+    bitrate: int = 350_000
+
+    @property
+    def name(self) -> str:
+        return f"{self.renderer}{self.seed}"
+
+
+def random_cases(n: int, seed: int, seconds: float) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        kind = rng.choice(["none", "one", "one", "two", "start"])
+        spans: tuple[tuple[float, float], ...] = ()
+        if kind == "start":
+            spans = ((0.0, 1e9),)
+        elif kind != "none":
+            first = rng.uniform(4.0, seconds / 2 - 2.0)
+            spans = ((round(first, 1), round(rng.uniform(1.5, 4.0), 1)),)
+            if kind == "two":
+                second = rng.uniform(first + spans[0][1] + 2.0, seconds - 3.0)
+                spans += ((round(second, 1), round(rng.uniform(1.5, 3.0), 1)),)
+        out.append(
+            Case(
+                renderer=str(rng.choice(["synthetic", "photo"])),
+                seed=seed * 1000 + k,
+                spans=spans,
+                articulation=ArticulationConfig(
+                    tau_s=float(rng.uniform(0.03, 0.055)),
+                    anticipation_s=float(rng.uniform(0.0, 0.045)),
+                    head_px=float(rng.uniform(2.0, 6.0)),
+                    head_roll_deg=float(rng.uniform(0.5, 3.0)),
+                    head_lead_s=float(rng.uniform(0.1, 0.3)),
+                ),
+                size=((640, 360), (1280, 720))[int(rng.random() < 0.3)],
+                fps=float(rng.choice([15.0, 25.0, 30.0])),
+                ext=str(rng.choice([".mp4", ".webm"])),
+                bitrate=int(rng.choice([150_000, 350_000, 700_000, 1_200_000])),
+            )
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seconds", type=float, default=22.0)
+    ap.add_argument("--random", type=int, default=0, metavar="N")
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    cases = (
+        random_cases(args.random, args.seed, args.seconds)
+        if args.random
+        else [Case(r, seed, spans) for r, seed, spans in CASES]
+    )
     out = args.out or Path(tempfile.mkdtemp(prefix="syncmon-lipstill-"))
     out.mkdir(parents=True, exist_ok=True)
     judged_from: list[float] = []
@@ -65,27 +130,53 @@ def main() -> None:
             judged_from.append(float(tk[tk > before][0]))
 
     lipsync.ContentOffsetEstimator._still = spy  # type: ignore[method-assign]
-    print("clip          freezes (start:dur s)   truth s  counted s  episodes  judged from s")
-    for renderer, seed, spans in CASES:
+    print(
+        "clip          picture              freezes (start:dur s)   truth s  counted s  "
+        "episodes  judged from s"
+    )
+    errors = []
+    for case in cases:
+        seed, spans = case.seed, case.spans
         judged_from.clear()
         av = ReferenceAvatar(
+            width=case.size[0],
+            height=case.size[1],
+            fps=case.fps,
             impairments=Impairments(seed=seed, lip_still=spans, exposure_step_s=7.0),
             speech=speech(seed),
-            articulation=HEAD,
-            renderer=renderer,
+            articulation=case.articulation,
+            renderer=case.renderer,
         )
-        path = out / f"{renderer}{seed}.mp4"
+        path = out / f"{case.name}{case.ext}"
         if not path.exists():
-            render(av, path, RenderOptions(duration_s=args.seconds, video_bitrate=350_000))
+            render(av, path, RenderOptions(duration_s=args.seconds, video_bitrate=case.bitrate))
         rep = analyze_file(path)
         inside = tuple((s, min(d, args.seconds - s)) for s, d in spans)
-        truth = speaking_seconds(speech(seed), inside) if spans else 0.0
+        # an episode is a run of more than still_min_s of speech: a freeze the voice speaks
+        # through for less counts nothing, by the counter's definition
+        least = lipsync.LipSyncConfig().still_min_s
+        truth = sum(
+            s for s in (speaking_seconds(speech(seed), (span,)) for span in inside) if s > least
+        )
         ls = rep["lip_still"]
         frz = " ".join(f"{s:g}:{d:g}" for s, d in inside) or "-"
         jf = f"{judged_from[0]:.1f}" if judged_from else "never"
+        picture = (
+            f"{case.size[1]}p{case.fps:g} {case.ext[1:]} {case.bitrate // 1000}k"
+            if args.random
+            else "360p25 mp4 350k"
+        )
+        if spans:
+            errors.append(ls["seconds"] - truth)
         print(
-            f"{renderer + str(seed):13s} {frz:22s} {truth:8.2f} {ls['seconds']:9.2f} "
+            f"{case.name:13s} {picture:20s} {frz:22s} {truth:8.2f} {ls['seconds']:9.2f} "
             f"{ls['episodes']:9d}  {jf:>12s}"
+        )
+    if errors:
+        e = np.abs(np.asarray(errors))
+        print(
+            f"frozen clips within 0.3 s of the truth: {int(np.sum(e <= 0.3))} of {e.size}; "
+            f"error (counted - truth) {min(errors):+.2f}..{max(errors):+.2f} s"
         )
 
 

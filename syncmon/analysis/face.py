@@ -7,28 +7,32 @@ instead by a detector that needs no motion: OpenCV's Haar frontal-face cascade, 
 ships inside ``opencv-python-headless`` 4.x (5.x no longer carries it), run on a 320-px-wide
 copy of the frame every 10 s once a face is found (again after 1 s when it is missed; the box
 is dropped after three misses in a row), every 1-8 s while searching (~15-35 ms each here).
-Between detections the box stays where it is: the head's own motion inside it is taken out
-below, not followed.
+Between detections the box stays where it is: the head moves inside it.
 
-Each frame is reduced to the mean luma of a ``FACE_GRID`` over the face box (grown a little to
-take in the chin). Over an estimator window (``mouth_motion``):
+The head's own motion is taken out by registering the face rather than by modelling it: each
+frame's grown face box (a little larger, to take in the chin) is cut to a ``REG_SIZE`` square
+and aligned to the box's first frame by a rotation and shift found on the upper face alone
+(eyes, nose, forehead: OpenCV's ECC, which ignores gain and offset, each frame starting from
+the last frame's alignment; ~0.3-0.4 ms at 64x64). An avatar model warps the head as a whole about
+the neck, so after this the mouth's cells change only when the mouth (or the light) does. The
+registered square is reduced to the mean luma of a ``FACE_GRID`` square, and its lighting
+undone: the upper face's gain and offset against the first frame's. (Before registration the
+head was taken out as the leading time courses of the upper face's cells -- to first order its
+luma gradient times the displacement -- which left a photographic mouth held shut on a
+nodding head at 360p moving 20-100 % of a speaking one, and two of three such freezes on the
+lip-still bench uncounted.)
 
-1. the cells are high-passed (the estimator's own high-pass);
-2. the head's rigid motion (nods, roll, exposure steps) is a few time courses shared by every
-   cell of the face, to first order its luma gradient times the displacement: the leading
-   ``HEAD_RANK`` time courses of the upper face (eyes, nose, forehead) are taken out of the
-   mouth's cells and of a control set (the lower face beside and below the mouth);
-3. what is left in the mouth's three most active cells is its own motion (RMS over 0.4 s, luma
-   levels); what is left in the control's three most active cells is what the cleaning leaves
-   of a head that does not hold still (second-order motion, coding noise).
-
-The mouth moves when ``own**2 / max(control, floor)`` reaches ``MOVING_LEVEL``: its own motion
-large in absolute terms and against what the cleaning leaves elsewhere. Measured on the
-project's material (photographic and cartoon faces, 2-6 px nods with 0.5-3 degree roll,
-exposure steps, 15-30 fps, 360p-720p, H.264 and VP8 at 150-1200 kbps): speaking frames of
-moving mouths 9-90 (a mouth from another utterance than the voice too: it moves), of frozen
-mouths 0.01-9. A head that nods by 10 px and rolls 5 degrees at 360p leaves frozen mouths at
-up to 30 and is beyond what this separates.
+Over an estimator window (``mouth_motion``) the cells are high-passed (the estimator's own
+high-pass), what the upper face still shares (``HEAD_RANK`` time course: what the lighting fit
+leaves) is taken out of the mouth's cells, and each cell's mean square is taken over
+``MOTION_SPAN_S``. The mouth is the zone's ``MOUTH_ACTIVE`` cells that move most over the
+window; its motion at a frame is the mean square of the ``TOP_CELLS`` of them that move most
+there (the lips, the cavity and the jaw take turns). Measured on the lip-still bench's clips
+(photographic and cartoon faces, 2-6 px nods with 0.5-3 degree roll, exposure steps, 15-30 fps,
+360p-720p, H.264 and VP8 at 150-1200 kbps), in luma levels squared: speaking frames of moving
+mouths 40-150 on the photograph and 250-330 on the cartoon at their 5th percentile; frozen
+mouths at a median of 0.2-2 on the photograph and 2-3.5 on the cartoon, 95th percentile 2-7
+away from a freeze's edges (which the span blurs). ``MOVING_LEVEL`` lies between.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ LOST_AFTER = 3  # detections in a row that find no face before the box is droppe
 MOVED_IOU = 0.6  # a detection overlapping the box less than this (twice in a row) moves it
 # the face box grown to take in the chin and jaw: (left, top, right, bottom) in box widths
 GROW = (0.1, 0.05, 0.1, 0.15)
+REG_SIZE = 64  # the square the face is registered in: a face of 90-300 px, cells of 4x4
+UPPER_ROWS = 0.55  # of the grown box: the rows registration aligns (eyes, nose, forehead)
+# a registration that turns the face by more than this, or shifts it by more than this share
+# of the box, lost it (a cut, another face): it starts again from the unmoved box
+REG_MAX_RAD = 0.35
+REG_MAX_SHIFT = 0.25
+_REG_CRITERIA = (3, 15, 1e-3)  # cv2.TERM_CRITERIA_EPS | COUNT, iterations, eps
 
 _rows = np.arange(FACE_GRID * FACE_GRID) // FACE_GRID
 _cols = np.arange(FACE_GRID * FACE_GRID) % FACE_GRID
@@ -66,12 +77,16 @@ MOUTH_CELLS = np.nonzero(
     & (_cols <= int(0.72 * G))
 )[0]
 UPPER_CELLS = np.nonzero(_rows <= int(0.55 * G))[0]
-CONTROL_CELLS = np.setdiff1d(np.nonzero(_rows > int(0.55 * G))[0], MOUTH_CELLS)
-HEAD_RANK = 10
-TOP_CELLS = 3
-MOTION_SPAN_S = 0.4
-CONTROL_FLOOR = 1.0  # luma: a control flatter than this (a cartoon's flat skin) is noise
-MOVING_LEVEL = 10.0
+# after registration what the whole face still shares is its lighting: one time course
+# (the ten strongest, before registration, carried the mouth's own motion away with the head's)
+HEAD_RANK = 1
+MOUTH_ACTIVE = 8  # the mouth zone's cells that move most over a window
+TOP_CELLS = 3  # of those, the ones that move most at each frame
+MOTION_SPAN_S = 0.28
+MOVING_LEVEL = 10.0  # luma levels squared: see the module's docstring
+# a frame whose upper face is this much darker than the first's (or inverted) is not
+# normalised: the face left or the picture went dark
+MIN_GAIN = 0.2
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -136,6 +151,7 @@ class FaceTrack:
         # that stamps the audio's arrival; a recording detects in line (deterministic)
         self._background = background
         self._pending: Future[Found | None] | None = None
+        self._reg: _Registration | None = None
 
     @property
     def available(self) -> bool:
@@ -160,7 +176,13 @@ class FaceTrack:
                 self._apply(_find(luma), t)
         if self.box is None:
             return None
-        return self.segment, face_grid(luma, self.box)
+        if self._reg is None or self._reg.segment != self.segment:
+            self._reg = _Registration(self.segment)
+        return self.segment, self._reg.grid(face_crop(luma, self.box))
+
+    @property
+    def registration_resets(self) -> int:
+        return 0 if self._reg is None else self._reg.resets
 
     def _apply(self, found: Found | None, t: float) -> None:
         if found is None:  # no cascade on the detecting thread
@@ -233,8 +255,8 @@ def _find(luma: np.ndarray) -> Found | None:
     return np.asarray(boxes).reshape(-1, 4), np.ravel(np.asarray(weights)), scale
 
 
-def face_grid(luma: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Mean luma of FACE_GRID x FACE_GRID cells over the grown face ``box``."""
+def face_crop(luma: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The grown face ``box`` of ``luma`` as a REG_SIZE square (float32 luma)."""
     import cv2
 
     x, y, w, h = (float(v) for v in box)
@@ -242,13 +264,76 @@ def face_grid(luma: np.ndarray, box: np.ndarray) -> np.ndarray:
     y0 = int(max(0, y - GROW[1] * h))
     x1 = int(min(luma.shape[1], x + (1 + GROW[2]) * w))
     y1 = int(min(luma.shape[0], y + (1 + GROW[3]) * h))
-    # every step-th pixel: a cell still averages dozens, and a cartoon's 600-px face costs
-    # what a photo's 150-px one does
-    step = max(1, (x1 - x0) // (8 * G))
+    # every step-th pixel: the square still averages a few pixels each, and a cartoon's
+    # 600-px face costs what a photo's 150-px one does
+    step = max(1, (x1 - x0) // (2 * REG_SIZE))
     patch = luma[y0:y1:step, x0:x1:step]
     if patch.shape[0] < G or patch.shape[1] < G:
-        return np.zeros((G, G), np.float32)
-    return np.asarray(cv2.resize(patch, (G, G), interpolation=cv2.INTER_AREA), dtype=np.float32)
+        return np.zeros((REG_SIZE, REG_SIZE), np.float32)
+    return np.asarray(
+        cv2.resize(patch, (REG_SIZE, REG_SIZE), interpolation=cv2.INTER_AREA), dtype=np.float32
+    )
+
+
+class _Registration:
+    """One face box's frames aligned to its first (see the module's docstring)."""
+
+    def __init__(self, segment: int) -> None:
+        self.segment = segment
+        self.resets = 0
+        self._ref: np.ndarray | None = None
+        self._ref_upper: np.ndarray | None = None
+        self._warp: np.ndarray = np.eye(2, 3, dtype=np.float32)
+        self._mask = np.zeros((REG_SIZE, REG_SIZE), np.uint8)
+        self._mask[: int(UPPER_ROWS * REG_SIZE), :] = 1
+
+    def grid(self, crop: np.ndarray) -> np.ndarray:
+        """``crop`` (face_crop) aligned to the box's first frame, as FACE_GRID cell means."""
+        import cv2
+
+        if self._ref is None:
+            self._ref = crop
+        elif np.ptp(crop) > 0:  # (ECC has nothing to align on a flat crop)
+            try:
+                _, warp = cv2.findTransformECC(
+                    self._ref, crop, self._warp, cv2.MOTION_EUCLIDEAN, _REG_CRITERIA, self._mask, 3
+                )
+            except cv2.error:  # no alignment found: it starts again from the unmoved box
+                warp = None
+            if warp is None or not self._plausible(warp):
+                self.resets += 1
+                self._warp = np.eye(2, 3, dtype=np.float32)
+            else:
+                self._warp = warp
+                crop = cv2.warpAffine(
+                    crop,
+                    warp,
+                    (REG_SIZE, REG_SIZE),
+                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+        grid = np.asarray(cv2.resize(crop, (G, G), interpolation=cv2.INTER_AREA), np.float64)
+        # the lighting too: the upper face's gain and offset against the first frame's (an
+        # exposure step scales every cell by its own luma, which no single time course takes
+        # out of a window that also holds blinks)
+        upper = grid.ravel()[UPPER_CELLS]
+        if self._ref_upper is None:
+            self._ref_upper = upper
+        else:
+            gain, offset = np.polyfit(self._ref_upper, upper, 1)
+            if gain > MIN_GAIN:
+                grid = (grid - offset) / gain
+        return grid.astype(np.float32)
+
+    @staticmethod
+    def _plausible(warp: np.ndarray) -> bool:
+        angle = float(np.arctan2(warp[1, 0], warp[0, 0]))
+        shift = float(np.max(np.abs(warp[:, 2])))
+        return (
+            bool(np.all(np.isfinite(warp)))
+            and abs(angle) <= REG_MAX_RAD
+            and shift <= REG_MAX_SHIFT * REG_SIZE
+        )
 
 
 def _basis(x: np.ndarray, rank: int) -> np.ndarray:
@@ -268,20 +353,17 @@ def _basis(x: np.ndarray, rank: int) -> np.ndarray:
 
 
 def mouth_motion(hp_grids: np.ndarray, fps: float) -> np.ndarray:
-    """Per frame, the mouth's own motion against what the cleaning leaves elsewhere
-    (``own**2 / control``, see the module's docstring); ``hp_grids`` is frames x FACE_GRID**2,
-    already high-passed."""
+    """Per frame, the mouth's own motion (mean square, luma levels squared; see the module's
+    docstring); ``hp_grids`` is frames x FACE_GRID**2 of registered face grids, already
+    high-passed."""
     n = hp_grids.shape[0]
     q = _basis(hp_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
-
-    def own(cells: np.ndarray) -> np.ndarray:
-        x = hp_grids[:, cells]
-        x = x - q @ (q.T @ x)
-        top = np.argsort(np.sum(x * x, axis=0))[::-1][:TOP_CELLS]
-        e = np.mean(x[:, top] ** 2, axis=1)
-        span = max(3, int(round(MOTION_SPAN_S * fps)))
-        # (a running sum can leave a rounding error below zero)
-        return np.asarray(np.sqrt(np.maximum(uniform_filter1d(e, span, mode="nearest"), 0.0)))
-
-    m, c = own(MOUTH_CELLS), own(CONTROL_CELLS)
-    return np.asarray(m * m / np.maximum(c, CONTROL_FLOOR))
+    x = hp_grids[:, MOUTH_CELLS]
+    x = x - q @ (q.T @ x)
+    span = max(3, int(round(MOTION_SPAN_S * fps)))
+    # (a running sum can leave a rounding error below zero)
+    e = np.maximum(uniform_filter1d(x * x, span, axis=0, mode="nearest"), 0.0)
+    # the mouth is where its zone moves most over the window; from moment to moment a
+    # different part of it moves most (the lips, the cavity, the jaw below them)
+    e = e[:, np.argsort(np.sum(e, axis=0))[::-1][:MOUTH_ACTIVE]]
+    return np.asarray(np.mean(np.sort(e, axis=1)[:, -TOP_CELLS:], axis=1))

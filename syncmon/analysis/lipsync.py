@@ -202,8 +202,7 @@ STILL_EDGE_CORR = 0.5
 # speech, for the lip-still account on the face: the estimator's own speech level, widened by
 # 60 ms (a stop's closure, a vowel's decay)
 STILL_SPEECH_WIDEN_S = 0.06
-FACE_VETO = 0.5  # see _face_moving
-FACE_FROZEN = 0.25  # see _face_moving and _face_still
+FACE_STILL = 0.35  # of the mouth's usual speaking motion: see _face_frozen and _face_still
 FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
 
 
@@ -413,7 +412,7 @@ class ContentOffsetEstimator:
         self._shape = DEFAULT_GRID
         self._prev: tuple[float, float] | None = None  # (time, offset) of the last raw estimate
         self._model: _MouthModel | None = None
-        self._face_usual: float | None = None  # see _face_moving
+        self._face_usual: float | None = None  # see _face_frozen
         self.face_errors = 0
         self._since_full = 0  # estimates since the last full candidate search
         self._still_until = -np.inf
@@ -785,30 +784,26 @@ class ContentOffsetEstimator:
             return None
         return tf, motion
 
-    def _face_moving(
+    def _face_frozen(
         self, face: tuple[np.ndarray, np.ndarray] | None, tk: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Frames (of ``tk``) where the face shows the mouth moving as much as FACE_VETO of
-        its usual speaking motion, and frames where it shows it moving less than FACE_FROZEN
-        of it (and below MOVING_LEVEL at least); the usual is the upper quartile over the
-        speaking frames of the last window that located the mouth.
+        """Frames (of ``tk``) the face judges, and those of them where it shows the mouth
+        moving less than FACE_STILL of its usual speaking motion (the upper quartile over the
+        speaking frames of the last window that located the mouth).
 
-        A mouth located by what follows the voice is still where it stops following it; on a
-        coarse, blurred picture (15 fps VP8 at 150 kbps) that happened for a second of a mouth
-        that went on moving, and the face vetoes it. The other way, a frozen mouth on a
-        nodding head keeps some correlation with the voice (what is left of the head in its
-        cells) for seconds, and the face says it is still: on the cartoon face a frozen mouth
-        moves 1-15 % of its usual, a moving one rarely under 30 %. (On the photographic face
-        at 360p a mouth held still moves 20-100 % of the usual: the face does not separate
-        it, see README's limits.)"""
-        moving, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
+        Where the face is seen it decides, not the correlation with the voice: that spans
+        1.2 s and blurs an episode's edges by as much; a frozen mouth on a nodding head keeps
+        some of it for seconds (what the mouth's signal holds of the head); and on a coarse,
+        blurred picture (15 fps VP8 at 150 kbps) it lost a second of a mouth that went on
+        moving. The registered face separates them (see face.py): frozen mouths move 0-3 % of
+        their usual, moving ones rarely under 30 % at a speaking frame."""
+        known, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
         if face is None or self._face_usual is None:
-            return moving, frozen
+            return known, frozen
         tf, motion = face
-        at_f = np.isin(tk, tf)
-        moving[at_f] = motion >= max(MOVING_LEVEL, FACE_VETO * self._face_usual)
-        frozen[at_f] = motion < max(MOVING_LEVEL, FACE_FROZEN * self._face_usual)
-        return moving, frozen
+        known = np.isin(tk, tf)
+        frozen[known] = motion < FACE_STILL * self._face_usual
+        return known, frozen
 
     def _face_still(
         self,
@@ -826,7 +821,7 @@ class ContentOffsetEstimator:
         # still: below a fixed level, or well below how the mouth moves in this window's
         # speech when it does (a cartoon's mouth moves ten times a photo's in these units)
         usual = float(np.percentile(motion[speech_at], 75)) if speech_at.sum() >= 10 else 0.0
-        still = motion < max(MOVING_LEVEL, FACE_FROZEN * usual)
+        still = motion < max(MOVING_LEVEL, FACE_STILL * usual)
         # no edges to add back: the face's measure is local (MOTION_SPAN_S), not a correlation
         # span, and so is the margin a frame needs from the window's ends
         margin = MOTION_SPAN_S / 2
@@ -961,11 +956,11 @@ class ContentOffsetEstimator:
             speech_at = np.convolve(speech_at.astype(float), np.ones(5), mode="same") > 0
             m_abs = self._model.signal(hpg, model_q)
             act = _local_corr(m_abs, np.asarray(hp @ a[li]), tk)
-            # still: the mouth's own motion no longer follows the voice, and where the face is
-            # known, the face does not show the mouth moving as it does speaking
-            moving, frozen = self._face_moving(face, tk)
-            still = ((act < c.still_ratio) & ~moving) | frozen
-            self._still(tk, still, ((act < STILL_EDGE_CORR) & ~moving) | frozen, speech_at)
+            # still: the face does not show the mouth moving as it does speaking, or where no
+            # face is seen, the mouth's own motion no longer follows the voice
+            known, frozen = self._face_frozen(face, tk)
+            still = np.where(known, frozen, act < c.still_ratio)
+            self._still(tk, still, np.where(known, frozen, act < STILL_EDGE_CORR), speech_at)
         if found is None or judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged

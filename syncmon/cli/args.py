@@ -102,7 +102,8 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
         dest="face",
         action="store_false",
         help="do not look for the avatar's face (a mouth frozen from the start, or before the "
-        "mouth is located by what follows the voice, is then not counted as lip-still)",
+        "mouth is located by what follows the voice, is then not counted as lip-still, and "
+        "later freezes are judged by the correlation with the voice alone)",
     )
 
 
@@ -119,15 +120,16 @@ def add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None
         help="where /metrics, /healthz, /readyz, /report listen (default %(default)s)",
     )
     add_calibration(p)
-    # live, the face is opt-in: it costs a point of a core per stream, and under the suite's
-    # full load on 2 cores it came with timing errors and a browser that could not hold its
-    # audio steady; until that is measured and understood, a monitor does not run it unasked
+    # live, the face is opt-in: it costs one to two points of a core per stream, and under the
+    # suite's full load on 2 cores it came with timing errors and a browser that could not hold
+    # its audio steady; until that is measured and understood, a monitor does not run it unasked
     p.add_argument(
         "--face",
         dest="face",
         action="store_true",
         help="look for the avatar's face, so that a mouth frozen from the start (or before the "
-        "mouth is located by what follows the voice) counts as lip-still (default off live)",
+        "mouth is located by what follows the voice) counts as lip-still, and freezes are "
+        "judged on the face with the head's motion taken out (default off live)",
     )
     p.set_defaults(face=False)
     p.add_argument(

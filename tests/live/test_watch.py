@@ -247,3 +247,35 @@ def test_a_mouth_frozen_from_the_start_is_counted_still_through_the_server(
     assert (sample(s, "syncmon_lip_still_episodes_total", room=room) or 0) >= 1
     assert sample(s, "syncmon_av_offset_seconds", room=room, method="content") is None
     assert mon.stop() == 0
+
+
+def test_a_photographic_mouth_held_shut_mid_speech_on_a_nodding_head_is_counted_through_the_server(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    """The case the face's measure missed before it registered the face: a photographic mouth
+    held shut for 4 s mid-speech while the head nods and rolls with the speech. Counted as one
+    episode of the speaking seconds inside the freeze (the avatar's own truth), within 0.5 s
+    (the bench's edges are within 0.3 s; live, frames arrive with jitter and the odd loss)."""
+    from syncmon.reference import SpeechSource
+    from syncmon.reference.avatar import speaking_seconds
+
+    freeze = (12.0, 4.0)
+    # the publisher's voice: seed 0 speaks SpeechSource(seed=1), with consonants (--viseme)
+    truth = speaking_seconds(SpeechSource(seed=1, consonants=True), (freeze,))
+    assert truth > 1.5, truth  # enough speech inside to be an episode
+    room = "held-shut"
+    mon = start_monitor(procs, livekit, room, extra=("--face",))
+    face = ("--face", "photo", "--viseme", "--head-motion-px", "4", "--head-roll-deg", "2")
+    pub = start_publisher(
+        procs, livekit, room, "--duration", "30", "--lip-still", f"{freeze[0]}:{freeze[1]}", *face
+    )
+    # the freeze ends 16 s in; the estimator judges a window's frames about a second behind
+    wait_for(lambda: (lip_still(mon.metrics_url, room) or 0.0) >= truth - 0.5, timeout=40)
+    # and nothing more is added once the mouth moves again: read after the avatar has spoken
+    # on to the end of its 30 s and left
+    wait_for(lambda: pub.proc.poll() is not None, timeout=40)
+    s = scrape(mon.metrics_url)
+    counted = sample(s, "syncmon_lip_still_seconds_total", room=room)
+    assert counted is not None and abs(counted - truth) <= 0.5, (counted, truth)
+    assert sample(s, "syncmon_lip_still_episodes_total", room=room) == 1
+    assert mon.stop() == 0
