@@ -120,18 +120,17 @@ def add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None
         help="where /metrics, /healthz, /readyz, /report listen (default %(default)s)",
     )
     add_calibration(p)
-    # live, the face is opt-in: it costs one to two points of a core per stream, and under the
-    # suite's full load on 2 cores it came with timing errors and a browser that could not hold
-    # its audio steady; until that is measured and understood, a monitor does not run it unasked
+    # live, the face is on by default (--no-face above turns it off): without it a mouth frozen
+    # from the start is never counted, and a later freeze is judged by the correlation with the
+    # voice alone, which a frozen mouth on a nodding head keeps for seconds. It costs about two
+    # points of a core per stream (README, Performance).
     p.add_argument(
         "--face",
         dest="face",
         action="store_true",
-        help="look for the avatar's face, so that a mouth frozen from the start (or before the "
-        "mouth is located by what follows the voice) counts as lip-still, and freezes are "
-        "judged on the face with the head's motion taken out (default off live)",
+        help="look for the avatar's face (the default; kept for the command lines that ask)",
     )
-    p.set_defaults(face=False)
+    p.set_defaults(face=True)
     p.add_argument(
         "--turns",
         action="store_true",
