@@ -13,9 +13,9 @@ The head's own motion is taken out by registering the face rather than by modell
 frame's grown face box (a little larger, to take in the chin) is cut to a ``REG_SIZE`` square
 and aligned to the box's first frame by a rotation and shift found on the upper face alone
 (eyes, nose, forehead: OpenCV's ECC, which ignores gain and offset, each frame starting from
-the last frame's alignment; ~0.3-0.4 ms at 64x64). An avatar model warps the head as a whole about
-the neck, so after this the mouth's cells change only when the mouth (or the light) does. The
-registered square is reduced to the mean luma of a ``FACE_GRID`` square, and its lighting
+the last frame's alignment; ~0.3-0.4 ms at 64x64). An avatar model warps the head as a whole
+about the neck, so after this the mouth's cells change only when the mouth (or the light) does.
+The registered square is reduced to the mean luma of a ``FACE_GRID`` square, and its lighting
 undone: the upper face's gain and offset against the first frame's. (Before registration the
 head was taken out as the leading time courses of the upper face's cells -- to first order its
 luma gradient times the displacement -- which left a photographic mouth held shut on a
@@ -180,10 +180,6 @@ class FaceTrack:
             self._reg = _Registration(self.segment)
         return self.segment, self._reg.grid(face_crop(luma, self.box))
 
-    @property
-    def registration_resets(self) -> int:
-        return 0 if self._reg is None else self._reg.resets
-
     def _apply(self, found: Found | None, t: float) -> None:
         if found is None:  # no cascade on the detecting thread
             self._off = True
@@ -282,7 +278,9 @@ class _Registration:
         self.segment = segment
         self.resets = 0
         self._ref: np.ndarray | None = None
-        self._ref_upper: np.ndarray | None = None
+        self._ref_upper: np.ndarray | None = None  # the first frame's, centred
+        self._ref_var = 0.0
+        self._ref_mean = 0.0
         self._warp: np.ndarray = np.eye(2, 3, dtype=np.float32)
         self._mask = np.zeros((REG_SIZE, REG_SIZE), np.uint8)
         self._mask[: int(UPPER_ROWS * REG_SIZE), :] = 1
@@ -318,10 +316,14 @@ class _Registration:
         # out of a window that also holds blinks)
         upper = grid.ravel()[UPPER_CELLS]
         if self._ref_upper is None:
-            self._ref_upper = upper
-        else:
-            gain, offset = np.polyfit(self._ref_upper, upper, 1)
+            self._ref_mean = float(np.mean(upper))
+            self._ref_upper = upper - self._ref_mean
+            self._ref_var = float(self._ref_upper @ self._ref_upper)
+        elif self._ref_var > 0:
+            # least squares of this frame's upper face on the first frame's
+            gain = float(self._ref_upper @ (upper - np.mean(upper))) / self._ref_var
             if gain > MIN_GAIN:
+                offset = float(np.mean(upper)) - gain * self._ref_mean
                 grid = (grid - offset) / gain
         return grid.astype(np.float32)
 

@@ -795,8 +795,9 @@ class ContentOffsetEstimator:
         1.2 s and blurs an episode's edges by as much; a frozen mouth on a nodding head keeps
         some of it for seconds (what the mouth's signal holds of the head); and on a coarse,
         blurred picture (15 fps VP8 at 150 kbps) it lost a second of a mouth that went on
-        moving. The registered face separates them (see face.py): frozen mouths move 0-3 % of
-        their usual, moving ones rarely under 30 % at a speaking frame."""
+        moving. The registered face separates them (see face.py): frozen mouths move a few per
+        cent of their usual, the speaking frames of moving ones mostly well above FACE_STILL
+        of it (the threshold was set on the lip-still bench)."""
         known, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
         if face is None or self._face_usual is None:
             return known, frozen
