@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from conftest import ANALYSIS_RATE, feed_avatar
 
-from syncmon.analysis import ContentOffsetEstimator, LipSyncConfig, SyncAnalyzer, luma_grid
+from syncmon.analysis import (
+    AnalyzerConfig,
+    ContentOffsetEstimator,
+    LipSyncConfig,
+    SyncAnalyzer,
+    luma_grid,
+)
 from syncmon.reference import Impairments, ReferenceAvatar
 
 
@@ -77,3 +83,44 @@ def test_luma_grid_is_cell_means() -> None:
     assert g.tolist() == [[200.0, 0.0], [0.0, 0.0]]
     with pytest.raises(ValueError, match="2-D"):
         luma_grid(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize("hop_s", [1.0, 2.0])
+def test_estimates_come_every_hop_and_stay_on_the_truth(hop_s: float) -> None:
+    """The live monitor estimates every 2 s (``--content-every``), a recording every 1 s: the
+    windows' ends step by the hop (to the frame) and both land on the injected offset."""
+    ends: list[float] = []
+    offsets: list[float] = []
+
+    def seen(method: str, est: object) -> None:
+        if method == "content":
+            ends.append(est.t)  # type: ignore[attr-defined]
+            if est.offset_s is not None:  # type: ignore[attr-defined]
+                offsets.append(est.offset_s)  # type: ignore[attr-defined]
+
+    avatar = ReferenceAvatar(impairments=Impairments(offset_ms=-60))
+    an = SyncAnalyzer(
+        AnalyzerConfig(lipsync=LipSyncConfig(hop_s=hop_s)),
+        audio_rate=ANALYSIS_RATE,
+        on_estimate=seen,
+    )
+    sr, pos, seconds = avatar.sample_rate, 0, 24.0
+    for f in avatar.frames(seconds):
+        while pos < (f.pts + 0.6) * sr and pos < seconds * sr:
+            an.add_audio(avatar.audio(pos, int(0.02 * sr)).reshape(-1, 3).mean(axis=1), pos / sr)
+            pos += int(0.02 * sr)
+        an.add_video(f.pts, f.frame.y)
+    steps = np.diff(ends)
+    frame = 1.0 / avatar.fps
+    assert steps.size >= 5
+    assert np.all(steps >= hop_s - 1e-9) and np.all(steps <= hop_s + frame + 1e-9)
+    # every window after the first two is confident on the reference face
+    assert len(offsets) >= len(ends) - 2
+    assert abs(float(np.median(offsets)) * 1000 + 60) <= 5
+
+
+def test_hop_is_validated() -> None:
+    with pytest.raises(ValueError, match="hop_s must be in"):
+        LipSyncConfig(hop_s=0.0)
+    with pytest.raises(ValueError, match="hop_s must be in"):
+        LipSyncConfig(window_s=8.0, hop_s=5.0)

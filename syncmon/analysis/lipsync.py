@@ -102,6 +102,8 @@ class LipSyncConfig:
             raise ValueError(f"max_lag_s must be in (0, window_s/2), got {self.max_lag_s}")
         if self.lag_step_s <= 0:
             raise ValueError(f"lag_step_s must be positive, got {self.lag_step_s}")
+        if not 0.0 < self.hop_s <= self.window_s / 2:
+            raise ValueError(f"hop_s must be in (0, window_s/2], got {self.hop_s}")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def content_every(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    # (1 and 2 s are what the accuracy benches measured; more often only costs more)
+    if not 0.25 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0.25, 2] s, got {text!r}")
+    return value
+
+
 def lags(text: str) -> tuple[float, ...]:
     try:
         lags = tuple(float(x) for x in text.split(","))
@@ -139,6 +150,14 @@ def add_monitor_args(p: argparse.ArgumentParser, *, max_rooms_help: str) -> None
         "over (syncmon_turn_response_seconds, syncmon_interruption_stop_seconds)",
     )
     p.add_argument("--max-rooms", type=int, default=100, help=max_rooms_help)
+    p.add_argument(
+        "--content-every",
+        type=content_every,
+        default=2.0,
+        metavar="SECONDS",
+        help="a content estimate (over the last 8 s) this often (default %(default)s; "
+        "`syncmon analyze` makes one a second; each costs a few ms of CPU)",
+    )
     p.add_argument(
         "--series-linger-s",
         type=float,

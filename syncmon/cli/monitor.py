@@ -79,6 +79,7 @@ def watch_options(args: argparse.Namespace) -> WatchOptions:
         participant=args.participant,
         calibration_s=args.calibration_ms / 1000.0,
         face=args.face,
+        content_every_s=args.content_every,
         turns=args.turns,
         linger_s=args.series_linger_s,
     )
