@@ -102,11 +102,13 @@ class ChildConfig:
 def child_main(cfg: ChildConfig, conn: Connection) -> None:
     """A child's entry (spawned): monitor the rooms the parent hands over until the parent
     says stop or goes away."""
+    from ..heap import start_heap_trimmer
     from ..logs import add_secret, setup_logging
     from ..threads import limit_numeric_threads
 
     limit_numeric_threads()
     setup_logging(cfg.verbose)
+    start_heap_trimmer()
     add_secret(cfg.creds.api_secret)
     code = 1
     try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ..errors import ConnectError
+from ..heap import start_heap_trimmer
 from .config import LiveKitCredentials
 from .http import start_monitor_http, stop_on_signals
 from .room import RoomMonitor, WatchOptions
@@ -92,6 +93,7 @@ async def run_watch(
     """Run until ``stop`` is set or a signal arrives; returns the exit code."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    start_heap_trimmer()
     state = MonitorState(max_rooms=cfg.max_rooms)
     runner = await start_monitor_http(state, cfg.metrics_host, cfg.metrics_port, what="syncmon")
     monitors: list[RoomMonitor] = []

@@ -27,6 +27,7 @@ from typing import Any
 from livekit import agents
 
 from ..errors import ConnectError
+from ..heap import start_heap_trimmer
 from .config import LiveKitCredentials
 from .http import start_monitor_http, stop_on_signals
 from .pool import ProcessPool, serve_pool_http
@@ -112,6 +113,7 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
     await preflight(cfg.creds)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    start_heap_trimmer()  # (and each process of a pool its own)
     state = MonitorState(max_rooms=cfg.max_rooms)
     if cfg.processes > 1:
         return await _run_pool_worker(cfg, state, stop)
