@@ -26,6 +26,7 @@ from syncmon.analysis import AnalyzerConfig, SyncAnalyzer, luma_grid
 from syncmon.analysis.face import FaceTrack
 from syncmon.reference import Impairments, ReferenceAvatar
 from syncmon.reference.render import RenderOptions, render
+from syncmon.threads import limit_numeric_threads
 
 
 def frames_and_audio(
@@ -124,6 +125,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs (CI smoke)")
     args = ap.parse_args()
     secs = 6.0 if args.quick else 20.0
+    # as the monitor's commands run it (syncmon.threads): an idle BLAS pool spinning beside
+    # the analysis doubled the process time measured here, but is not what the monitor costs
+    limit_numeric_threads()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
     for renderer in ("synthetic", "photo"):
         for w, h in ((640, 360), (1280, 720)):

@@ -2,14 +2,17 @@
 
 The monitor's analysis allocates and frees a few MB for every estimate (window matrices, the
 stacked grids) between the small arrays it keeps for seconds (each frame's grids, the audio's
-envelope). glibc's allocator serves the large blocks from the main heap once the first of them
-was freed (its mmap threshold rises to their size), and the kept arrays land in the holes they
-leave: the heap's free space grows while what is in use stays flat. Measured on a steady
-two-avatar monitor over 13 minutes: in use 50.6 -> 51.1 MiB, free inside the heap 7.0 -> 11.8
-MiB, RSS +5.6 MiB, a steady climb that the hour's soak kept up (README, Soak). glibc keeps free
-memory at the top of the heap only; ``malloc_trim`` also releases the whole free pages inside
-it (``MADV_DONTNEED``), which is what this does every ``interval_s`` on a thread of its own (the
-call releases the GIL; it takes ~1 ms on a heap this size).
+envelope). glibc's allocator serves large blocks from the heap once the first of them was freed
+(its mmap threshold rises to their size), and the kept arrays land in the holes they leave: the
+heap's free space grows while what is in use stays flat. Measured on a steady two-avatar
+monitor over 13 minutes: in use 50.6 -> 51.1 MiB, free inside the heap 7.0 -> 11.8 MiB, RSS
++5.6 MiB. Pinning the threshold (``MALLOC_MMAP_THRESHOLD_=262144``) kept that heap flat, but
+then every frame-sized buffer is a fresh mapping: +1 point of a core per stream, measured
+beside the same monitor without it. glibc gives back free memory at the top of the heap only;
+``malloc_trim`` also releases the whole free pages inside it (``MADV_DONTNEED``), which is what
+this does every ``interval_s`` on a thread of its own (the call releases the GIL, but holds
+each arena's lock while it walks that arena's free chunks: measured 26 ms the first time on a
+330 MB analysis heap, under 0.1 ms once trimmed). README, Performance, has the soak's figures.
 
 Elsewhere than glibc (musl, macOS) there is no ``malloc_trim``: nothing is started.
 """
