@@ -72,3 +72,11 @@ def test_a_failing_trim_is_counted_and_stops_the_thread() -> None:
     trimmer.join(5)
     assert not trimmer.is_alive()
     assert trimmer.errors == 1 and trimmer.trims == 0
+
+
+def test_one_trimmer_per_process() -> None:
+    from syncmon.heap import start_heap_trimmer
+
+    first = start_heap_trimmer()
+    assert first is not None and first.is_alive() and first.daemon
+    assert start_heap_trimmer() is first

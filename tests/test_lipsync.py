@@ -87,8 +87,9 @@ def test_luma_grid_is_cell_means() -> None:
 
 @pytest.mark.parametrize("hop_s", [1.0, 2.0])
 def test_estimates_come_every_hop_and_stay_on_the_truth(hop_s: float) -> None:
-    """The live monitor estimates every 2 s (``--content-every``), a recording every 1 s: the
-    windows' ends step by the hop (to the frame) and both land on the injected offset."""
+    """The live monitor estimates every 2 s (``--content-every``), a recording every 1 s: once
+    the mouth is located the windows' ends step by the hop (to the frame), before that by 1 s
+    (the reference face is located by the second window), and both land on the offset."""
     ends: list[float] = []
     offsets: list[float] = []
 
@@ -112,8 +113,10 @@ def test_estimates_come_every_hop_and_stay_on_the_truth(hop_s: float) -> None:
         an.add_video(f.pts, f.frame.y)
     steps = np.diff(ends)
     frame = 1.0 / avatar.fps
-    assert steps.size >= 5
-    assert np.all(steps >= hop_s - 1e-9) and np.all(steps <= hop_s + frame + 1e-9)
+    searching, located = steps[:2], steps[2:]
+    assert located.size >= 5
+    assert np.all(np.abs(searching - 1.0) <= frame + 1e-9)
+    assert np.all(located >= hop_s - 1e-9) and np.all(located <= hop_s + frame + 1e-9)
     # every window after the first two is confident on the reference face
     assert len(offsets) >= len(ends) - 2
     assert abs(float(np.median(offsets)) * 1000 + 60) <= 5
@@ -124,3 +127,5 @@ def test_hop_is_validated() -> None:
         LipSyncConfig(hop_s=0.0)
     with pytest.raises(ValueError, match="hop_s must be in"):
         LipSyncConfig(window_s=8.0, hop_s=5.0)
+    with pytest.raises(ValueError, match="locate_hop_s must be in"):
+        LipSyncConfig(locate_hop_s=-1.0)

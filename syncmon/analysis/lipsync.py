@@ -66,7 +66,11 @@ class LipSyncConfig:
     """Tuning of the content estimator; the defaults are what the tests hold to."""
 
     window_s: float = 8.0
+    # an estimate every hop_s once the mouth is located; until then every locate_hop_s at
+    # most, so that a stream's first estimate (and its start-up stage ``moving``) comes as
+    # soon as a confident window allows whatever the steady cadence
     hop_s: float = 1.0
+    locate_hop_s: float = 1.0
     max_lag_s: float = 0.5
     lag_step_s: float = 0.005
     top_cells: int = 6
@@ -102,8 +106,9 @@ class LipSyncConfig:
             raise ValueError(f"max_lag_s must be in (0, window_s/2), got {self.max_lag_s}")
         if self.lag_step_s <= 0:
             raise ValueError(f"lag_step_s must be positive, got {self.lag_step_s}")
-        if not 0.0 < self.hop_s <= self.window_s / 2:
-            raise ValueError(f"hop_s must be in (0, window_s/2], got {self.hop_s}")
+        for name in ("hop_s", "locate_hop_s"):
+            if not 0.0 < getattr(self, name) <= self.window_s / 2:
+                raise ValueError(f"{name} must be in (0, window_s/2], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -497,12 +502,12 @@ class ContentOffsetEstimator:
             self._next_t = self._vt[0] + self.config.window_s
         if end < self._next_t:
             return None
-        self._next_t = end + self.config.hop_s
+        c = self.config
+        self._next_t = end + (c.hop_s if self._model is not None else min(c.hop_s, c.locate_hop_s))
         est = self.estimate(end)
         if est.offset_s is None:
             return est
         prev, self._prev = self._prev, (end, est.offset_s)
-        c = self.config
         agrees = (
             prev is not None
             and end - prev[0] <= 3.5 * c.hop_s
