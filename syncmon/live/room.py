@@ -119,9 +119,10 @@ class WatchOptions:
     participant: str | None = None
     calibration_s: float = 0.0
     face: bool = False  # find the avatar's face for the lip-still account (analysis.face)
-    # a content estimate (over the last 8 s) every this many seconds: a recording's analysis
-    # makes one a second; live, every 2 s halves the estimator's cost, the largest share of
-    # the monitor's own (README, Performance), and loses nothing a 15 s scrape would show
+    # a content estimate (over the last 8 s) every this many seconds once the mouth is located
+    # (every second until then): a recording's analysis makes one a second; live, every 2 s
+    # halves the estimator's cost, the largest share of the monitor's own (README,
+    # Performance), and loses nothing a 15 s scrape would show
     content_every_s: float = 2.0
     turns: bool = False  # follow the users' voices too, for the turns (live.turns)
     stats_interval_s: float = 2.0
