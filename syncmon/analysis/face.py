@@ -13,8 +13,9 @@ The head's own motion is taken out by registering the face rather than by modell
 frame's grown face box (a little larger, to take in the chin) is cut to a ``REG_SIZE`` square
 and aligned to the box's first frame by a rotation and shift found on the upper face alone
 (eyes, nose, forehead: OpenCV's ECC, which ignores gain and offset, each frame starting from
-the last frame's alignment; ~0.3-0.4 ms at 64x64). An avatar model warps the head as a whole
-about the neck, so after this the mouth's cells change only when the mouth (or the light) does.
+the last frame's alignment; ~0.15-0.25 ms on the upper 35 rows of a 64x64 square). An avatar
+model warps the head as a whole about the neck, so after this the mouth's cells change only
+when the mouth (or the light) does.
 The registered square is reduced to the mean luma of a ``FACE_GRID`` square, and its lighting
 undone: the upper face's gain and offset against the first frame's. (Before registration the
 head was taken out as the leading time courses of the upper face's cells -- to first order its
