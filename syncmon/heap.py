@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 60.0
 
-_started: threading.Thread | None = None
+_started: HeapTrimmer | None = None
 _lock = threading.Lock()
 
 
@@ -57,6 +57,7 @@ class HeapTrimmer(threading.Thread):
         self.trims = 0
         self.released = 0  # trims that gave memory back (malloc_trim returned 1)
         self.errors = 0
+        self.trimmed = threading.Event()  # set after each trim (for whoever waits on one)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -64,6 +65,7 @@ class HeapTrimmer(threading.Thread):
             try:
                 self.released += int(self._trim(0) == 1)
                 self.trims += 1
+                self.trimmed.set()
             except Exception as e:  # (a ctypes call that fails once will fail again)
                 self.errors += 1
                 log.warning("heap trimming stopped: %s: %s", type(e).__name__, e)
@@ -78,7 +80,7 @@ def start_heap_trimmer(interval_s: float = TRIM_EVERY_S) -> HeapTrimmer | None:
     the C library has no ``malloc_trim``."""
     global _started
     with _lock:
-        if isinstance(_started, HeapTrimmer):
+        if _started is not None:
             return _started
         trim = _malloc_trim()
         if trim is None:

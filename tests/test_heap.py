@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(TRIM is None, reason="no glibc malloc_trim here"
 
 
 FRAGMENT = """
-import ctypes, json, time
+import ctypes, json
 import psutil
 from syncmon.heap import HeapTrimmer, _malloc_trim
 
@@ -38,9 +38,7 @@ for b, _ in blocks:
 held = rss()
 trimmer = HeapTrimmer(_malloc_trim(), interval_s=0.05)
 trimmer.start()
-deadline = time.monotonic() + 10
-while trimmer.trims < 1 and time.monotonic() < deadline:
-    time.sleep(0.01)
+trimmer.trimmed.wait(10)
 after = rss()
 trimmer.stop()
 trimmer.join(5)

@@ -328,9 +328,10 @@ class _Registration:
             self._ref_var = float(self._ref_upper @ self._ref_upper)
         elif self._ref_var > 0:
             # least squares of this frame's upper face on the first frame's
-            gain = float(self._ref_upper @ (upper - np.mean(upper))) / self._ref_var
+            mean = float(np.mean(upper))
+            gain = float(self._ref_upper @ (upper - mean)) / self._ref_var
             if gain > MIN_GAIN:
-                offset = float(np.mean(upper)) - gain * self._ref_mean
+                offset = mean - gain * self._ref_mean
                 grid = (grid - offset) / gain
         return grid.astype(np.float32)
 
