@@ -15,6 +15,12 @@ along it scrapes /metrics every second and counts:
 
     python benchmarks/bench_soak.py                 # 60 minutes
     python benchmarks/bench_soak.py --minutes 10    # a shorter run with the same phases
+    python benchmarks/bench_soak.py --minutes 20 --churn-min 1 --no-restart --flood-s 0 \
+        --memlog /tmp/mem.jsonl                     # churn alone, where the memory goes
+
+With ``--memlog FILE`` the monitor runs under ``memlog.py``: each report adds malloc's bytes in
+use and free, and the main heap's resident size, and FILE keeps the whole record (RSS growth
+that is free memory inside the heap is fragmentation, not a leak).
 
 Goals (issue 12): RSS growth <= 5 MiB after warm-up over the hour, flood growth <= 60 MiB and
 back after it, zero scrapes missing a live avatar's series, no false page.
@@ -26,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -137,14 +144,37 @@ class Scraper(threading.Thread):
                     self._down_since.pop(who, None)
 
 
+def memline(path: str | None) -> str:
+    """The last record of the monitor's memory log, short."""
+    if path is None or not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not lines:
+        return ""
+    m = json.loads(lines[-1])
+    heap = m["smaps"].get("[heap]", 0.0)
+    arenas = m["smaps"].get("anon_arenas", 0.0)
+    return (
+        f", malloc in use {m['malloc_used']:.1f} free {m['malloc_free']:.1f} MiB, [heap] "
+        f"{heap:.1f} MiB, native arenas {arenas:.1f} MiB, objects {m['objects']}"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--churn-min", type=float, default=4.0)
     ap.add_argument("--report-min", type=float, default=5.0)
-    ap.add_argument("--flood-s", type=float, default=60.0)
+    ap.add_argument("--flood-s", type=float, default=60.0, help="0: no flood")
+    ap.add_argument("--no-restart", action="store_true", help="no server restart half-way")
+    ap.add_argument("--memlog", metavar="FILE", help="log the monitor's memory by kind to FILE")
     args = ap.parse_args()
     total = args.minutes * 60
+    # stopped by a signal, it still stops what it started (the server, the monitor, the
+    # avatars): a background shell ignores SIGINT, and SIGTERM would skip every finally
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with LocalServer.start() as srv:
         env = {
             **os.environ,
@@ -153,7 +183,19 @@ def main() -> int:
             "LIVEKIT_API_SECRET": srv.api_secret,
         }
         port = free_port()
-        mon = spawn(["watch", "--room", ROOM, "--metrics-addr", f"127.0.0.1:{port}"], env)
+        watch = ["watch", "--room", ROOM, "--metrics-addr", f"127.0.0.1:{port}"]
+        if args.memlog:
+            if os.path.exists(args.memlog):
+                os.unlink(args.memlog)
+            env_m = {**env, "MEMLOG": args.memlog, "MEMLOG_S": str(args.report_min * 60 / 5)}
+            mon = subprocess.Popen(
+                [sys.executable, str(Path(__file__).parent / "memlog.py"), *watch],
+                env=env_m,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        else:
+            mon = spawn(watch, env)
         p = psutil.Process(mon.pid)
         url = f"http://127.0.0.1:{port}/metrics"
         live: dict[str, float] = {}
@@ -198,7 +240,7 @@ def main() -> int:
                         f"threads {p.num_threads()}, scrapes {sc.scrapes} (failed {sc.failed}, "
                         f"missing an avatar {sc.missing}), collect errors "
                         f"{s.get(('syncmon_collect_errors_total', ()), '-')}, task restarts "
-                        f"{restarts:.0f}, false pages {sc.pages}",
+                        f"{restarts:.0f}, false pages {sc.pages}{memline(args.memlog)}",
                         flush=True,
                     )
                     next_report += args.report_min * 60
@@ -206,13 +248,13 @@ def main() -> int:
                     remove(next(iter(pubs)))
                     add()
                     next_churn += args.churn_min * 60
-                if not flooded and el >= total / 4:
+                if not flooded and args.flood_s > 0 and el >= total / 4:
                     flooded = True
                     flood_thread = threading.Thread(target=flood, args=(srv, args.flood_s))
                     flood_thread.start()
                 if flood_thread is not None and flood_thread.is_alive():
                     flood_peak = max(flood_peak, p.memory_info().rss / 2**20)
-                if not restarted and el >= total / 2:
+                if not restarted and not args.no_restart and el >= total / 2:
                     restarted = True
                     srv.kill()
                     for who in list(pubs):

@@ -30,13 +30,21 @@ from tests.browser.driver import (
 pytestmark = pytest.mark.slow
 
 TRIES = 3  # sessions per offset before the browser's own instability fails the test
-DEFAULT_TOL_MS = 8.0  # the browser plays what arrives: syncmon's as-received offset
-# One session's difference is not only syncmon's: each receiver's NetEq holds the sound for a
-# whole number of its own 10 ms playout pulls after the packet lands, at a phase that is random
-# per session and independent between the two receivers (measured: content - browser had a
-# standard deviation of ~5 ms over 13 default-server sessions, largest 11.9 ms). What is
-# systematic shows in the mean over sessions.
-SESSION_TOL_MS = 15.0
+# The browser plays what arrives, and so does syncmon's receiver: content - browser is each
+# receiver's own A/V buffering against the other's. Each holds the sound for whole 10 ms
+# playout pulls at a phase random per session, and each NetEq picks its target delay in 10 ms
+# steps: measured over 25 default-server sessions, content - browser +4.9 ms on average (sd
+# 5.3 ms); over the 8 where both receivers' buffers were read, the difference followed the
+# monitor's own A/V buffer difference (receiver_bias_ms -26 ms: -2 and -0.4 ms; -15...-18 ms:
+# +4...+15 ms) while the browser's held. The goal (content within 8 ms on average) is held on
+# the mean over six sessions, to 10 ms: one NetEq step, 2.4 of the mean's standard deviations
+# above what was measured (the failure this guards against, syncmon subtracting its own
+# buffers where viewers do not, was 13-22 ms in every session).
+DEFAULT_TOL_MS = 10.0
+DEFAULT_REPEATS = 3  # sessions per offset
+# one session: a NetEq step (10 ms) and the two pull phases (up to 10 ms) apart at most
+# (largest measured 16.3 ms)
+SESSION_TOL_MS = 20.0
 # With sync_streams the browser lip-syncs the pair, but libwebrtc's StreamSynchronization only
 # corrects an A/V difference whose filtered value is at least kMinDeltaMs = 30 ms, by half of
 # it per step: each viewer settles somewhere within 30 ms of the sender's offset, where its own
@@ -103,7 +111,7 @@ def run_sessions(
 
 
 def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) -> None:
-    runs = run_sessions(livekit, "browser-default", 2, seconds=40, settle=20)
+    runs = run_sessions(livekit, "browser-default", DEFAULT_REPEATS, seconds=40, settle=20)
     sessions = [s for ss in runs.values() for s in ss]
     # the browser measurement follows the sender's offset
     played = {sent: float(np.mean([s.browser_ms for s in ss])) for sent, ss in runs.items()}

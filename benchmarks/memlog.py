@@ -1,0 +1,137 @@
+"""Runs ``syncmon`` (its CLI, same arguments) with a thread that writes, every ``MEMLOG_S``
+seconds, where the process's memory is to the JSON-lines file ``MEMLOG``: glibc malloc's own
+accounting (``mallinfo2``: bytes in use, free inside its arenas, in mmapped blocks), CPython's
+allocated block count, the number of live objects, threads, and the resident size of each kind
+of mapping (``[heap]``, anonymous mappings by size, files) from ``/proc/self/smaps``.
+
+RSS alone cannot tell a leak (bytes in use growing) from fragmentation (free bytes kept inside
+the heap) or from native queues (other arenas); this tells them apart. Used by
+``bench_soak.py --memlog``; Linux with glibc only.
+
+    MEMLOG=/tmp/mem.jsonl python benchmarks/memlog.py watch --room r
+    MEMLOG_TRACE=8 ...  # and where Python's allocations grew since 2 min (tracemalloc, 8 frames)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mapping_kind(path: str, size: int) -> str:
+    if path == "[anon]":
+        # the SDK's native threads' malloc arenas are 64 MiB reservations; 1 MiB ones are
+        # pymalloc's arenas
+        if size >= 32 << 20:
+            return "anon_arenas"
+        return "anon_1MiB" if size == 1 << 20 else "anon_other"
+    return path if path.startswith("[") else "files"
+
+
+def smaps_rss_mib() -> dict[str, float]:
+    """Resident MiB per kind of mapping."""
+    kinds: dict[str, int] = {}
+    kind = "?"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if parts and not parts[0].endswith(":") and "-" in parts[0]:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                kind = _mapping_kind(parts[5] if len(parts) > 5 else "[anon]", hi - lo)
+            elif parts and parts[0] == "Rss:":
+                kinds[kind] = kinds.get(kind, 0) + int(parts[1])
+    return {k: round(v / 1024, 1) for k, v in sorted(kinds.items())}
+
+
+def snapshot(t0: float) -> dict[str, Any]:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    m = libc.mallinfo2()
+    mib = 2**20
+    with open("/proc/self/statm") as f:
+        rss_pages = int(f.read().split()[1])
+    return {
+        "t": round(time.monotonic() - t0, 1),
+        "rss": round(rss_pages * os.sysconf("SC_PAGE_SIZE") / mib, 1),
+        "malloc_used": round(m.uordblks / mib, 1),
+        "malloc_free": round(m.fordblks / mib, 1),
+        "malloc_mmapped": round(m.hblkhd / mib, 1),
+        "py_blocks": sys.getallocatedblocks(),
+        "objects": len(gc.get_objects()),
+        "threads": threading.active_count(),
+        "smaps": smaps_rss_mib(),
+    }
+
+
+def _traced(base: Any, top: int = 12) -> list[str]:
+    """Where Python's own allocations grew since ``base`` (tracemalloc), the largest first."""
+    import tracemalloc
+
+    diff = tracemalloc.take_snapshot().compare_to(base, "traceback")
+    return [
+        f"{d.size_diff / 1024:+.0f} KiB {d.count_diff:+d} blocks: "
+        + " < ".join(f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in d.traceback)
+        for d in diff[:top]
+    ]
+
+
+def _log(path: str, every: float) -> None:
+    t0 = time.monotonic()
+    base = None
+    trace = bool(os.environ.get("MEMLOG_TRACE"))
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(int(os.environ["MEMLOG_TRACE"]))
+    while True:
+        rec = snapshot(t0)
+        if trace:
+            import tracemalloc
+
+            if base is None and rec["t"] >= 120:  # after the warm-up
+                base = tracemalloc.take_snapshot()
+            elif base is not None:
+                rec["grew"] = _traced(base)
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        time.sleep(every)
+
+
+def main() -> int:
+    path = os.environ["MEMLOG"]
+    every = float(os.environ.get("MEMLOG_S", "60"))
+    threading.Thread(target=_log, args=(path, every), name="memlog", daemon=True).start()
+    from syncmon.cli import main as cli
+
+    return cli(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
