@@ -31,11 +31,22 @@ async def drain(stream: Any, counts: dict[str, int], kind: str) -> None:
         counts[kind] += 1
 
 
-async def run(rooms: list[str]) -> None:
+async def poll_stats(track: rtc.Track, every_s: float) -> None:
+    """The inbound-rtp stats, read as the monitor reads them (for a soak's comparison)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await track.get_stats()
+        except Exception:  # the track went away under the call: the stream's end stops this
+            return
+
+
+async def run(rooms: list[str], stats_s: float | None = None) -> None:
     url = os.environ["LIVEKIT_URL"]
     key, secret = os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
     counts = {"video": 0, "audio": 0}
     tasks: set[asyncio.Task[None]] = set()
+    streams: dict[str, Any] = {}  # by track sid
     joined = []
     for name in rooms:
         room = rtc.Room()
@@ -51,9 +62,24 @@ async def run(rooms: list[str]) -> None:
                 t = asyncio.create_task(drain(stream, counts, "audio"))
             else:
                 return
+            streams[track.sid] = video if track.kind == rtc.TrackKind.KIND_VIDEO else stream
             tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            if stats_s is not None:
+                ts = asyncio.create_task(poll_stats(track, stats_s))
+                t.add_done_callback(lambda _, ts=ts: ts.cancel())
+                tasks.add(ts)
+                ts.add_done_callback(tasks.discard)
+
+        def unsubscribed(track: rtc.Track, *_: Any) -> None:
+            # closed as the monitor closes its own (a soak's avatars come and go)
+            if (s := streams.pop(track.sid, None)) is not None:
+                t = asyncio.create_task(s.aclose())
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
 
         room.on("track_subscribed", subscribed)
+        room.on("track_unsubscribed", unsubscribed)
         token = monitor_token(api_key=key, api_secret=secret, room=name, identity="bare")
         await room.connect(url, token)
         joined.append(room)
@@ -72,8 +98,11 @@ async def run(rooms: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--room", action="append", required=True)
+    ap.add_argument(
+        "--stats", type=float, metavar="S", help="read each track's stats every S seconds"
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.room))
+    asyncio.run(run(args.room, args.stats))
     return 0
 
 

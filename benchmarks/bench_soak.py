@@ -16,11 +16,13 @@ along it scrapes /metrics every second and counts:
     python benchmarks/bench_soak.py                 # 60 minutes
     python benchmarks/bench_soak.py --minutes 10    # a shorter run with the same phases
     python benchmarks/bench_soak.py --minutes 20 --churn-min 1 --no-restart --flood-s 0 \
-        --memlog /tmp/mem.jsonl                     # churn alone, where the memory goes
+        --memlog /tmp/mem.jsonl --bare              # churn alone, where the memory goes
 
 With ``--memlog FILE`` the monitor runs under ``memlog.py``: each report adds malloc's bytes in
 use and free, and the main heap's resident size, and FILE keeps the whole record (RSS growth
-that is free memory inside the heap is fragmentation, not a leak).
+that is free memory inside the heap is fragmentation, not a leak). With ``--bare`` a bare SDK
+subscriber (``bare_subscriber.py``) receives the same avatars beside the monitor: what grows in
+both is the SDK's.
 
 Goals (issue 12): RSS growth <= 5 MiB after warm-up over the hour, flood growth <= 60 MiB and
 back after it, zero scrapes missing a live avatar's series, no false page.
@@ -157,7 +159,8 @@ def memline(path: str | None) -> str:
     arenas = m["smaps"].get("anon_arenas", 0.0)
     return (
         f", malloc in use {m['malloc_used']:.1f} free {m['malloc_free']:.1f} MiB, [heap] "
-        f"{heap:.1f} MiB, native arenas {arenas:.1f} MiB, objects {m['objects']}"
+        f"{heap:.1f} MiB, native arenas {arenas:.1f} MiB, objects {m['objects']}, "
+        + ", ".join(f"{k} {v}" for k, v in m.get("live", {}).items() if v)
     )
 
 
@@ -168,7 +171,25 @@ def main() -> int:
     ap.add_argument("--report-min", type=float, default=5.0)
     ap.add_argument("--flood-s", type=float, default=60.0, help="0: no flood")
     ap.add_argument("--no-restart", action="store_true", help="no server restart half-way")
+    ap.add_argument(
+        "--watch-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument to the monitor's `syncmon watch` (e.g. --watch-arg=--no-face)",
+    )
     ap.add_argument("--memlog", metavar="FILE", help="log the monitor's memory by kind to FILE")
+    ap.add_argument(
+        "--bare",
+        action="store_true",
+        help="a bare SDK subscriber beside the monitor (bare_subscriber.py): its RSS is the floor",
+    )
+    ap.add_argument(
+        "--bare-stats",
+        type=float,
+        metavar="S",
+        help="the bare subscriber reads each track's stats every S seconds, as the monitor does",
+    )
     args = ap.parse_args()
     total = args.minutes * 60
     # stopped by a signal, it still stops what it started (the server, the monitor, the
@@ -183,19 +204,39 @@ def main() -> int:
             "LIVEKIT_API_SECRET": srv.api_secret,
         }
         port = free_port()
-        watch = ["watch", "--room", ROOM, "--metrics-addr", f"127.0.0.1:{port}"]
-        if args.memlog:
-            if os.path.exists(args.memlog):
-                os.unlink(args.memlog)
-            env_m = {**env, "MEMLOG": args.memlog, "MEMLOG_S": str(args.report_min * 60 / 5)}
-            mon = subprocess.Popen(
-                [sys.executable, str(Path(__file__).parent / "memlog.py"), *watch],
+        watch = ["watch", "--room", ROOM, "--metrics-addr", f"127.0.0.1:{port}", *args.watch_arg]
+        here = Path(__file__).parent
+
+        def launch(argv: list[str], memlog: str | None) -> subprocess.Popen[bytes]:
+            if memlog is None:
+                return subprocess.Popen(
+                    [sys.executable, *argv],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            if os.path.exists(memlog):
+                os.unlink(memlog)
+            env_m = {**env, "MEMLOG": memlog, "MEMLOG_S": str(args.report_min * 60 / 5)}
+            return subprocess.Popen(
+                [sys.executable, str(here / "memlog.py"), *argv],
                 env=env_m,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        else:
-            mon = spawn(watch, env)
+
+        mon = launch(["-m", "syncmon.cli", *watch] if args.memlog is None else watch, args.memlog)
+        bare_log = None if args.memlog is None else args.memlog + ".bare"
+        bare = (
+            launch(
+                [str(here / "bare_subscriber.py"), "--room", ROOM]
+                + ([] if args.bare_stats is None else ["--stats", str(args.bare_stats)]),
+                bare_log,
+            )
+            if args.bare
+            else None
+        )
+        pb = None if bare is None else psutil.Process(bare.pid)
         p = psutil.Process(mon.pid)
         url = f"http://127.0.0.1:{port}/metrics"
         live: dict[str, float] = {}
@@ -224,6 +265,7 @@ def main() -> int:
         next_report = t0
         restarted = flooded = False
         warm_rss: float | None = None
+        warm_bare: float | None = None
         flood_thread: threading.Thread | None = None
         flood_peak = 0.0
         try:
@@ -233,6 +275,7 @@ def main() -> int:
                     rss = p.memory_info().rss / 2**20
                     if warm_rss is None and el >= 120:
                         warm_rss = rss
+                        warm_bare = None if pb is None else pb.memory_info().rss / 2**20
                     s = sc.last
                     restarts = sum(v for (k, _), v in s.items() if k.startswith("syncmon_task_re"))
                     print(
@@ -240,7 +283,13 @@ def main() -> int:
                         f"threads {p.num_threads()}, scrapes {sc.scrapes} (failed {sc.failed}, "
                         f"missing an avatar {sc.missing}), collect errors "
                         f"{s.get(('syncmon_collect_errors_total', ()), '-')}, task restarts "
-                        f"{restarts:.0f}, false pages {sc.pages}{memline(args.memlog)}",
+                        f"{restarts:.0f}, false pages {sc.pages}{memline(args.memlog)}"
+                        + (
+                            ""
+                            if pb is None
+                            else f"; bare subscriber RSS {pb.memory_info().rss / 2**20:6.1f} MiB"
+                            f"{memline(bare_log)}"
+                        ),
                         flush=True,
                     )
                     next_report += args.report_min * 60
@@ -267,9 +316,11 @@ def main() -> int:
         finally:
             sc.stop.set()
             end_rss = p.memory_info().rss / 2**20
-            for pr in [*pubs.values(), mon]:
+            end_bare = None if pb is None else pb.memory_info().rss / 2**20
+            procs = [*pubs.values(), mon, *([bare] if bare is not None else [])]
+            for pr in procs:
                 pr.terminate()
-            for pr in [*pubs.values(), mon]:
+            for pr in procs:
                 try:
                     pr.wait(timeout=10)
                 except subprocess.TimeoutExpired:
@@ -279,6 +330,13 @@ def main() -> int:
             f"{flood_peak:.1f} MiB; scrapes {sc.scrapes}, failed {sc.failed}, missing a live "
             f"avatar's series {sc.missing}; false pages {sc.pages}"
         )
+        if warm_bare is not None and end_bare is not None and warm_rss is not None:
+            # the SDK's own growth under the same churn, and what the monitor adds to it
+            print(
+                f"bare subscriber RSS after warm-up {warm_bare:.1f} MiB, at the end "
+                f"{end_bare:.1f} MiB (+{end_bare - warm_bare:.1f}); the monitor's growth beyond "
+                f"it {end_rss - warm_rss - (end_bare - warm_bare):+.1f} MiB"
+            )
     return 0
 
 

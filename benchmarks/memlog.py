@@ -5,10 +5,12 @@ allocated block count, the number of live objects, threads, and the resident siz
 of mapping (``[heap]``, anonymous mappings by size, files) from ``/proc/self/smaps``.
 
 RSS alone cannot tell a leak (bytes in use growing) from fragmentation (free bytes kept inside
-the heap) or from native queues (other arenas); this tells them apart. Used by
+the heap) or from native queues (other arenas); this tells them apart, and counts the live
+per-avatar objects (a departed avatar's state held by a reference cycle showed there). Used by
 ``bench_soak.py --memlog``; Linux with glibc only.
 
     MEMLOG=/tmp/mem.jsonl python benchmarks/memlog.py watch --room r
+    MEMLOG=/tmp/bare.jsonl python benchmarks/memlog.py benchmarks/bare_subscriber.py --room r
     MEMLOG_TRACE=8 ...  # and where Python's allocations grew since 2 min (tracemalloc, 8 frames)
 """
 
@@ -70,6 +72,21 @@ def smaps_rss_mib() -> dict[str, float]:
     return {k: round(v / 1024, 1) for k, v in sorted(kinds.items())}
 
 
+# per-avatar objects: more of them alive than avatars in the room (and those lingering) means
+# something holds a departed avatar's state
+WATCHED = ("AvatarState", "AvatarMonitor", "SyncAnalyzer", "VideoStream", "AudioStream")
+
+
+def live_counts() -> dict[str, int]:
+    counts = dict.fromkeys(WATCHED, 0)
+    for o in gc.get_objects():
+        for c in type(o).__mro__:
+            if c.__name__ in counts:
+                counts[c.__name__] += 1
+                break
+    return counts
+
+
 def snapshot(t0: float) -> dict[str, Any]:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _MallInfo2
@@ -87,6 +104,7 @@ def snapshot(t0: float) -> dict[str, Any]:
         "objects": len(gc.get_objects()),
         "threads": threading.active_count(),
         "smaps": smaps_rss_mib(),
+        "live": live_counts(),
     }
 
 
@@ -128,6 +146,12 @@ def main() -> int:
     path = os.environ["MEMLOG"]
     every = float(os.environ.get("MEMLOG_S", "60"))
     threading.Thread(target=_log, args=(path, every), name="memlog", daemon=True).start()
+    if sys.argv[1:2] and sys.argv[1].endswith(".py"):  # a script instead of the CLI
+        import runpy
+
+        sys.argv = sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        return 0
     from syncmon.cli import main as cli
 
     return cli(sys.argv[1:])

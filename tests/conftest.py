@@ -14,14 +14,20 @@ ANALYSIS_RATE = 16000
 
 
 def feed_avatar(
-    avatar: ReferenceAvatar, duration_s: float, video_from: float = 0.0, **cfg: object
+    avatar: ReferenceAvatar,
+    duration_s: float,
+    video_from: float = 0.0,
+    an: SyncAnalyzer | None = None,
+    **cfg: object,
 ) -> SyncAnalyzer:
-    """Feed the avatar's frames and audio straight into an analyzer (no codec, no transport).
+    """Feed the avatar's frames and audio straight into an analyzer (no codec, no transport):
+    ``an``, or a new one of ``cfg``.
 
     Audio goes in 20 ms chunks decimated 48 kHz -> 16 kHz, interleaved with the frames by time;
     frames before ``video_from`` s are left out (a picture that starts after the voice).
     """
-    an = SyncAnalyzer(AnalyzerConfig(**cfg), audio_rate=ANALYSIS_RATE)  # type: ignore[arg-type]
+    if an is None:
+        an = SyncAnalyzer(AnalyzerConfig(**cfg), audio_rate=ANALYSIS_RATE)  # type: ignore[arg-type]
     sr = avatar.sample_rate
     chunk = int(0.02 * sr)
     pos = 0
