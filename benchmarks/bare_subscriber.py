@@ -46,7 +46,7 @@ async def run(rooms: list[str], stats_s: float | None = None) -> None:
     key, secret = os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
     counts = {"video": 0, "audio": 0}
     tasks: set[asyncio.Task[None]] = set()
-    streams: dict[str, Any] = {}  # by track sid
+    streams: dict[str, tuple[Any, asyncio.Task[None]]] = {}  # by track sid
     joined = []
     for name in rooms:
         room = rtc.Room()
@@ -62,7 +62,7 @@ async def run(rooms: list[str], stats_s: float | None = None) -> None:
                 t = asyncio.create_task(drain(stream, counts, "audio"))
             else:
                 return
-            streams[track.sid] = video if track.kind == rtc.TrackKind.KIND_VIDEO else stream
+            streams[track.sid] = (video if track.kind == rtc.TrackKind.KIND_VIDEO else stream, t)
             tasks.add(t)
             t.add_done_callback(tasks.discard)
             if stats_s is not None:
@@ -72,9 +72,13 @@ async def run(rooms: list[str], stats_s: float | None = None) -> None:
                 ts.add_done_callback(tasks.discard)
 
         def unsubscribed(track: rtc.Track, *_: Any) -> None:
-            # closed as the monitor closes its own (a soak's avatars come and go)
-            if (s := streams.pop(track.sid, None)) is not None:
-                t = asyncio.create_task(s.aclose())
+            # stopped and closed as the monitor stops its own (a soak's avatars come and go):
+            # only closed, the video streams stayed alive with the tasks draining them (9 with
+            # 2 tracks after 8 replacements)
+            if (found := streams.pop(track.sid, None)) is not None:
+                stream, drainer = found
+                drainer.cancel()
+                t = asyncio.create_task(stream.aclose())
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
 
