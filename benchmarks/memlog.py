@@ -11,7 +11,6 @@ per-avatar objects (a departed avatar's state held by a reference cycle showed t
 
     MEMLOG=/tmp/mem.jsonl python benchmarks/memlog.py watch --room r
     MEMLOG=/tmp/bare.jsonl python benchmarks/memlog.py benchmarks/bare_subscriber.py --room r
-    MEMLOG_TRACE=8 ...  # and where Python's allocations grew since 2 min (tracemalloc, 8 frames)
 """
 
 from __future__ import annotations
@@ -45,6 +44,12 @@ class _MallInfo2(ctypes.Structure):
             "keepcost",
         )
     ]
+
+
+def _mallinfo2() -> _MallInfo2:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2()  # type: ignore[no-any-return]
 
 
 def _mapping_kind(path: str, size: int) -> str:
@@ -88,9 +93,7 @@ def live_counts() -> dict[str, int]:
 
 
 def snapshot(t0: float) -> dict[str, Any]:
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    m = libc.mallinfo2()
+    m = _mallinfo2()
     mib = 2**20
     with open("/proc/self/statm") as f:
         rss_pages = int(f.read().split()[1])
@@ -108,35 +111,10 @@ def snapshot(t0: float) -> dict[str, Any]:
     }
 
 
-def _traced(base: Any, top: int = 12) -> list[str]:
-    """Where Python's own allocations grew since ``base`` (tracemalloc), the largest first."""
-    import tracemalloc
-
-    diff = tracemalloc.take_snapshot().compare_to(base, "traceback")
-    return [
-        f"{d.size_diff / 1024:+.0f} KiB {d.count_diff:+d} blocks: "
-        + " < ".join(f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in d.traceback)
-        for d in diff[:top]
-    ]
-
-
 def _log(path: str, every: float) -> None:
     t0 = time.monotonic()
-    base = None
-    trace = bool(os.environ.get("MEMLOG_TRACE"))
-    if trace:
-        import tracemalloc
-
-        tracemalloc.start(int(os.environ["MEMLOG_TRACE"]))
     while True:
         rec = snapshot(t0)
-        if trace:
-            import tracemalloc
-
-            if base is None and rec["t"] >= 120:  # after the warm-up
-                base = tracemalloc.take_snapshot()
-            elif base is not None:
-                rec["grew"] = _traced(base)
         with open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         time.sleep(every)
