@@ -32,10 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], env: dict[str, str], source: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``source``: run the syncmon of that checkout instead of this one."""
+    if source is not None:
+        env = {**env, "PYTHONPATH": str(source)}
     return subprocess.Popen(
         [sys.executable, "-m", "syncmon.cli", *args],
         env=env,
+        cwd=source,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -90,8 +96,10 @@ def measure(
     soak_minutes: float = 0.0,
     worker_processes: int = 0,
     extra: tuple[list[str], list[str]] = ([], []),
+    baseline: Path | None = None,
 ) -> None:
-    """``extra``: more arguments for the monitor, and for each publisher."""
+    """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
+    checkout whose monitor watches the same streams beside this one's (watch only)."""
     env = {
         **os.environ,
         "LIVEKIT_URL": srv.url,
@@ -109,6 +117,12 @@ def measure(
         for r in rooms:
             mon_args += ["--room", r]
     mon = spawn(mon_args + extra[0], env)
+    base: subprocess.Popen[bytes] | None = None
+    if baseline is not None and not worker_processes:
+        base_args = ["watch", "--metrics-addr", f"127.0.0.1:{free_port()}"]
+        base = spawn(
+            base_args + [x for r in rooms for x in ("--room", r)] + extra[0], env, baseline
+        )
     pubs = [
         spawn(
             [
@@ -153,10 +167,13 @@ def measure(
         time.sleep(12 + WARM_UP_S)  # connect, first keyframes, first lip-sync windows, warm
         p, b = psutil.Process(mon.pid), psutil.Process(bare.pid)
         tree = [p, *p.children(recursive=True)]  # a worker's processes
+        q = None if base is None else psutil.Process(base.pid)
         c0, b0, f0, t0 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
+        q0 = 0.0 if q is None else cpu_s(q)
         per0 = [cpu_s(x) for x in tree]
         time.sleep(window)
         c1, b1, f1, t1 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
+        q1 = 0.0 if q is None else cpu_s(q)
         per = [(cpu_s(x) - a) / (t1 - t0) * 100 for x, a in zip(tree, per0, strict=True)]
         cpu = (c1 - c0) / (t1 - t0) * 100
         floor = (b1 - b0) / (t1 - t0) * 100
@@ -173,6 +190,14 @@ def measure(
             f"({rss / streams:.0f} MiB per room; bare {b.memory_info().rss / 2**20:.0f} MiB)",
             flush=True,
         )
+        if q is not None:
+            qc = (q1 - q0) / (t1 - t0) * 100
+            print(
+                f"  baseline {baseline} beside it: CPU {qc:.1f} % of a core, ratio "
+                f"{qc / max(floor, 1e-9):.2f}, RSS {q.memory_info().rss / 2**20:.0f} MiB; "
+                f"this code {cpu - qc:+.1f} points",
+                flush=True,
+            )
         for m in range(int(soak_minutes)):
             time.sleep(60)
             print(
@@ -181,9 +206,10 @@ def measure(
                 flush=True,
             )
     finally:
-        for x in [*pubs, mon, bare]:
+        procs = [*pubs, mon, bare, *([] if base is None else [base])]
+        for x in procs:
             x.terminate()
-        for x in [*pubs, mon, bare]:
+        for x in procs:
             try:
                 x.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -219,6 +245,12 @@ def main() -> int:
         default=[],
         help="one more argument for each publisher (repeatable), e.g. --publisher-arg=--viseme",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout (e.g. `git worktree add /tmp/base HEAD~1`) whose `syncmon watch` "
+        "runs beside this one's on the same streams: its CPU in the same run",
+    )
     args = ap.parse_args()
     extra = (args.monitor_arg, args.publisher_arg)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -226,7 +258,14 @@ def main() -> int:
         for w, h in sizes:
             for n in (int(x) for x in args.streams.split(",")):
                 measure(
-                    srv, w, h, n, args.window, worker_processes=args.worker_processes, extra=extra
+                    srv,
+                    w,
+                    h,
+                    n,
+                    args.window,
+                    worker_processes=args.worker_processes,
+                    extra=extra,
+                    baseline=args.baseline,
                 )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)

@@ -197,3 +197,24 @@ def test_live_detection_runs_off_the_callers_thread_and_is_applied_when_done() -
     track._pending.result(timeout=30)
     assert track.update(0.04, y) is not None
     assert track.detections == 1 and track.box is not None
+
+
+def test_a_face_that_moves_far_from_its_box_is_found_where_it_went() -> None:
+    # a known face is looked for only around its box: one that jumps elsewhere (a cut to
+    # another framing) is missed there, the box dropped, and the whole frame searched again
+    y = next(iter(ReferenceAvatar(renderer="photo").frames(1.0))).frame.y
+    track = FaceTrack()
+    assert track.update(0.0, y) is not None and track.box is not None
+    first = track.box.copy()
+    shift = y.shape[1] // 2 - int(first[0]) if first[0] < y.shape[1] / 4 else -int(first[0])
+    moved = np.roll(y, shift, axis=1)
+    t, found_at = 0.0, None
+    limit = TRACK_EVERY_S + (LOST_AFTER + 2) * SEARCH_EVERY_S * 2
+    while found_at is None and t < limit:
+        t += 0.25
+        track.update(t, moved)
+        box = track.box
+        if box is not None and abs(box[0] - (first[0] + shift)) < 0.2 * first[2]:
+            found_at = t
+    assert found_at is not None, (track.box, first, shift)
+    assert abs(track.box[1] - first[1]) < 0.2 * first[3]  # type: ignore[index]
