@@ -32,16 +32,28 @@ class DriftEstimator:
         self.min_span_s = min_span_s
         self.min_points = min_points
         self._pts: deque[tuple[float, float]] = deque(maxlen=4096)
+        # Theil-Sen is quadratic in the points (~300 in a window at the live cadence) and every
+        # scrape asks: the slope is kept until a point is added
+        self._added = 0
+        self._cached: tuple[int, DriftEstimate | None] | None = None
 
     def add(self, t: float, offset_s: float) -> None:
         self._pts.append((t, offset_s))
         while self._pts and self._pts[0][0] < t - self.window_s:
             self._pts.popleft()
+        self._added += 1
 
     def estimate(self) -> DriftEstimate | None:
+        added = self._added  # (read first: a point added meanwhile makes the next call redo it)
+        if self._cached is None or self._cached[0] != added:
+            self._cached = (added, self._estimate())
+        return self._cached[1]
+
+    def _estimate(self) -> DriftEstimate | None:
         if len(self._pts) < self.min_points:
             return None
-        arr = np.asarray(self._pts)
+        # tuple() copies the deque in one step: a worker's scrape reads while its room adds
+        arr = np.asarray(tuple(self._pts))
         span = float(arr[-1, 0] - arr[0, 0])
         if span < self.min_span_s:
             return None
