@@ -30,3 +30,29 @@ def test_a_dropped_avatar_state_is_freed_without_the_cycle_collector() -> None:
         assert alive == [None, None, None], [type(a).__name__ for a in alive if a is not None]
     finally:
         gc.enable()
+
+
+async def test_an_ended_room_monitor_is_freed_without_the_cycle_collector() -> None:
+    # a worker serves rooms one after another for days: an ended room's monitor (and the turns
+    # it followed) must go with the last reference to it, not wait for a full collection
+    from syncmon.live.config import LiveKitCredentials
+    from syncmon.live.room import RoomMonitor
+    from syncmon.live.state import MonitorState
+
+    state = MonitorState()
+    mon = RoomMonitor(
+        creds=LiveKitCredentials(url="ws://127.0.0.1:9", api_key="k", api_secret="s"),
+        room_name="ended",
+        state=state,
+        options=WatchOptions(turns=True),
+    )
+    assert mon._turns is not None
+    refs = [weakref.ref(mon), weakref.ref(mon._turns)]
+    gc.collect()
+    gc.disable()
+    try:
+        del mon
+        alive = [r() for r in refs]
+        assert alive == [None, None], [type(a).__name__ for a in alive if a is not None]
+    finally:
+        gc.enable()

@@ -190,15 +190,18 @@ class RoomMonitor:
         self.on_room_ended: Callable[[str], None] | None = None
         self._turns: TurnFollower | None = None
         if self.options.turns:
-            self._turns = TurnFollower(room_name, self._avatar_state, self._count_user_restart)
+            # (the follower reaches the room's state by name, not through this monitor: a
+            # bound method of it would make a cycle, and an ended room's monitor would wait
+            # for a full collection)
+            def avatar_state(identity: str) -> AvatarState | None:
+                rs = state.rooms.get(room_name)
+                return None if rs is None else rs.avatars.get(identity)
 
-    def _count_user_restart(self) -> None:
-        if (rs := self.room_state) is not None:
-            rs.user_restarts += 1
+            def count_user_restart() -> None:
+                if (rs := state.rooms.get(room_name)) is not None:
+                    rs.user_restarts += 1
 
-    def _avatar_state(self, identity: str) -> AvatarState | None:
-        rs = self.room_state
-        return None if rs is None else rs.avatars.get(identity)
+            self._turns = TurnFollower(room_name, avatar_state, count_user_restart)
 
     @property
     def room_state(self) -> RoomState | None:
