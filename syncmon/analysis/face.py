@@ -331,6 +331,8 @@ class _Registration:
         self.resets = 0
         self._template: np.ndarray | None = None  # the first frame's upper face, flat
         self._descent: np.ndarray | None = None  # 3 x pixels: (H^-1 J^T), mean and gain out
+        self._centred = np.zeros(0, np.float32)  # the template less its mean, and its norm
+        self._norm = 0.0
         self._ref_upper: np.ndarray | None = None  # the first frame's grid, centred
         self._ref_var = 0.0
         self._ref_mean = 0.0
