@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -160,6 +161,20 @@ class LipStill:
     seconds: float = 0.0
     run_s: float = 0.0
     last_still_t: float = -np.inf
+
+
+class _Picture(NamedTuple):
+    """A window's cells that vary (``idx``; their normalized time courses ``vv``, their row
+    and column ``cell_rc``), the nuisance rank, and what every mouth search in the window
+    shares (``ContentOffsetEstimator._picture``)."""
+
+    idx: np.ndarray
+    vv: np.ndarray
+    cell_rc: np.ndarray
+    rank: int
+    gram: np.ndarray
+    sub: np.ndarray
+    g_sub: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -567,8 +582,24 @@ class ContentOffsetEstimator:
         known = t >= t[-1] - c.window_s  # where the mouth was located
         return _moving_onset(t, (mouths[0], e), mouths[1], known, stretches, cut=self._early_cut)
 
+    def _picture(self, v_n: np.ndarray, v_ok: np.ndarray) -> _Picture:
+        """The window's cells and their strongest common time courses, once per window for
+        every search in it: the frames x frames Gram matrix of the cells and its leading
+        subspace (with room to spare)."""
+        c = self.config
+        cols = self._shape[1]
+        idx = np.nonzero(v_ok)[0]
+        vv = v_n[idx]
+        frames = vv.shape[1]
+        rank = min(c.region_rank, frames // 4, max(1, idx.size // 3))
+        gram = vv.T @ vv
+        sub = _leading_subspace(gram, min(frames, rank + 12))
+        return _Picture(
+            idx, vv, np.stack([idx // cols, idx % cols], axis=1), rank, gram, sub, gram @ sub
+        )
+
     def _find_mouth(
-        self, a_n: np.ndarray, v_n: np.ndarray, v_ok: np.ndarray, full: bool = True
+        self, a_n: np.ndarray, pic: _Picture, full: bool = True
     ) -> tuple[_Mouth | None, np.ndarray | None, np.ndarray | None]:
         """The mouth (its normalized signal, cells and weights), or None; the nuisance basis of
         the last mouth found (``self._model``) in this window, for the lip-still check; and the
@@ -589,17 +620,8 @@ class ContentOffsetEstimator:
         iteration per candidate; a mouth rarely moves between windows).
         """
         c = self.config
-        cols = self._shape[1]
-        idx = np.nonzero(v_ok)[0]
-        vv = v_n[idx]
-        cell_rc = np.stack([idx // cols, idx % cols], axis=1)
-        frames = vv.shape[1]
-        rank = min(c.region_rank, frames // 4, max(1, idx.size // 3))
-        # the picture's strongest common time courses, once for all candidates: the frames x
-        # frames Gram matrix of the cells and its leading subspace (with room to spare)
-        gram = vv.T @ vv
-        sub = _leading_subspace(gram, min(frames, rank + 12))
-        g_sub = gram @ sub
+        idx, vv, cell_rc, rank = pic.idx, pic.vv, pic.cell_rc, pic.rank
+        gram, sub, g_sub = pic.gram, pic.sub, pic.g_sub
         seeds, classic = self._seeds(a_n, vv, cell_rc, sub, g_sub, rank, full)
         if self._model is not None:  # where the mouth was: it rarely moves between windows
             at = np.nonzero(idx == int(self._model.cells[0]))[0]
@@ -766,9 +788,12 @@ class ContentOffsetEstimator:
         if wenv.size and face is not None:
             self._face_still(face, at, env, wenv, final=True)
 
-    def _face_motion(self, idx: np.ndarray, tk: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _face_motion(
+        self, idx: np.ndarray, tk: np.ndarray, hp_all: sparse.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """The window's frames that show the last face box (their times) and the mouth's own
-        motion in each (``face.mouth_motion``); None unless FACE_MIN_S of them or more."""
+        motion in each (``face.mouth_motion``); None unless FACE_MIN_S of them or more.
+        ``hp_all``: the window's high-pass, used when the face is on all its frames."""
         last = self._vf[int(idx[-1])]
         if last is None:
             return None
@@ -780,7 +805,10 @@ class ContentOffsetEstimator:
         if keep.size < 10 or tf[-1] - tf[0] < FACE_MIN_S:
             return None
         grids = np.stack([faces[int(k)][1] for k in keep]).astype(np.float64)  # type: ignore[index]
-        hp = _highpass_matrix(tf, self.config.highpass_sigma_s)
+        if hp_all is not None and keep.size == tk.size:
+            hp = hp_all
+        else:
+            hp = _highpass_matrix(tf, self.config.highpass_sigma_s)
         try:
             motion = mouth_motion(np.asarray(hp @ grids), 1.0 / float(np.median(np.diff(tf))))
         except np.linalg.LinAlgError as e:  # a window the face cannot judge, not a dead stream
@@ -888,8 +916,8 @@ class ContentOffsetEstimator:
         # null: the same mouth signal against audio shifted well outside the search range
         k = m.size
         shifts = np.linspace(k / 8, 7 * k / 8, 12).astype(int)
-        null = np.array([np.max(a_n @ np.roll(m, s)) for s in shifts])
-        null_ref = float(np.max(null))
+        rolled = m[(np.arange(k)[None, :] - shifts[:, None]) % k]  # np.roll(m, s) per shift
+        null_ref = float(np.max(a_n @ rolled.T))
         conf = float(np.clip((peak - null_ref) / max(1e-6, 1.0 - null_ref), 0.0, 1.0))
         return lag, peak, conf * self._rival_factor(curve, best)
 
@@ -924,7 +952,8 @@ class ContentOffsetEstimator:
             return none
         # until the mouth has been located by what follows the voice, its stillness is judged
         # on the face (see face.py): a mouth frozen from the start is never located
-        face = self._face_motion(idx, tk)
+        hp = _highpass_matrix(tk, c.highpass_sigma_s)
+        face = self._face_motion(idx, tk, hp)
         face_judged = self._model is None and face is not None
         if face_judged:
             assert face is not None
@@ -937,7 +966,6 @@ class ContentOffsetEstimator:
         if speech < c.min_speech_fraction:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
 
-        hp = _highpass_matrix(tk, c.highpass_sigma_s)
         a = np.interp((tk[None, :] - self._lags[:, None]).ravel(), at, env).reshape(
             self._lags.size, tk.size
         )
@@ -947,11 +975,12 @@ class ContentOffsetEstimator:
         if not v_ok.any() or not a_ok.all():
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)  # static picture or flat audio
         full = self._model is None or self._since_full + 1 >= c.full_search_every
-        found, model_q, classic = self._find_mouth(a_n, v_n, v_ok, full)
+        pic = self._picture(v_n, v_ok)
+        found, model_q, classic = self._find_mouth(a_n, pic, full)
         judged = self._decide(a_n, found, classic)
         if not full and (judged is None or judged[2] < c.confirm_confidence):
             full = True  # the last mouth's region alone is not sure: search them all
-            found, model_q, classic = self._find_mouth(a_n, v_n, v_ok, full)
+            found, model_q, classic = self._find_mouth(a_n, pic, full)
             judged = self._decide(a_n, found, classic)
         self._since_full = 0 if full else self._since_full + 1
         if self._model is not None and model_q is not None and not face_judged:
