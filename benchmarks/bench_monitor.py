@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,24 @@ def spawn(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def server_env(srv: LocalServer) -> dict[str, str]:
+    """This environment with the local server's URL and credentials, for the processes a
+    benchmark starts."""
+    return {
+        **os.environ,
+        "LIVEKIT_URL": srv.url,
+        "LIVEKIT_API_KEY": srv.api_key,
+        "LIVEKIT_API_SECRET": srv.api_secret,
+    }
+
+
+def stop_on_signals() -> None:
+    """A signal still runs every ``finally`` (the server, the monitor, the avatars stopped): a
+    background shell ignores SIGINT, and SIGTERM would skip them."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 WARM_UP_S = 20.0  # (the issue's comparison: 20 s of warm-up, then the window)
@@ -100,12 +119,7 @@ def measure(
 ) -> None:
     """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
     checkout whose monitor watches the same streams beside this one's (watch only)."""
-    env = {
-        **os.environ,
-        "LIVEKIT_URL": srv.url,
-        "LIVEKIT_API_KEY": srv.api_key,
-        "LIVEKIT_API_SECRET": srv.api_secret,
-    }
+    env = server_env(srv)
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
     port = free_port()

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -48,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_monitor import spawn  # noqa: E402
+from bench_monitor import server_env, spawn, stop_on_signals  # noqa: E402
 
 from syncmon.live.token import publisher_token  # noqa: E402
 from syncmon.marks import TOPIC  # noqa: E402
@@ -192,17 +191,9 @@ def main() -> int:
     )
     args = ap.parse_args()
     total = args.minutes * 60
-    # stopped by a signal, it still stops what it started (the server, the monitor, the
-    # avatars): a background shell ignores SIGINT, and SIGTERM would skip every finally
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_signals()
     with LocalServer.start() as srv:
-        env = {
-            **os.environ,
-            "LIVEKIT_URL": srv.url,
-            "LIVEKIT_API_KEY": srv.api_key,
-            "LIVEKIT_API_SECRET": srv.api_secret,
-        }
+        env = server_env(srv)
         port = free_port()
         watch = ["watch", "--room", ROOM, "--metrics-addr", f"127.0.0.1:{port}", *args.watch_arg]
         here = Path(__file__).parent

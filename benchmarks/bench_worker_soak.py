@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +28,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_monitor import dispatch, frames, spawn  # noqa: E402
+from bench_monitor import dispatch, frames, server_env, spawn, stop_on_signals  # noqa: E402
 from bench_soak import scrape  # noqa: E402
 
 from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
@@ -92,15 +90,9 @@ def main() -> int:
     ap.add_argument("--worker-arg", action="append", default=[], help="one more worker argument")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_signals()
     with LocalServer.start() as srv:
-        env = {
-            **os.environ,
-            "LIVEKIT_URL": srv.url,
-            "LIVEKIT_API_KEY": srv.api_key,
-            "LIVEKIT_API_SECRET": srv.api_secret,
-        }
+        env = server_env(srv)
         port = free_port()
         url = f"http://127.0.0.1:{port}/metrics"
         worker = spawn(

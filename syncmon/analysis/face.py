@@ -352,13 +352,7 @@ class _Registration:
                 self._warp = np.eye(3)
             else:
                 self._warp = warp
-                crop = cv2.warpAffine(
-                    crop,
-                    warp[:2].astype(np.float32),
-                    (REG_SIZE, REG_SIZE),
-                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                    borderMode=cv2.BORDER_REPLICATE,
-                )
+                crop = _aligned(crop, warp, REG_SIZE)
         grid = np.asarray(cv2.resize(crop, (G, G), interpolation=cv2.INTER_AREA), np.float64)
         # the lighting too: the upper face's gain and offset against the first frame's (an
         # exposure step scales every cell by its own luma, which no single time course takes
@@ -398,18 +392,11 @@ class _Registration:
 
     def _align(self, smooth: np.ndarray) -> np.ndarray | None:
         """This frame's warp (3x3, template to frame), or None when the face is lost."""
-        import cv2
 
         assert self._descent is not None and self._template is not None
         m = self._warp.copy()
         for _ in range(_REG_ITERATIONS):
-            seen = cv2.warpAffine(
-                smooth,
-                m[:2].astype(np.float32),
-                (REG_SIZE, _UPPER_PX),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REPLICATE,
-            ).ravel()
+            seen = _aligned(smooth, m, _UPPER_PX).ravel()
             th, tx, ty = (self._descent @ (seen - self._template)).tolist()
             if not all(math.isfinite(v) for v in (th, tx, ty)):
                 return None
@@ -452,6 +439,22 @@ class _Registration:
             and abs(math.atan2(b, a)) <= REG_MAX_RAD
             and max(abs(tx), abs(ty)) <= REG_MAX_SHIFT * REG_SIZE
         )
+
+
+def _aligned(img: np.ndarray, warp: np.ndarray, rows: int) -> np.ndarray:
+    """The first ``rows`` rows of ``img`` (a REG_SIZE square) seen through ``warp`` (3x3,
+    template to frame): each template pixel sampled where the warp puts it."""
+    import cv2
+
+    return np.asarray(
+        cv2.warpAffine(
+            img,
+            warp[:2].astype(np.float32),
+            (REG_SIZE, rows),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    )
 
 
 def _basis(x: np.ndarray, rank: int) -> np.ndarray:
