@@ -412,7 +412,9 @@ class RoomMonitor:
             am = AvatarMonitor(st, stats_interval_s=self.options.stats_interval_s)
             if (turns := self._turns) is not None:
                 st.turns = True
-                am.on_audio = lambda x, start, who=p.identity: turns.avatar_audio(who, x, start)
+                am.on_audio = lambda x, start, now, who=p.identity: turns.avatar_audio(
+                    who, x, start, now
+                )
             self._avatars[p.identity] = am
             log.info("monitoring an avatar in room %s", self.room_name)
         return am

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -28,7 +27,7 @@ from livekit.rtc._proto import participant_pb2
 
 from ..analysis.clock import SampleClock
 from ..analysis.turns import MAX_USERS, Interruption, Response, Turns
-from .avatar import AUDIO_RATE, audio_stream, samples_of
+from .avatar import AUDIO_RATE, MALFORMED_LOG, audio_stream
 from .state import AvatarState
 
 log = logging.getLogger(__name__)
@@ -133,9 +132,13 @@ class TurnFollower:
         clock = SampleClock(AUDIO_RATE)
         stats = asyncio.get_running_loop().create_task(self._delays(track, key))
         try:
-            async for ev in stream:
-                now = time.monotonic()
-                x = samples_of(ev.frame)
+            async for chunk in stream:
+                if isinstance(chunk, ValueError):
+                    MALFORMED_LOG.warning(
+                        f"audio:{key}", "skipping a user's audio frame: %s", chunk
+                    )
+                    continue
+                now, x = chunk.arrival, chunk.samples
                 self.turns.user_audio(key, x, clock.chunk(now, x.size), now)
                 self.dispatch(now)
         finally:
@@ -163,9 +166,9 @@ class TurnFollower:
                         log.debug("room %s: a user's audio delay %.1f ms", self.room, 1e3 * d)
                     prev = cur
 
-    def avatar_audio(self, identity: str, x: np.ndarray, start: float) -> None:
-        """An avatar's audio chunk (from its own stream, already on the receive clock)."""
-        now = time.monotonic()
+    def avatar_audio(self, identity: str, x: np.ndarray, start: float, now: float) -> None:
+        """An avatar's audio chunk (from its own stream, already on the receive clock) that
+        arrived at ``now``."""
         self.turns.avatar_audio(identity, x, start, now)
         st = self._avatar_state(identity)
         if st is not None and (d := st.rtp["audio"].jitter_buffer_delay_s) is not None:
