@@ -345,7 +345,7 @@ class _Registration:
         smooth = cv2.GaussianBlur(crop, (3, 3), 0)
         if self._template is None:
             self._start(smooth)
-        elif self._descent is not None and np.ptp(smooth[:_UPPER_PX]) > 0:
+        elif self._descent is not None and _varies(smooth[:_UPPER_PX]):
             warp = self._align(smooth)
             if warp is None:  # it lost the face (a cut, another face): from the unmoved box
                 self.resets += 1
@@ -359,12 +359,12 @@ class _Registration:
         # out of a window that also holds blinks)
         upper = grid.ravel()[UPPER_CELLS]
         if self._ref_upper is None:
-            self._ref_mean = float(np.mean(upper))
+            self._ref_mean = float(upper.sum()) / upper.size
             self._ref_upper = upper - self._ref_mean
             self._ref_var = float(self._ref_upper @ self._ref_upper)
         elif self._ref_var > 0:
             # least squares of this frame's upper face on the first frame's
-            mean = float(np.mean(upper))
+            mean = float(upper.sum()) / upper.size
             gain = float(self._ref_upper @ (upper - mean)) / self._ref_var
             if gain > MIN_GAIN:
                 offset = mean - gain * self._ref_mean
@@ -421,12 +421,11 @@ class _Registration:
             return None
         # the aligned upper face must still look like the first frame's: a cut or another
         # face aligns to something, but not to this
-        seen_c = seen - float(np.mean(seen))
-        seen_norm = float(np.linalg.norm(seen_c))
-        if (
-            seen_norm == 0
-            or float(seen_c @ self._centred) / (seen_norm * self._norm) < REG_MIN_CORR
-        ):
+        # (from sums: the template's centred copy has zero mean, so it sees the frame's own
+        # mean as nothing; no centred copy of the frame is made)
+        total = float(seen.sum(dtype=np.float64))
+        var = float(seen @ seen) - total * total / seen.size
+        if var <= 0 or float(seen @ self._centred) / (math.sqrt(var) * self._norm) < REG_MIN_CORR:
             return None
         return m
 
@@ -439,6 +438,13 @@ class _Registration:
             and abs(math.atan2(b, a)) <= REG_MAX_RAD
             and max(abs(tx), abs(ty)) <= REG_MAX_SHIFT * REG_SIZE
         )
+
+
+def _varies(img: np.ndarray) -> bool:
+    import cv2
+
+    lo, hi, _, _ = cv2.minMaxLoc(img)
+    return bool(hi > lo)
 
 
 def _aligned(img: np.ndarray, warp: np.ndarray, rows: int) -> np.ndarray:
