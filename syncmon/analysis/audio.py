@@ -53,7 +53,7 @@ def block_rms(samples: np.ndarray, block: int) -> np.ndarray:
     x = samples[: n * block].reshape(n, block)
     # each block's sum of squares in one pass, in float64 (np.mean's wrapper and the squared
     # copy were most of the audio path's cost)
-    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64) / block)
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64) / block))
 
 
 @dataclass(frozen=True)
