@@ -27,7 +27,8 @@ import collections
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import theilslopes
+
+from .drift import theil_sen_slope
 
 WINDOW_S = 8.0  # jitter-buffer delays are averaged over the frames emitted in this window
 MIN_SPAN_S = 6.0  # no average (and so no bias) from less than this
@@ -217,5 +218,5 @@ class ReceiverDelay:
         ts = np.array([x[0] for x in self._transits])
         if ts[-1] - ts[0] < RATE_MIN_SPAN_S:
             return
-        slope = float(theilslopes([x[1] for x in self._transits], ts)[0])
+        slope = theil_sen_slope([x[1] for x in self._transits], ts)
         self.rate = slope if RATE_MIN <= abs(slope) <= RATE_MAX else 0.0
