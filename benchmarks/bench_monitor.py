@@ -96,14 +96,22 @@ def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
     asyncio.run(go())
 
 
-def frames(url: str) -> float:
-    with urllib.request.urlopen(url, timeout=20) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("syncmon_video_frames_total{")
-    )
+def frames(url: str, tries: int = 10) -> float:
+    """Frames timed so far, over every room. A worker's scrape that missed one of its
+    processes (``syncmon_worker_process_up`` 0: it did not answer in time, as on a saturated
+    host) lacks that process's rooms: it is read again rather than counted short."""
+    for _ in range(tries):
+        with urllib.request.urlopen(url, timeout=20) as r:
+            lines = r.read().decode().splitlines()
+        if any(x.startswith("syncmon_worker_process_up{") and x.endswith(" 0.0") for x in lines):
+            time.sleep(1.0)
+            continue
+        return sum(
+            float(line.split()[-1])
+            for line in lines
+            if line.startswith("syncmon_video_frames_total{")
+        )
+    raise RuntimeError(f"{url}: a worker process did not answer {tries} scrapes in a row")
 
 
 def measure(
