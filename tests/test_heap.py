@@ -78,3 +78,65 @@ def test_one_trimmer_per_process() -> None:
     first = start_heap_trimmer()
     assert first is not None and first.is_alive() and first.daemon
     assert start_heap_trimmer() is first
+
+
+THRESHOLDS = """
+import ctypes, json
+import psutil
+from syncmon.heap import _malloc_trim, fit_to_frames, start_heap_trimmer
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+mib = 2**20
+
+def rss():
+    return psutil.Process().memory_info().rss / mib
+
+def block(size):
+    before = libc.mallinfo2().hblkhd
+    b = libc.malloc(size)
+    ctypes.memset(b, 1, size)  # touched: resident
+    return b, (libc.mallinfo2().hblkhd - before) / mib
+
+out = {}
+b, out["mapped_before"] = block(8 * mib)  # glibc's default: a block this large is a mapping
+libc.free(b)  # (which raises glibc's own threshold to 8 MiB)
+out["fitted_outside"] = fit_to_frames(12 * mib)  # not syncmon's process (yet)
+start_heap_trimmer()
+out["fitted"] = fit_to_frames(12 * mib)
+out["fitted_smaller"] = fit_to_frames(6 * mib)
+b, out["mapped_frame"] = block(12 * mib)
+libc.free(b)
+out["kept_free"] = libc.mallinfo2().fordblks / mib  # free() kept it on the heap
+b, out["mapped_larger"] = block(16 * mib)
+libc.free(b)
+held = rss()
+_malloc_trim()(0)
+out["given_back"] = held - rss()
+print(json.dumps(out))
+"""
+
+
+def test_thresholds_fitted_to_frames_keep_them_on_the_heap_until_the_trim() -> None:
+    # a fresh interpreter: the thresholds are the process's own
+    out = subprocess.run(
+        [sys.executable, "-c", THRESHOLDS], capture_output=True, text=True, check=True, timeout=60
+    )
+    r = json.loads(out.stdout)
+    assert r["mapped_before"] >= 8
+    # only in syncmon's own processes (the trimmer started), and only upwards
+    assert not r["fitted_outside"] and r["fitted"] and not r["fitted_smaller"]
+    # a 12 MiB frame (glibc alone would map it: above its 8 MiB threshold then) from the heap,
+    # kept there once freed (no faulting and zeroing for the next), given back by the trim;
+    # a block larger than any frame still a mapping of its own, as glibc would have it
+    assert r["mapped_frame"] == 0
+    assert r["kept_free"] >= 12
+    assert r["mapped_larger"] >= 16
+    assert r["given_back"] >= 9, r

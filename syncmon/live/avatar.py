@@ -27,6 +27,7 @@ from livekit.rtc._proto import video_frame_pb2 as proto_video
 from ..analysis.audio import ANALYSIS_RATE
 from ..analysis.clock import SampleClock
 from ..analysis.session import SyncAnalyzer
+from ..heap import fit_to_frames
 from ..logs import RateLimitedLog
 from .state import AvatarState, RtpStats
 
@@ -360,6 +361,7 @@ class AvatarMonitor:
     async def _video(self, track: rtc.RemoteTrack) -> None:
         stream = LumaStream(track, capacity=0)
         started = False
+        size = 0
         try:
             async for item in stream:
                 if isinstance(item, ValueError):
@@ -371,6 +373,10 @@ class AvatarMonitor:
                     )
                     continue
                 luma = item.luma
+                if luma.size != size:  # (a layer or resolution switch too)
+                    size = luma.size
+                    # a 4:2:0 frame's bytes: the allocator keeps a batch of them (heap.py)
+                    fit_to_frames(luma.strides[0] * luma.shape[0] * 3 // 2)
                 if not started:
                     if is_preroll(luma):
                         continue
