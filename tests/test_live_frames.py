@@ -7,8 +7,10 @@ frames through livekit-server.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
+import time
 import weakref
 
 import numpy as np
@@ -17,8 +19,10 @@ from livekit.rtc._proto import audio_frame_pb2 as proto_audio
 from livekit.rtc._proto import video_frame_pb2 as proto_video
 from livekit.rtc._utils import RingQueue
 
+from syncmon.live import avatar
 from syncmon.live.avatar import (
     AUDIO_RATE,
+    HOLD_S,
     LumaStream,
     StampedAudioStream,
     _Drained,
@@ -174,3 +178,54 @@ def test_a_stream_tells_when_it_has_nothing_waiting(stream: type) -> None:
     assert s.drained()
     s._queue.put(object())
     assert not s.drained()
+
+
+def test_a_backlog_lets_the_loop_run_every_hold_and_a_drained_stream_sleeps_a_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Items come without a wait while any are queued: a stream's backlog must still let the
+    loop run (the other streams, the audio's arrival stamps, the /metrics scrape)."""
+
+    class Probe(_Drained):
+        pass
+
+    s = Probe()
+    s._queue = RingQueue(0)
+    for _ in range(1000):
+        s._queue.put(object())
+    monkeypatch.setattr(avatar, "BATCH_S", 0.05)
+    items, item_s = 100, 0.002
+    done = 0
+
+    async def main() -> tuple[list[int], float]:
+        nonlocal done
+        seen: list[int] = []  # the items analysed each time the other task ran
+
+        async def other() -> None:
+            while True:
+                seen.append(done)
+                await asyncio.sleep(0)
+
+        task = asyncio.get_running_loop().create_task(other())
+        await asyncio.sleep(0)
+        seen.clear()
+        for _ in range(items):  # the analysis of a backlog, item by item
+            t = time.monotonic()
+            while time.monotonic() - t < item_s:
+                pass
+            s._queue._queue.popleft()
+            done += 1
+            await s.pace()
+        s._queue._queue.clear()
+        t = time.monotonic()
+        await s.pace()  # nothing waiting: the batch's sleep
+        slept = time.monotonic() - t
+        task.cancel()
+        return seen, slept
+
+    seen, slept = asyncio.run(main())
+    # the other task ran after every HOLD_S of work (its items, whatever else the host ran)
+    per_hold = HOLD_S / item_s
+    assert np.diff([0, *seen]).max() <= per_hold + 2, seen
+    assert len(seen) >= 0.8 * items / (per_hold + 2), seen
+    assert slept >= 0.05
