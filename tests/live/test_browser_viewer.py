@@ -82,12 +82,21 @@ def stable_session(srv: LocalServer, room: str, sent_ms: float, **kw: Any) -> Se
             except NotConverged as e:  # Chrome's own sync, not syncmon: counted, run again
                 unstable.append(str(e))
                 continue
-        # the harness itself: it matched the played sound to the source nearly throughout
-        assert s.played.aligned_windows >= 0.8 * s.played.windows, s.played
+        # the harness itself must match the played sound to the source nearly throughout; a
+        # session where it could not (headless Chrome's fake sink skipped: one CI run read
+        # -850 ms in 42 of 93 windows) is the browser's, run again like an unsteady one
+        if s.played.aligned_windows < 0.8 * s.played.windows:
+            unstable.append(
+                f"played sound followed in {s.played.aligned_windows} of {s.played.windows} windows"
+            )
+            continue
         if s.stable:
             return s
         unstable.append(f"browser audio delay moved {s.audio_range_ms:.1f} ms")
-    pytest.fail(f"no session where the browser itself held steady ({UNSTABLE_MS} ms): {unstable}")
+    pytest.fail(
+        f"no session where the browser itself held steady ({UNSTABLE_MS} ms) and its sound "
+        f"was followed: {unstable}"
+    )
 
 
 def table(sessions: list[Session]) -> str:
