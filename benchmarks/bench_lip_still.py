@@ -7,6 +7,12 @@ window that located the mouth; frames before it are never judged).
     python benchmarks/bench_lip_still.py            # 8 clips of 22 s (renders them once)
     python benchmarks/bench_lip_still.py --out DIR  # keep the clips in DIR
     python benchmarks/bench_lip_still.py --random 12 --seed 5  # a random set of avatars
+    python benchmarks/bench_lip_still.py --random 16 --seed 5 --frames  # and frame by frame
+
+``--frames`` also judges each speaking frame against the freezes: those inside one that read
+as moving, those outside that read as still, near an edge (0.2 s) or not. A clip's seconds
+mix that with the counter's own definitions (its speech level, its 1 s minimum); the frames
+tell how a change moves the edges.
 
 ``--random N`` draws N clips instead of the fixed ten: cartoon or photographic face, 360p or
 720p, 15/25/30 fps, H.264 or VP8 at 150-1200 kbps, a viseme mouth (time constant 30-55 ms,
@@ -112,6 +118,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=22.0)
     ap.add_argument("--random", type=int, default=0, metavar="N")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--frames", action="store_true", help="also count frames judged wrong")
     args = ap.parse_args()
     cases = (
         random_cases(args.random, args.seed, args.seconds)
@@ -121,23 +128,36 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="syncmon-lipstill-"))
     out.mkdir(parents=True, exist_ok=True)
     judged_from: list[float] = []
+    judged: dict[float, tuple[bool, bool]] = {}  # a frame's time: (still, speaking)
     real_still = lipsync.ContentOffsetEstimator._still
 
-    def spy(self: lipsync.ContentOffsetEstimator, tk: np.ndarray, *a: np.ndarray) -> None:
+    def spy(
+        self: lipsync.ContentOffsetEstimator,
+        tk: np.ndarray,
+        still: np.ndarray,
+        edge: np.ndarray,
+        speaking: np.ndarray,
+        *margin: tuple[float, float],
+    ) -> None:
         before = self._still_until
-        real_still(self, tk, *a)
+        real_still(self, tk, still, edge, speaking, *margin)
         if self._still_until > before and not judged_from:
             judged_from.append(float(tk[tk > before][0]))
+        for i in np.nonzero((tk > before) & (tk <= self._still_until))[0]:
+            judged[float(tk[i])] = (bool(still[i]), bool(speaking[i]))
 
-    lipsync.ContentOffsetEstimator._still = spy  # type: ignore[method-assign]
+    lipsync.ContentOffsetEstimator._still = spy  # type: ignore[method-assign,assignment]
     print(
         "clip          picture              freezes (start:dur s)   truth s  counted s  "
         "episodes  judged from s"
     )
     errors = []
+    frames = {"inside": 0, "moving": 0, "moving_edge": 0, "outside": 0, "still": 0}
+    frames["still_edge"] = 0
     for case in cases:
         seed, spans = case.seed, case.spans
         judged_from.clear()
+        judged.clear()
         av = ReferenceAvatar(
             width=case.size[0],
             height=case.size[1],
@@ -168,6 +188,18 @@ def main() -> None:
         )
         if spans:
             errors.append(ls["seconds"] - truth)
+        for t, (still, speaking) in judged.items():
+            if not speaking:
+                continue
+            edge = min((min(abs(t - a), abs(t - a - d)) for a, d in spans), default=np.inf)
+            if any(a <= t < a + d for a, d in spans):
+                frames["inside"] += 1
+                frames["moving"] += not still
+                frames["moving_edge"] += not still and edge <= 0.2
+            else:
+                frames["outside"] += 1
+                frames["still"] += still
+                frames["still_edge"] += still and edge <= 0.2
         print(
             f"{case.name:13s} {picture:20s} {frz:22s} {truth:8.2f} {ls['seconds']:9.2f} "
             f"{ls['episodes']:9d}  {jf:>12s}"
@@ -177,6 +209,13 @@ def main() -> None:
         print(
             f"frozen clips within 0.3 s of the truth: {int(np.sum(e <= 0.3))} of {e.size}; "
             f"error (counted - truth) {min(errors):+.2f}..{max(errors):+.2f} s"
+        )
+    if args.frames:
+        f = frames
+        print(
+            f"speaking frames: inside a freeze {f['inside']}, read as moving {f['moving']} "
+            f"({f['moving_edge']} within 0.2 s of its edge); outside {f['outside']}, read as "
+            f"still {f['still']} ({f['still_edge']} within 0.2 s of a freeze's edge)"
         )
 
 
