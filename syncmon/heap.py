@@ -21,11 +21,11 @@ frames); a batch freed at an arena's top crossed glibc's trim threshold (twice t
 block it had seen freed) and was given back, so every next frame's pages were faulted in and
 zeroed again. Measured per thread at 720p25 beside a bare subscriber (which frees one frame
 before the next is decoded): the SDK's tokio threads 2.2-2.5 % of a core against 1.4-1.6 %,
-page faults and memset most of the difference; fitted, 1.72-1.80 % against 1.65 %. Setting
-one threshold stops glibc adjusting both, so the mmap threshold is set too, where glibc's
-adjustment had put it: just above the largest frame. (Set far higher, at 32 MiB, it kept the
-estimator's multi-MB windows on the heap as well, and a worker's two processes held 50-100 MiB
-more at 8 rooms.)
+page faults and memset most of the difference; fitted, 0.1-0.2 points more (1.72-2.07 %
+against 1.65-1.90 %). Setting one threshold stops glibc adjusting both, so the mmap threshold
+is set too, where glibc's adjustment had put it: just above the largest frame. (Set far
+higher, at 32 MiB, it kept the estimator's multi-MB windows on the heap as well, and a
+worker's two processes held 50-100 MiB more at 8 rooms.)
 
 Elsewhere than glibc (musl, macOS) there is no ``malloc_trim``: nothing is started or fitted.
 """
