@@ -79,6 +79,29 @@ def tree_cpu_s(tree: list[psutil.Process]) -> float:
     return sum(cpu_s(x) for x in tree)
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, summed by thread name (Linux: the SDK's native
+    threads are named, Python's own all read as the interpreter's)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def per_thread(a: dict[str, float], b: dict[str, float], seconds: float) -> str:
+    """The % of a core each thread name took between ``a`` and ``b``."""
+    use = {k: (v - a.get(k, 0.0)) / seconds * 100 for k, v in b.items()}
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(use.items(), key=lambda x: -x[1]) if v)
+
+
 def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
     """Send each room to the worker as an application would (AgentDispatch API)."""
     import asyncio
@@ -124,9 +147,11 @@ def measure(
     worker_processes: int = 0,
     extra: tuple[list[str], list[str]] = ([], []),
     baseline: Path | None = None,
+    threads: bool = False,
 ) -> None:
     """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
-    checkout whose monitor watches the same streams beside this one's (watch only)."""
+    checkout whose monitor watches the same streams beside this one's (watch only);
+    ``threads``: print the monitor's and the bare subscriber's CPU per thread too (watch)."""
     env = server_env(srv)
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
@@ -193,6 +218,7 @@ def measure(
         c0, b0, f0, t0 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
         q0 = 0.0 if q is None else cpu_s(q)
         per0 = [cpu_s(x) for x in tree]
+        th0 = (thread_cpu_s(p.pid), thread_cpu_s(b.pid)) if threads else None
         time.sleep(window)
         c1, b1, f1, t1 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
         q1 = 0.0 if q is None else cpu_s(q)
@@ -212,6 +238,9 @@ def measure(
             f"({rss / streams:.0f} MiB per room; bare {b.memory_info().rss / 2**20:.0f} MiB)",
             flush=True,
         )
+        if th0 is not None:
+            for who, pid, before in (("monitor", p.pid, th0[0]), ("bare", b.pid, th0[1])):
+                print(f"  {who} per thread: {per_thread(before, thread_cpu_s(pid), t1 - t0)}")
         if q is not None:
             qc = (q1 - q0) / (t1 - t0) * 100
             print(
@@ -273,6 +302,11 @@ def main() -> int:
         help="a checkout (e.g. `git worktree add /tmp/base HEAD~1`) whose `syncmon watch` "
         "runs beside this one's on the same streams: its CPU in the same run",
     )
+    ap.add_argument(
+        "--threads",
+        action="store_true",
+        help="also print the monitor's and the bare subscriber's CPU per thread (Linux)",
+    )
     args = ap.parse_args()
     extra = (args.monitor_arg, args.publisher_arg)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -288,6 +322,7 @@ def main() -> int:
                     worker_processes=args.worker_processes,
                     extra=extra,
                     baseline=args.baseline,
+                    threads=args.threads,
                 )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)
