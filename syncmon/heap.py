@@ -47,6 +47,9 @@ MMAP_SLACK = 64 << 10
 # free memory at an arena's top is kept up to this many frames (a batch is 5-6; the trimmer
 # gives what is left free back once a minute)
 TRIM_FRAMES = 16
+# glibc's largest mmap threshold on 64-bit: a frame larger than it (a participant's absurd
+# resolution) is mapped whatever is set, and fits nothing
+MMAP_MAX = 32 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 
 _started: HeapTrimmer | None = None
@@ -80,7 +83,7 @@ def fit_to_frames(frame_bytes: int) -> bool:
     ``syncmon.instrument`` inside it) is not syncmon's to tune."""
     global _fitted
     with _lock:
-        if _fitted is None or frame_bytes <= _fitted:
+        if _fitted is None or frame_bytes <= _fitted or frame_bytes + MMAP_SLACK > MMAP_MAX:
             return False
         mallopt = _libc_fn("mallopt", [ctypes.c_int, ctypes.c_int])
         if mallopt is None:

@@ -112,6 +112,7 @@ out["fitted_outside"] = fit_to_frames(12 * mib)  # not syncmon's process (yet)
 start_heap_trimmer()
 out["fitted"] = fit_to_frames(12 * mib)
 out["fitted_smaller"] = fit_to_frames(6 * mib)
+out["fitted_absurd"] = fit_to_frames(16384 * 16384 * 3 // 2)  # glibc would map it anyway
 b, out["mapped_frame"] = block(12 * mib)
 libc.free(b)
 out["kept_free"] = libc.mallinfo2().fordblks / mib  # free() kept it on the heap
@@ -133,6 +134,7 @@ def test_thresholds_fitted_to_frames_keep_them_on_the_heap_until_the_trim() -> N
     assert r["mapped_before"] >= 8
     # only in syncmon's own processes (the trimmer started), and only upwards
     assert not r["fitted_outside"] and r["fitted"] and not r["fitted_smaller"]
+    assert not r["fitted_absurd"]  # a participant's absurd frame size fits nothing
     # a 12 MiB frame (glibc alone would map it: above its 8 MiB threshold then) from the heap,
     # kept there once freed (no faulting and zeroing for the next), given back by the trim;
     # a block larger than any frame still a mapping of its own, as glibc would have it
