@@ -10,6 +10,8 @@ follows another utterance than the audio.
     python benchmarks/bench_content.py                 # the full set (~5 min on 2 cores)
     python benchmarks/bench_content.py --quick         # one content per nuisance
     python benchmarks/bench_content.py --keep DIR      # keep (and reuse) the rendered clips
+    python benchmarks/bench_content.py --portrait hopper   # the photographic contents on
+                                                           # another portrait (never tuned on)
 
 Prints one line per clip and a table per nuisance: changes within 10 ms / 20 ms, p95 error,
 nulls, lip-still seconds against the truth.
@@ -36,6 +38,7 @@ from syncmon.media import analyze_file  # noqa: E402
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource  # noqa: E402
 from syncmon.reference.articulation import ArticulationConfig  # noqa: E402
 from syncmon.reference.avatar import speaking_seconds  # noqa: E402
+from syncmon.reference.photo import PORTRAITS  # noqa: E402
 from syncmon.reference.render import RenderOptions, render  # noqa: E402
 
 SHIFTS_MS = (-160, -80, 0, 40, 120, 160)
@@ -307,8 +310,19 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", help="contents whose name starts with this")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    ap.add_argument(
+        "--portrait",
+        default="photo",
+        choices=sorted(PORTRAITS),
+        help="the portrait of the photographic contents (hopper: one nothing was tuned on)",
+    )
     args = ap.parse_args()
-    items = contents(args.quick)
+    items = [
+        replace(c, name=c.name.replace("photo", args.portrait), renderer=args.portrait)
+        if c.renderer == "photo"
+        else c
+        for c in contents(args.quick)
+    ]
     if args.only:
         items = [c for c in items if c.name.startswith(args.only)]
     t = time.monotonic()

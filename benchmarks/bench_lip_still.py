@@ -8,6 +8,8 @@ window that located the mouth; frames before it are never judged).
     python benchmarks/bench_lip_still.py --out DIR  # keep the clips in DIR
     python benchmarks/bench_lip_still.py --random 12 --seed 5  # a random set of avatars
     python benchmarks/bench_lip_still.py --random 16 --seed 5 --frames  # and frame by frame
+    python benchmarks/bench_lip_still.py --random 16 --seed 5 --portrait hopper
+        # the same draw, its photographic clips on a portrait nothing was tuned on
 
 ``--frames`` also judges each speaking frame against the freezes: those inside one that read
 as moving, those outside that read as still, near an edge (0.2 s) or not. A clip's seconds
@@ -37,6 +39,7 @@ from syncmon.media import analyze_file  # noqa: E402
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource  # noqa: E402
 from syncmon.reference.articulation import ArticulationConfig  # noqa: E402
 from syncmon.reference.avatar import speaking_seconds  # noqa: E402
+from syncmon.reference.photo import PORTRAITS  # noqa: E402
 from syncmon.reference.render import RenderOptions, render  # noqa: E402
 
 HEAD = ArticulationConfig(
@@ -119,12 +122,21 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=0, metavar="N")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--frames", action="store_true", help="also count frames judged wrong")
+    ap.add_argument(
+        "--portrait",
+        default="photo",
+        choices=sorted(PORTRAITS),
+        help="the portrait of the photographic clips (same draw; hopper: never tuned on)",
+    )
     args = ap.parse_args()
     cases = (
         random_cases(args.random, args.seed, args.seconds)
         if args.random
         else [Case(r, seed, spans) for r, seed, spans in CASES]
     )
+    for c in cases:
+        if c.renderer == "photo":
+            c.renderer = args.portrait
     out = args.out or Path(tempfile.mkdtemp(prefix="syncmon-lipstill-"))
     out.mkdir(parents=True, exist_ok=True)
     judged_from: list[float] = []

@@ -148,10 +148,13 @@ def measure(
     extra: tuple[list[str], list[str]] = ([], []),
     baseline: Path | None = None,
     threads: bool = False,
+    bare_floor: bool = True,
 ) -> None:
     """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
     checkout whose monitor watches the same streams beside this one's (watch only);
-    ``threads``: print the monitor's and the bare subscriber's CPU per thread too (watch)."""
+    ``threads``: print the monitor's and the bare subscriber's CPU per thread too (watch);
+    ``bare_floor``: False leaves the bare subscriber out (the cores for more rooms: how far a
+    worker goes past one core, not its ratio)."""
     env = server_env(srv)
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
@@ -189,13 +192,17 @@ def measure(
         )
         for i, r in enumerate(rooms)
     ]
-    bare = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("bare_subscriber.py"))]
-        + [x for r in rooms for x in ("--room", r)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    bare = (
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_subscriber.py"))]
+            + [x for r in rooms for x in ("--room", r)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        if bare_floor
+        else None
     )
     url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -212,15 +219,20 @@ def measure(
             time.sleep(5)
             dispatch(srv, rooms, tag)
         time.sleep(12 + WARM_UP_S)  # connect, first keyframes, first lip-sync windows, warm
-        p, b = psutil.Process(mon.pid), psutil.Process(bare.pid)
+        p = psutil.Process(mon.pid)
+        b = None if bare is None else psutil.Process(bare.pid)
         tree = [p, *p.children(recursive=True)]  # a worker's processes
         q = None if base is None else psutil.Process(base.pid)
-        c0, b0, f0, t0 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
+        host0 = psutil.cpu_times()
+        c0, f0, t0 = tree_cpu_s(tree), frames(url), time.monotonic()
+        b0 = 0.0 if b is None else cpu_s(b)
         q0 = 0.0 if q is None else cpu_s(q)
         per0 = [cpu_s(x) for x in tree]
-        th0 = (thread_cpu_s(p.pid), thread_cpu_s(b.pid)) if threads else None
+        th0 = (thread_cpu_s(p.pid), thread_cpu_s(b.pid)) if threads and b is not None else None
         time.sleep(window)
-        c1, b1, f1, t1 = tree_cpu_s(tree), cpu_s(b), frames(url), time.monotonic()
+        c1, f1, t1 = tree_cpu_s(tree), frames(url), time.monotonic()
+        b1 = 0.0 if b is None else cpu_s(b)
+        host1 = psutil.cpu_times()
         q1 = 0.0 if q is None else cpu_s(q)
         per = [(cpu_s(x) - a) / (t1 - t0) * 100 for x, a in zip(tree, per0, strict=True)]
         cpu = (c1 - c0) / (t1 - t0) * 100
@@ -229,13 +241,23 @@ def measure(
         rss = sum(x.memory_info().rss for x in tree) / 2**20
         what = f"worker --processes {worker_processes}" if worker_processes else "watch"
         split = " + ".join(f"{x:.0f}" for x in per) if len(tree) > 1 else ""
+        # how busy the whole host was: a monitor short of frames on a saturated host is
+        # the host's limit, not the monitor's
+        idle = (host1.idle - host0.idle) / (t1 - t0) * 100
+        floor_text = (
+            ""
+            if b is None
+            else f"bare subscriber {floor:.1f} %, ratio {cpu / max(floor, 1e-9):.2f}; "
+        )
+        bare_rss = "" if b is None else f"; bare {b.memory_info().rss / 2**20:.0f} MiB"
         print(
             f"{width}x{height}@25 x{streams} ({what}): monitor CPU {cpu:.1f} % of a core"
             f"{f' ({split})' if split else ''} "
             f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
-            f"per frame), bare subscriber {floor:.1f} %, ratio {cpu / max(floor, 1e-9):.2f}; "
+            f"per frame), {floor_text}"
             f"{fps / streams:.1f} fps per stream timed, RSS {rss:.0f} MiB "
-            f"({rss / streams:.0f} MiB per room; bare {b.memory_info().rss / 2**20:.0f} MiB)",
+            f"({rss / streams:.0f} MiB per room{bare_rss}); host idle {idle:.0f} % of a core "
+            f"({psutil.cpu_count()} cores)",
             flush=True,
         )
         if th0 is not None:
@@ -257,7 +279,7 @@ def measure(
                 flush=True,
             )
     finally:
-        procs = [*pubs, mon, bare, *([] if base is None else [base])]
+        procs = [*pubs, mon, *([] if bare is None else [bare]), *([] if base is None else [base])]
         for x in procs:
             x.terminate()
         for x in procs:
@@ -307,6 +329,12 @@ def main() -> int:
         action="store_true",
         help="also print the monitor's and the bare subscriber's CPU per thread (Linux)",
     )
+    ap.add_argument(
+        "--no-bare",
+        action="store_true",
+        help="no bare subscriber beside the monitor (its cores for more rooms: how far a "
+        "worker goes past one core; no ratio printed)",
+    )
     args = ap.parse_args()
     extra = (args.monitor_arg, args.publisher_arg)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -323,6 +351,7 @@ def main() -> int:
                     extra=extra,
                     baseline=args.baseline,
                     threads=args.threads,
+                    bare_floor=not args.no_bare,
                 )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)

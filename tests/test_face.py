@@ -26,7 +26,15 @@ from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 from syncmon.reference.articulation import ArticulationConfig
 
 
-@pytest.mark.parametrize(("renderer", "size"), [("photo", (640, 360)), ("photo", (1280, 720))])
+@pytest.mark.parametrize(
+    ("renderer", "size"),
+    [
+        ("photo", (640, 360)),
+        ("photo", (1280, 720)),
+        ("hopper", (640, 360)),
+        ("hopper", (1280, 720)),
+    ],
+)
 def test_the_face_box_holds_the_photographic_mouth(renderer: str, size: tuple[int, int]) -> None:
     av = ReferenceAvatar(width=size[0], height=size[1], renderer=renderer)
     r0, r1, c0, c1 = av.face._mouth_box  # type: ignore[union-attr]

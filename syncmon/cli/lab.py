@@ -69,9 +69,10 @@ def _add_impairments(g: argparse._ArgumentGroup) -> None:
 def _add_face_args(f: argparse._ArgumentGroup) -> None:
     f.add_argument(
         "--face",
-        choices=("synthetic", "photo"),
+        choices=("synthetic", "photo", "hopper"),
         default="synthetic",
-        help="the cartoon face, or a photographic portrait (needs scikit-image)",
+        help="the cartoon face, or a photographic portrait: photo (scikit-image's astronaut) "
+        "or hopper (matplotlib's Grace Hopper; both need the test extra)",
     )
     f.add_argument(
         "--viseme",

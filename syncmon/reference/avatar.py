@@ -23,7 +23,8 @@ Schedule of frame slot ``k`` (nominal time ``k * T``):
 With an ``ArticulationConfig`` the face follows its speech as talking-head models do (a viseme
 mouth with its own phase, prosodic head motion with a lead; ``articulation.py``); ``face_speech``
 drives the face from another utterance than the audio (a mismatched-content null), and
-``renderer="photo"`` animates a photographic portrait instead of the cartoon face.
+``renderer="photo"`` (or ``"hopper"``: another portrait, see ``photo.PORTRAITS``) animates a
+photographic portrait instead of the cartoon face.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 from .articulation import ArticulationConfig, Articulator
 from .face import FaceRenderer, YuvFrame
-from .photo import PhotoRenderer
+from .photo import PORTRAITS, PhotoRenderer
 from .speech import SpeechSource
 
 WARMUP_SLOTS = 40  # no impairment before the monitor knows the frame rate
@@ -142,15 +143,19 @@ class ReferenceAvatar:
         self._face_speech = face_speech
         self.renderer = renderer
         self.face: FaceRenderer | PhotoRenderer
-        if renderer == "photo":
-            self.face = PhotoRenderer(width=width, height=height, seed=self.imp.seed + 7)
+        if renderer in PORTRAITS:
+            self.face = PhotoRenderer(
+                width=width, height=height, seed=self.imp.seed + 7, portrait=renderer
+            )
         elif renderer == "synthetic":
             motion = 0.0 if articulation is None else articulation.head_px
             self.face = FaceRenderer(
                 width=width, height=height, seed=self.imp.seed + 7, motion_px=motion
             )
         else:
-            raise ValueError(f"renderer must be 'synthetic' or 'photo', got {renderer!r}")
+            raise ValueError(
+                f"renderer must be 'synthetic' or one of {sorted(PORTRAITS)}, got {renderer!r}"
+            )
         self._articulator: Articulator | None = None
         if articulation is not None:
             self._articulator = Articulator(face_speech or self.speech, articulation)
