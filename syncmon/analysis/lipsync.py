@@ -32,7 +32,14 @@ import numpy as np
 from scipy import sparse
 from scipy.ndimage import gaussian_filter1d
 
-from .face import MOTION_SPAN_S, MOVING_LEVEL, mouth_motion
+from .face import (
+    AWAY_CELLS,
+    HEAD_RANK,
+    MOTION_SPAN_S,
+    MOUTH_CELLS,
+    MOVING_LEVEL,
+    mouth_motion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +537,9 @@ class ContentOffsetEstimator:
         )
         if not agrees and est.confidence < c.confirm_confidence:
             return replace(est, offset_s=None)  # not confirmed yet
-        if self._moving_open:
+        if self._moving_open and self._model is not None:
+            # (judged on the picture's own mouth cells: an estimate the face alone made
+            # waits for them, rather than spending the tries)
             self._find_moving(est.offset_s + c.calibration_s)
         return est
 
@@ -784,16 +793,13 @@ class ContentOffsetEstimator:
         vt = np.fromiter(self._vt, dtype=np.float64, count=len(self._vt))
         idx = np.nonzero(vt > vt[-1] - self.config.window_s)[0]
         at, env, wenv = self._audio(vt[idx])
-        face = self._face_motion(idx, vt[idx])
+        face, _ = self._face_motion(self._face_window(idx, vt[idx]), vt[idx])
         if wenv.size and face is not None:
             self._face_still(face, at, env, wenv, final=True)
 
-    def _face_motion(
-        self, idx: np.ndarray, tk: np.ndarray, hp_all: sparse.csr_matrix | None = None
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The window's frames that show the last face box (their times) and the mouth's own
-        motion in each (``face.mouth_motion``); None unless FACE_MIN_S of them or more.
-        ``hp_all``: the window's high-pass, used when the face is on all its frames."""
+    def _face_window(self, idx: np.ndarray, tk: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The window's frames that show the last face box (their times) and their face
+        grids (frames x FACE_GRID**2); None unless FACE_MIN_S of them or more."""
         last = self._vf[int(idx[-1])]
         if last is None:
             return None
@@ -805,19 +811,33 @@ class ContentOffsetEstimator:
         if keep.size < 10 or tf[-1] - tf[0] < FACE_MIN_S:
             return None
         grids = np.stack([faces[int(k)][1] for k in keep]).astype(np.float64)  # type: ignore[index]
-        if hp_all is not None and keep.size == tk.size:
-            hp = hp_all
-        else:
-            hp = _highpass_matrix(tf, self.config.highpass_sigma_s)
+        return tf, grids
+
+    def _face_motion(
+        self,
+        window: tuple[np.ndarray, np.ndarray] | None,
+        tk: np.ndarray,
+        hp_all: sparse.csr_matrix | None = None,
+    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+        """The face's frames (``_face_window``) and the mouth's own motion in each
+        (``face.mouth_motion``), or None; and the face grids high-passed when they cover the
+        whole window (for the content estimate: ``_face_judge``), else None. ``hp_all``: the
+        window's high-pass, used when the face is on all its frames."""
+        if window is None:
+            return None, None
+        tf, grids = window
+        whole = hp_all is not None and tf.size == tk.size
+        hp = hp_all if whole else _highpass_matrix(tf, self.config.highpass_sigma_s)
+        hpf = np.asarray(hp @ grids)
         try:
-            motion = mouth_motion(np.asarray(hp @ grids), 1.0 / float(np.median(np.diff(tf))))
+            motion = mouth_motion(hpf, 1.0 / float(np.median(np.diff(tf))))
         except np.linalg.LinAlgError as e:  # a window the face cannot judge, not a dead stream
             self.face_errors += 1
             log.warning(
                 "mouth motion not measured on this window (%s; %d so far)", e, self.face_errors
             )
-            return None
-        return tf, motion
+            return None, None
+        return (tf, motion), (hpf if whole else None)
 
     def _face_frozen(
         self, face: tuple[np.ndarray, np.ndarray] | None, tk: np.ndarray
@@ -900,6 +920,34 @@ class ContentOffsetEstimator:
                 return plain
         return judged
 
+    def _face_judge(self, a_n: np.ndarray, hpf: np.ndarray) -> tuple[float, float, float] | None:
+        """Lag, peak and confidence of the registered face's mouth (``hpf``: the window's
+        face grids, high-passed): its mouth zone's cells, cleaned of the face's strongest
+        common time courses away from the mouth (``AWAY_CELLS``: the light, and what
+        registration left of the head), combined as the plain best cells are. Registration
+        took most of the head's motion out of them: on a busy, wrinkled face at 360p
+        nodding with the speech (the hopper portrait), where the picture's own cells gave
+        peaks of 0.35-0.5 and a neighbouring syllable's lag won a window pair, these gave
+        0.75-0.85 at the true lag."""
+        try:
+            # (as face.mouth_motion: one time course of the upper face left a frozen mouth's
+            # zone following the head at 0.6-0.7 on the hopper portrait, three of the whole
+            # face 0.1-0.3)
+            rank = min(HEAD_RANK, max(1, hpf.shape[0] // 8))
+            q = _basis(hpf[:, AWAY_CELLS].T, rank)
+        except np.linalg.LinAlgError as e:  # this window's face says nothing, as in _face_motion
+            self.face_errors += 1
+            log.warning("face not judged on this window (%s; %d so far)", e, self.face_errors)
+            return None
+        x = hpf[:, MOUTH_CELLS]
+        x = x - q @ (q.T @ x)
+        xn, ok = _normalize_rows(x.T)
+        if not ok.any():
+            return None
+        r = a_n @ xn.T
+        m = _combine(xn, r, np.max(np.abs(r), axis=0) * ok, self.config.top_cells)
+        return None if m is None else self._judge(a_n, m)
+
     def _judge(self, a_n: np.ndarray, m: np.ndarray) -> tuple[float, float, float] | None:
         """Lag (parabolic peak), peak correlation and confidence of a mouth signal; None when
         the peak is at the edge of the search range."""
@@ -953,7 +1001,7 @@ class ContentOffsetEstimator:
         # until the mouth has been located by what follows the voice, its stillness is judged
         # on the face (see face.py): a mouth frozen from the start is never located
         hp = _highpass_matrix(tk, c.highpass_sigma_s)
-        face = self._face_motion(idx, tk, hp)
+        face, face_hp = self._face_motion(self._face_window(idx, tk), tk, hp)
         face_judged = self._model is None and face is not None
         if face_judged:
             assert face is not None
@@ -983,6 +1031,22 @@ class ContentOffsetEstimator:
             found, model_q, classic = self._find_mouth(a_n, pic, full)
             judged = self._decide(a_n, found, classic)
         self._since_full = 0 if full else self._since_full + 1
+        by_face = None if face_hp is None else self._face_judge(a_n, face_hp)
+        if by_face is not None and by_face[2] > (0.0 if judged is None else judged[2]):
+            assert face is not None
+            if judged is None or abs(by_face[0] - judged[0]) > c.agree_s:
+                # the picture's own cells found no mouth, or another lag, less surely: they
+                # followed the head or a neighbouring syllable, and are not learned as the
+                # mouth
+                found = None
+            # the registered face's mouth says it more surely. Its lag is published only
+            # where the face shows the mouth moving while the voice speaks: on a mouth
+            # frozen shut, what registration leaves of the head at the chin follows the
+            # voice at the head's lead (0.1-0.5 on these clips), so there the window says
+            # nothing
+            spk = _speaking(tk, at, env, level)
+            moving = np.count_nonzero(spk) >= 10 and float(np.median(face[1][spk])) >= MOVING_LEVEL
+            judged = by_face if moving else (by_face[0], by_face[1], 0.0)
         if self._model is not None and model_q is not None and not face_judged:
             li = int(np.argmin(np.abs(self._lags - self._model.lag)))
             # (the window's own speech level: a mouth located by what follows the voice is
@@ -998,17 +1062,18 @@ class ContentOffsetEstimator:
             known, frozen = self._face_frozen(face, tk)
             still = np.where(known, frozen, act < c.still_ratio)
             self._still(tk, still, np.where(known, frozen, act < STILL_EDGE_CORR), speech_at)
-        if found is None or judged is None:
+        if judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged
         offset = lag - c.calibration_s if conf >= c.min_confidence else None
-        if offset is not None:
+        if offset is not None and found is not None:
             # frames before the mouth was first located are not judged: looking back over the
             # window that found it counted a stream's first seconds as still on a clip whose
             # mouth moved throughout
             if self._model is None and not face_judged:
                 self._still_until = max(self._still_until, float(tk[-1]) - STILL_SPAN_S / 2)
             self._learn_mouth(found, lag)
+        if offset is not None:
             if face is not None:
                 # how much the face shows the mouth moving while it follows the voice
                 tf, motion = face
