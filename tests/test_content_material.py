@@ -70,7 +70,9 @@ def content(rep: dict[str, object]) -> float | None:
     return rep["offset_ms"]["content"]  # type: ignore[index,no-any-return]
 
 
-@pytest.mark.parametrize("renderer", ["photo", "synthetic"])
+# hopper: a textured portrait (wrinkles, glasses) added after the estimator was built, where
+# the picture's own cells follow the head nearly as well as the mouth
+@pytest.mark.parametrize("renderer", ["photo", "synthetic", "hopper"])
 def test_shifts_of_a_nodding_viseme_face_are_measured_within_10ms(
     tmp_path: Path, renderer: str
 ) -> None:
@@ -86,7 +88,7 @@ def test_shifts_of_a_nodding_viseme_face_are_measured_within_10ms(
 def test_a_mouth_frozen_from_the_start_on_a_nodding_head_gives_no_offset_and_counts_as_still(
     tmp_path: Path, renderer: str
 ) -> None:
-    seed = 51 if renderer == "photo" else 50
+    seed = 50 if renderer == "synthetic" else 51
     path = render_clip(tmp_path, "frozen", renderer=renderer, seed=seed, lip_still=((0.0, 1e9),))
     rep = analyze_file(path)
     assert content(rep) is None
@@ -106,6 +108,15 @@ def test_a_mouth_frozen_from_the_start_on_a_nodding_head_gives_no_offset_and_cou
         check=True,
     )
     assert json.loads(cli.stdout)["lip_still"] == {"seconds": 0.0, "episodes": 0}
+
+
+def test_a_frozen_mouth_on_a_textured_nodding_face_gives_no_offset(tmp_path: Path) -> None:
+    # the hopper portrait: its registered mouth zone, frozen, still follows the voice at the
+    # head's lead (what registration leaves of the head at the chin); the face judges the
+    # lag only where it shows the mouth moving. (Its lip-still seconds are not held here: a
+    # mouth frozen from the start on this face is counted for part of them only -- README.)
+    rep = clip(tmp_path, "frozen", renderer="hopper", seed=51, lip_still=((0.0, 1e9),))
+    assert content(rep) is None
 
 
 def test_a_mouth_that_freezes_while_the_voice_goes_on_is_counted(tmp_path: Path) -> None:

@@ -26,9 +26,8 @@ nodding head at 360p moving 20-100 % of a speaking one, and two of three such fr
 lip-still bench uncounted.)
 
 Over an estimator window (``mouth_motion``) the cells are high-passed (the estimator's own
-high-pass), what the face away from the mouth still shares (``HEAD_RANK`` time courses of
-``AWAY_CELLS``: what the lighting fit and registration leave) is taken out of the mouth's
-cells, and each cell's mean square is taken over
+high-pass), what the upper face still shares (``HEAD_RANK`` time course: what the lighting fit
+leaves) is taken out of the mouth's cells, and each cell's mean square is taken over
 ``MOTION_SPAN_S``. The mouth is the zone's ``MOUTH_ACTIVE`` cells that move most over the
 window; its motion at a frame is the mean square of the ``TOP_CELLS`` of them that move most
 there (the lips, the cavity and the jaw take turns). Measured on the lip-still bench's clips
@@ -36,10 +35,11 @@ there (the lips, the cavity and the jaw take turns). Measured on the lip-still b
 360p-720p, H.264 and VP8 at 150-1200 kbps), in luma levels squared: speaking frames of moving
 mouths 40-150 on the photograph and 250-330 on the cartoon at their 5th percentile; frozen
 mouths at a median of 0.2-2 on the photograph and 2-3.5 on the cartoon, 95th percentile 2-7
-away from a freeze's edges (which the span blurs). ``MOVING_LEVEL`` lies between. On the
-hopper portrait, added later (a textured face: wrinkles, glasses), a frozen mouth on a nodding
-head read up to 65 with the upper face's one time course taken out, which is why the whole
-face's five are (see HEAD_RANK).
+away from a freeze's edges (which the span blurs). ``MOVING_LEVEL`` lies between. Not on the
+hopper portrait, added later (a textured face: wrinkles, glasses): there a frozen mouth on a
+nodding head reads a median of 8 and up to 65 (what registration leaves of the head at the
+chin), so a mouth frozen from the start is counted for part of its speaking seconds only (see
+HEAD_RANK).
 
 The same registered mouth also judges the content estimator's lag (``lipsync``'s
 ``_face_judge``): on a busy face the picture's own cells follow the head nearly as well as the
@@ -103,16 +103,19 @@ UPPER_CELLS = np.nonzero(_rows <= int(0.55 * G))[0]
 AWAY_CELLS = np.nonzero(
     (_rows < int(0.62 * G) - 1) | (_cols < int(0.28 * G) - 1) | (_cols > int(0.72 * G) + 1)
 )[0]
-# after registration what the face away from the mouth still shares is its lighting and what
-# registration left of the head (an image-warping model's soft mask, a jaw and neck that do not
-# turn with the skull): the mouth's cells are cleaned of this many of its time courses. On the
-# hopper portrait (wrinkles, glasses) nodding 6 px and rolling 3 degrees, a frozen mouth's
-# 95th percentile and maximum read 47 and 65 luma levels squared (MOVING_LEVEL is 10) with one
-# time course of the upper face taken out, 13 and 16 with three of the whole face's, 4.8 and
-# 5.9 with five (a speaking one's 5th percentile 70 -> 60; the astronaut's and the cartoon's
-# frozen mouths 0.9 -> 0.5 and 4.1 -> 2.8). (The ten strongest of the upper face, before
-# registration, carried the mouth's own motion away with the head's.)
-HEAD_RANK = 5
+# after registration what the whole face still shares is its lighting: one time course of the
+# upper face (the ten strongest, before registration, carried the mouth's own motion away with
+# the head's). More, from the whole face away from the mouth, took more of what registration
+# leaves of a textured, nodding head (the hopper portrait's frozen mouth: a maximum of 65 luma
+# levels squared with this one, 5.9 with five) but leaked into the frames of a window where
+# the mouth froze mid-speech (a time course is cleaned over the whole window, and the cheeks
+# beside a moving mouth move with it): the lip-still bench's seed 6 went from 14 to 10 of 14
+# freezes within 0.3 s, and no rank or cell set tried kept both.
+HEAD_RANK = 1
+# the registered mouth as a judge of the content lag (lipsync's _face_judge): there the whole
+# window's correlation is what counts, and five time courses of the face away from the mouth
+# took a frozen mouth's following of the head on the hopper portrait from 0.6-0.7 to 0.1-0.3
+JUDGE_RANK = 5
 MOUTH_ACTIVE = 8  # the mouth zone's cells that move most over a window
 TOP_CELLS = 3  # of those, the ones that move most at each frame
 MOTION_SPAN_S = 0.28
@@ -504,7 +507,7 @@ def mouth_motion(hp_grids: np.ndarray, fps: float) -> np.ndarray:
     docstring); ``hp_grids`` is frames x FACE_GRID**2 of registered face grids, already
     high-passed."""
     n = hp_grids.shape[0]
-    q = _basis(hp_grids[:, AWAY_CELLS], min(HEAD_RANK, max(1, n // 8)))
+    q = _basis(hp_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
     x = hp_grids[:, MOUTH_CELLS]
     x = x - q @ (q.T @ x)
     span = max(3, int(round(MOTION_SPAN_S * fps)))

@@ -14,7 +14,11 @@ Method (``method="content"`` in shared/DESIGN.md):
    signed, weighted sum is the mouth signal, whose correlation curve's peak, refined by a
    parabola through its neighbours, is the offset. Because the envelope is interpolated at the
    frame times, the resolution is the lag step, not the frame interval.
-5. Confidence compares the peak with the peaks of the same mouth signal against the audio
+5. Where the face is found (``face.py``), the registered face's mouth cells judge the window
+   too (``_face_judge``): registration took the head out of them, so on a busy face nodding
+   with the speech they follow the mouth where the grid's cells follow the head as much. The
+   surer of the two is published, the face's only where it shows the mouth moving.
+6. Confidence compares the peak with the peaks of the same mouth signal against the audio
    shifted circularly by 1-7 s (null correlations), and is zero when the window holds too little
    speech or the picture does not move. No estimate is returned below ``min_confidence``.
 
@@ -34,7 +38,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from .face import (
     AWAY_CELLS,
-    HEAD_RANK,
+    JUDGE_RANK,
     MOTION_SPAN_S,
     MOUTH_CELLS,
     MOVING_LEVEL,
@@ -930,10 +934,7 @@ class ContentOffsetEstimator:
         peaks of 0.35-0.5 and a neighbouring syllable's lag won a window pair, these gave
         0.75-0.85 at the true lag."""
         try:
-            # (as face.mouth_motion: one time course of the upper face left a frozen mouth's
-            # zone following the head at 0.6-0.7 on the hopper portrait, three of the whole
-            # face 0.1-0.3)
-            rank = min(HEAD_RANK, max(1, hpf.shape[0] // 8))
+            rank = min(JUDGE_RANK, max(1, hpf.shape[0] // 8))
             q = _basis(hpf[:, AWAY_CELLS].T, rank)
         except np.linalg.LinAlgError as e:  # this window's face says nothing, as in _face_motion
             self.face_errors += 1
@@ -1042,8 +1043,8 @@ class ContentOffsetEstimator:
             # the registered face's mouth says it more surely. Its lag is published only
             # where the face shows the mouth moving while the voice speaks: on a mouth
             # frozen shut, what registration leaves of the head at the chin follows the
-            # voice at the head's lead (0.1-0.5 on these clips), so there the window says
-            # nothing
+            # voice at the head's lead (0.1-0.57 on the bench's frozen cartoon, astronaut and
+            # hopper), so there the window says nothing
             spk = _speaking(tk, at, env, level)
             moving = np.count_nonzero(spk) >= 10 and float(np.median(face[1][spk])) >= MOVING_LEVEL
             judged = by_face if moving else (by_face[0], by_face[1], 0.0)
