@@ -14,7 +14,8 @@ follows another utterance than the audio.
                                                            # another portrait (never tuned on)
 
 Prints one line per clip and a table per nuisance: changes within 10 ms / 20 ms, p95 error,
-nulls, lip-still seconds against the truth.
+nulls, lip-still seconds against the truth (and those clips' content: unshifted, so the
+mouth's natural phase or null; WRONG beyond 60 ms, where a nodding head's lead lies).
 """
 
 from __future__ import annotations
@@ -274,7 +275,10 @@ def summarize(rows: list[dict[str, Any]], duration: float) -> list[str]:
                 spans = tuple((t0, min(d_, duration - t0)) for t0, d_ in c.lip_still)
                 truth = speaking_seconds(sp, spans)
                 got = ls.get("seconds")
-                still.append(f"{name}: {got} s (truth {truth:.2f} s)")
+                # unshifted: its content is the mouth's natural phase (tens of ms) or null,
+                # never the head's lead (100-300 ms)
+                phase = "null" if off is None else f"{off} ms{'' if abs(off) < 60 else ' (WRONG)'}"
+                still.append(f"{name}: {got} s (truth {truth:.2f} s), content {phase}")
     lines.append("")
     lines.append(f"{'nuisance':<36}{'changes':>8}{'<=10 ms':>9}{'<=20 ms':>9}{'p95':>8}{'none':>6}")
     allerr: list[float] = []

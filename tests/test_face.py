@@ -4,6 +4,8 @@ gains, and the mouth-motion measure on the avatar's frames against its own truth
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from syncmon.analysis.face import (
     LOST_AFTER,
     MOUTH_CELLS,
     MOVING_LEVEL,
+    REG_SIZE,
     SEARCH_EVERY_S,
     SEARCH_MAX_S,
     TRACK_EVERY_S,
@@ -47,8 +50,10 @@ def test_the_face_box_holds_the_photographic_mouth(renderer: str, size: tuple[in
     # the mouth lies in the box's lower half, near its middle: where MOUTH_CELLS look
     assert x + 0.3 * w <= mx <= x + 0.7 * w, (track.box, mx)
     assert y + 0.6 * h <= my <= y + 1.1 * h, (track.box, my)
-    segment, grid = got
+    segment, grid, pose = got
     assert grid.shape == (FACE_GRID, FACE_GRID) and segment == 1
+    # the box's first frame is the registration's reference: no turn, no shift
+    assert pose.shape == (3,) and not pose.any()
 
 
 def test_the_cartoon_face_is_found_too() -> None:
@@ -85,18 +90,18 @@ def _motion_of(av: ReferenceAvatar, seconds: float) -> tuple[np.ndarray, np.ndar
     """The mouth motion of ``av``'s frames through the real face track (registration and
     all), and which frames show the mouth moving with the speech (the avatar's own truth)."""
     track = FaceTrack()
-    t, grids, moves = [], [], []
+    t, grids, poses, moves = [], [], [], []
     for out in av.frames(seconds):
         got = track.update(out.pts, out.frame.y)
         assert got is not None, f"no face at {out.pts:.2f} s"
         t.append(out.pts)
-        grids.append(got[1].ravel())
+        grids.append(got.grid.ravel())
+        poses.append(got.pose)
         moves.append(av.mouth_moves(out.speech_t))
-    tt = np.asarray(t)
-    hp = _highpass_matrix(tt, 0.08)
-    return mouth_motion(np.asarray(hp @ np.stack(grids).astype(np.float64)), av.fps), np.asarray(
-        moves
-    )
+    hp = _highpass_matrix(np.asarray(t), 0.08)
+    hp_grids = np.asarray(hp @ np.stack(grids).astype(np.float64))
+    hp_pose = np.asarray(hp @ np.stack(poses).astype(np.float64))
+    return mouth_motion(hp_grids, av.fps, hp_pose), np.asarray(moves)
 
 
 # a head nodding 6 px and rolling 3 degrees with the speech, 250 ms ahead of it, and an
@@ -166,6 +171,10 @@ def test_registration_takes_out_the_heads_turn_and_shift_and_the_lights_gain() -
         plain = _Registration(2).grid(face_crop(moved, box))  # its own first frame: unmoved
         unregistered.append(float(np.max(np.abs(plain - ref))))
         got = reg.grid(face_crop(moved, box))
+        # its pose is the head's turn (cv2 turns counter-clockwise on screen; the registration
+        # measures clockwise, y down)
+        turn = math.degrees(float(reg.pose()[0]) / REG_SIZE)
+        assert abs(turn + deg) < 0.2, (deg, turn)
         # the upper face (what is registered) lands on the first frame's, to within a luma
         # level or two of resampling (the box's edge takes in what moved into it from
         # outside); the shifted, turned picture was tens of levels off

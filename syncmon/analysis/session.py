@@ -17,7 +17,7 @@ from ..marks import TimingMark
 from ..thresholds import verdict
 from .audio import ANALYSIS_RATE, AudioAnalyzer
 from .drift import DriftEstimate, DriftEstimator
-from .face import FaceTrack
+from .face import FaceFrame, FaceTrack
 from .lipsync import DEFAULT_GRID, ContentOffsetEstimator, LipSyncConfig, LipSyncEstimate, luma_grid
 from .receiver import ReceiverDelay
 from .timestamp import SPLIT_MAX_S, TimestampEstimate, TimestampOffsetEstimator
@@ -158,7 +158,7 @@ class SyncAnalyzer:
         *,
         frame_id: int | None = None,
         sender_time: float | None = None,
-        face: tuple[int, np.ndarray] | None = None,
+        face: FaceFrame | None = None,
     ) -> VideoFrameEvent:
         event = self.video.add_frame(t, frame_id=frame_id, sender_time=sender_time, grid=grid)
         self.content.add_video(t, grid, face)
