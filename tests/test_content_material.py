@@ -114,6 +114,33 @@ def test_a_mouth_frozen_from_the_start_on_a_nodding_head_gives_no_offset_and_cou
     assert json.loads(cli.stdout)["lip_still"] == {"seconds": 0.0, "episodes": 0}
 
 
+def test_a_mouth_frozen_from_the_start_is_null_even_where_the_pictures_cells_follow_the_head(
+    tmp_path: Path,
+) -> None:
+    # bench_content --seed 7's frozen astronaut: its picture's own cells followed the nodding
+    # head at -228 ms with a confidence of 0.37-0.46 four windows running, more surely than
+    # the registered mouth (which said nothing), and -228 ms was published. Where the face
+    # is seen, it must show the mouth moving for any lag to be published
+    def voice() -> SpeechSource:
+        return SpeechSource(seed=7301, consonants=True, phrase_pause_s=(0.25, 0.6))
+
+    avatar = ReferenceAvatar(
+        impairments=Impairments(seed=7301, lip_still=((0.0, 1e9),)),
+        speech=voice(),
+        articulation=ArticulationConfig(
+            tau_s=0.039, anticipation_s=0.0002, head_px=5.32, head_roll_deg=0.886, head_lead_s=0.154
+        ),
+        renderer="photo",
+    )
+    path = tmp_path / "frozen.mp4"
+    render(avatar, path, RenderOptions(duration_s=20.0, video_bitrate=400_000))
+    rep = analyze_file(path)
+    assert content(rep) is None
+    truth = speaking_seconds(voice(), ((0.0, 20.0),))
+    still = rep["lip_still"]
+    assert isinstance(still, dict) and abs(still["seconds"] - truth) <= 0.3, (still, truth)
+
+
 def test_a_mouth_that_freezes_while_the_voice_goes_on_is_counted(tmp_path: Path) -> None:
     spans = ((12.0, 3.5),)
     rep = clip(tmp_path, "freezes", renderer="synthetic", seed=44, lip_still=spans, duration=22)

@@ -1055,20 +1055,25 @@ class ContentOffsetEstimator:
         span = max(3, int(round(MOTION_SPAN_S / float(np.median(np.diff(tk))))))
         by_face = None if face_hp is None else self._face_judge(a_n, face_hp, span)
         if by_face is not None and by_face[2] > (0.0 if judged is None else judged[2]):
-            assert face is not None
             if judged is None or abs(by_face[0] - judged[0]) > c.agree_s:
                 # the picture's own cells found no mouth, or another lag, less surely: they
                 # followed the head or a neighbouring syllable, and are not learned as the
                 # mouth
                 found = None
-            # the registered face's mouth says it more surely. Its lag is published only
-            # where the face shows the mouth moving while the voice speaks: on a mouth
-            # frozen shut, what registration leaves of the head at the chin follows the
-            # voice at the head's lead (0.1-0.57 on the bench's frozen cartoon, astronaut and
-            # hopper), so there the window says nothing
+            judged = by_face  # the registered face's mouth says it more surely
+        if face_hp is not None and judged is not None:
+            assert face is not None
+            # Where the face is seen over the whole window, a lag is published only if it
+            # shows the mouth moving while the voice speaks. On a mouth frozen shut, what
+            # follows the voice is the head: the registered mouth zone's residue of it (0.1-0.57
+            # on the bench's frozen cartoon, astronaut and hopper), and the picture's own
+            # cells, which on an astronaut frozen from the start whose head led by 228 ms
+            # (bench_content --seed 7) published -228 ms at 0.37-0.46 four windows running
             spk = _speaking(tk, at, env, level)
             moving = np.count_nonzero(spk) >= 10 and float(np.median(face[1][spk])) >= MOVING_LEVEL
-            judged = by_face if moving else (by_face[0], by_face[1], 0.0)
+            if not moving:
+                found = None
+                judged = (judged[0], judged[1], 0.0)
         if self._model is not None and model_q is not None and not face_judged:
             li = int(np.argmin(np.abs(self._lags - self._model.lag)))
             # (the window's own speech level: a mouth located by what follows the voice is
