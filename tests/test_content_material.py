@@ -66,6 +66,30 @@ def speech(seed: int) -> SpeechSource:
     return SpeechSource(seed=seed, consonants=True, phrase_pause_s=(0.4, 1.5))
 
 
+def bench_clip(
+    tmp: Path,
+    seed: int,
+    articulation: ArticulationConfig,
+    lip_still: tuple[tuple[float, float], ...],
+    renderer: str = "synthetic",
+) -> tuple[dict[str, object], float]:
+    """A clip as benchmarks/bench_content.py renders it (its voices' pauses, 400 kbps, 20 s),
+    analysed; and the speaking seconds inside ``lip_still`` (a fresh voice: it reads from 0)."""
+
+    def voice() -> SpeechSource:
+        return SpeechSource(seed=seed, consonants=True, phrase_pause_s=(0.25, 0.6))
+
+    avatar = ReferenceAvatar(
+        impairments=Impairments(seed=seed, lip_still=lip_still),
+        speech=voice(),
+        articulation=articulation,
+        renderer=renderer,
+    )
+    path = tmp / f"bench{seed}.mp4"
+    render(avatar, path, RenderOptions(duration_s=20.0, video_bitrate=400_000))
+    return analyze_file(path), speaking_seconds(voice(), lip_still)
+
+
 def content(rep: dict[str, object]) -> float | None:
     return rep["offset_ms"]["content"]  # type: ignore[index,no-any-return]
 
@@ -121,22 +145,11 @@ def test_a_mouth_frozen_from_the_start_is_null_even_where_the_pictures_cells_fol
     # head at -228 ms with a confidence of 0.37-0.46 four windows running, more surely than
     # the registered mouth (which said nothing), and -228 ms was published. Where the face
     # is seen, it must show the mouth moving for any lag to be published
-    def voice() -> SpeechSource:
-        return SpeechSource(seed=7301, consonants=True, phrase_pause_s=(0.25, 0.6))
-
-    avatar = ReferenceAvatar(
-        impairments=Impairments(seed=7301, lip_still=((0.0, 1e9),)),
-        speech=voice(),
-        articulation=ArticulationConfig(
-            tau_s=0.039, anticipation_s=0.0002, head_px=5.32, head_roll_deg=0.886, head_lead_s=0.154
-        ),
-        renderer="photo",
+    art = ArticulationConfig(
+        tau_s=0.039, anticipation_s=0.0002, head_px=5.32, head_roll_deg=0.886, head_lead_s=0.154
     )
-    path = tmp_path / "frozen.mp4"
-    render(avatar, path, RenderOptions(duration_s=20.0, video_bitrate=400_000))
-    rep = analyze_file(path)
+    rep, truth = bench_clip(tmp_path, 7301, art, ((0.0, 20.0),), renderer="photo")
     assert content(rep) is None
-    truth = speaking_seconds(voice(), ((0.0, 20.0),))
     still = rep["lip_still"]
     assert isinstance(still, dict) and abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
@@ -161,25 +174,15 @@ def test_a_mouth_that_freezes_for_seconds_does_not_turn_the_offset_into_the_head
     # while the head nods 224 ms ahead of the voice. The windows holding the second freeze
     # were judged on the registered mouth zone, where what registration leaves of the nod
     # followed the voice at the head's lead: -207 ms was published for a 0 ms truth
-    def voice() -> SpeechSource:
-        return SpeechSource(seed=304, consonants=True, phrase_pause_s=(0.25, 0.6))
-
-    avatar = ReferenceAvatar(
-        impairments=Impairments(seed=304, lip_still=((4.0, 1.5), (11.0, 3.0))),
-        speech=voice(),
-        articulation=ArticulationConfig(
-            tau_s=0.0445, anticipation_s=0.0085, head_px=4.92, head_roll_deg=1.87, head_lead_s=0.224
-        ),
+    art = ArticulationConfig(
+        tau_s=0.0445, anticipation_s=0.0085, head_px=4.92, head_roll_deg=1.87, head_lead_s=0.224
     )
-    path = tmp_path / "still.mp4"
-    render(avatar, path, RenderOptions(duration_s=20.0, video_bitrate=400_000))
-    rep = analyze_file(path)
+    rep, truth = bench_clip(tmp_path, 304, art, ((4.0, 1.5), (11.0, 3.0)))
     got = content(rep)
     # the mouth's natural phase (lips 45 ms slow, 9 ms ahead), as the shift test's 0 ms clip
     assert got is not None and abs(got) < 60, got
     still = rep["lip_still"]
     assert isinstance(still, dict) and still["episodes"] == 2, still
-    truth = speaking_seconds(voice(), ((4.0, 1.5), (11.0, 3.0)))  # (a fresh source: from 0)
     assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
 
