@@ -16,6 +16,7 @@ from tests.browser.driver import (
     played_offsets,
     source_audio,
     steady_window,
+    stream_level,
     timecode_probes,
 )
 
@@ -103,3 +104,27 @@ def test_a_session_is_compared_over_its_longest_steady_stretch() -> None:
     jumpy = BrowserDelays(t, np.arange(20, dtype=float) * 10.0, np.zeros_like(t))
     w = steady_window(jumpy, t_start, 20.0, 40.0)
     assert w == (20.0, 40.0) and jumpy.audio_range(t_start + 20e3, t_start + 40e3) > 15.0
+
+
+def test_stream_level_takes_each_receivers_own_buffers_out() -> None:
+    # the stream carries +100 ms; the definitions differ by a constant -30 ms. The monitor's
+    # receiver holds its audio 26 ms longer than its video, then 9 ms less from 25 s on; the
+    # browser's audio delay sheds 30 ms at 30 s: what each plays moves with its own buffers
+    rows = []
+    for t in np.arange(5.0, 45.0, 5.0):
+        bias = -26.0 if t <= 25 else -17.0  # the monitor's video - audio delay
+        b_audio, b_video = (90.0 if t <= 30 else 60.0), 8.0
+        content = 100.0 + bias - 30.0
+        browser = 100.0 + (b_video - b_audio)
+        rows.append((float(t), browser, content, content, bias, b_audio, b_video))
+    raw = [r[2] - r[1] for r in rows]
+    assert max(raw) - min(raw) == pytest.approx(30.0)
+    # rows centred in 20-40 s: 25...40; each reads the constant alone
+    assert stream_level(rows, 20.0, 40.0, 5.0) == pytest.approx(-30.0)
+    # content 12 ms off in one row of the four leaves the median; in two, it moves by half
+    rows[5] = (*rows[5][:2], rows[5][2] + 12.0, *rows[5][3:])
+    assert stream_level(rows, 20.0, 40.0, 5.0) == pytest.approx(-30.0)
+    rows[6] = (*rows[6][:2], rows[6][2] + 12.0, *rows[6][3:])
+    assert stream_level(rows, 20.0, 40.0, 5.0) == pytest.approx(-24.0)
+    # no row inside the stretch: nan, to fail the comparison
+    assert np.isnan(stream_level(rows, 60.0, 80.0, 5.0))

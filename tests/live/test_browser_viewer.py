@@ -42,9 +42,14 @@ TRIES = 3  # sessions per offset before the browser's own instability fails the 
 # buffers where viewers do not, was 13-22 ms in every session).
 DEFAULT_TOL_MS = 10.0
 DEFAULT_REPEATS = 3  # sessions per offset
-# one session: a NetEq step (10 ms) and the two pull phases (up to 10 ms) apart at most
-# (largest measured 16.3 ms)
-SESSION_TOL_MS = 20.0
+# One session: two receivers of one stream each play it through their own jitter buffers, and
+# those move independently (a CI run: the browser's NetEq shed 30 ms of audio delay
+# mid-session while the monitor's held, content - browser -30 ms), so a session is compared
+# with each receiver's own A/V buffering taken out (driver.stream_level): what is left, less
+# its mean over the sessions (a constant of the two definitions), is what the estimator got
+# wrong plus the two receivers' 10 ms playout pull phases (8 sessions: within 6.5 ms of their
+# mean, where content - browser itself spread over -12.6...+13.1 ms).
+SESSION_TOL_MS = 15.0
 # With sync_streams the browser lip-syncs the pair, but libwebrtc's StreamSynchronization only
 # corrects an A/V difference whose filtered value is at least kMinDeltaMs = 30 ms, by half of
 # it per step: each viewer settles somewhere within 30 ms of the sender's offset, where its own
@@ -103,8 +108,11 @@ def table(sessions: list[Session]) -> str:
     """The sessions side by side, for a failure message."""
     rows = [
         f"sent {s.sent_ms:+.0f}: browser {s.browser_ms:+.1f} content {s.content_ms:+.1f} "
-        f"diff {s.diff_ms:+.1f} ms; "
-        + ", ".join(f"{r[0]:.0f}s {r[1]:+.0f}/{r[2]:+.0f}" for r in s.rows)
+        f"diff {s.diff_ms:+.1f} ms, less both receivers' buffers {s.stream_diff_ms:+.1f} ms; "
+        "browser/content/syncmon bias/browser audio/browser video: "
+        + ", ".join(
+            f"{r[0]:.0f}s {r[1]:+.0f}/{r[2]:+.0f}/{r[4]:+.0f}/{r[5]:.0f}/{r[6]:.0f}" for r in s.rows
+        )
         for s in sessions
     ]
     return "\n".join(rows)
@@ -127,11 +135,9 @@ def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) 
     assert abs(played[120.0] - played[0.0] - 120.0) <= 20.0, table(sessions)
     diffs = [s.diff_ms for s in sessions]
     assert abs(float(np.mean(diffs))) <= DEFAULT_TOL_MS, table(sessions)
-    # each session's content against what the browsers played of its stream on average: one
-    # browser's playout also scatters between sessions of the same stream (one CI run:
-    # +100.5 and +115.9 ms for +120 sent, while content read +97.4 and +97.5)
-    off = [s.content_ms - played[s.sent_ms] for s in sessions]
-    assert max(abs(d) for d in off) <= SESSION_TOL_MS, table(sessions)
+    # each session, its receivers' own buffers taken out, against the sessions' mean
+    level = float(np.mean([s.stream_diff_ms for s in sessions]))
+    assert max(abs(s.stream_diff_ms - level) for s in sessions) <= SESSION_TOL_MS, table(sessions)
 
 
 def test_sync_streams_content_is_what_the_browser_plays_once_converged(
