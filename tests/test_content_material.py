@@ -41,10 +41,12 @@ def render_clip(
     lip_still: tuple[tuple[float, float], ...] = (),
     face_seed: int | None = None,
     duration: float = 20.0,
+    fps: float = 25.0,
 ) -> Path:
     voice = speech(seed)
     face = None if face_seed is None else SpeechSource(seed=face_seed, consonants=True)
     avatar = ReferenceAvatar(
+        fps=fps,
         impairments=Impairments(
             offset_ms=offset_ms, seed=seed, lip_still=lip_still, exposure_step_s=7.0
         ),
@@ -183,6 +185,19 @@ def test_a_mouth_that_freezes_for_seconds_does_not_turn_the_offset_into_the_head
     assert got is not None and abs(got) < 60, got
     still = rep["lip_still"]
     assert isinstance(still, dict) and still["episodes"] == 2, still
+    assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
+
+
+@pytest.mark.parametrize("renderer", ["photo", "synthetic"])
+def test_four_freezes_at_15fps_count_the_speech_they_hold(tmp_path: Path, renderer: str) -> None:
+    # each freeze's speaking seconds as the truth defines them (60 ms either side of the
+    # voice), not two frames either side: at 15 fps that counted +0.93 s (astronaut) and
+    # +0.33 s (cartoon) over four freezes
+    spans = ((5.0, 2.5), (11.0, 2.5), (17.0, 2.5), (23.0, 2.5))
+    rep = clip(tmp_path, "f15", renderer=renderer, seed=61, lip_still=spans, duration=28, fps=15)
+    still = rep["lip_still"]
+    assert isinstance(still, dict) and still["episodes"] == len(spans), still
+    truth = speaking_seconds(speech(61), spans)
     assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
 
