@@ -150,10 +150,9 @@ def main() -> None:
         edge: np.ndarray,
         speaking: np.ndarray,
         *margin: tuple[float, float],
-        **edge_s: float,
     ) -> None:
         before = self._still_until
-        real_still(self, tk, still, edge, speaking, *margin, **edge_s)
+        real_still(self, tk, still, edge, speaking, *margin)
         if self._still_until > before and not judged_from:
             judged_from.append(float(tk[tk > before][0]))
         for i in np.nonzero((tk > before) & (tk <= self._still_until))[0]:
