@@ -513,11 +513,12 @@ def _aligned(img: np.ndarray, warp: np.ndarray, rows: int) -> np.ndarray:
     )
 
 
-def _basis(x: np.ndarray, rank: int) -> np.ndarray:
+def leading_time_courses(x: np.ndarray, rank: int) -> np.ndarray:
     """Orthonormal frames x rank basis of the strongest time courses of ``x`` (frames x cells):
     a randomized range finder with two power iterations, then Rayleigh-Ritz on the small
-    symmetric problem (a full decomposition cost 3-6 ms per window, and LAPACK's
-    divide-and-conquer SVD failed to converge on one ordinary window of face grids)."""
+    symmetric problem (a full decomposition cost 3-6 ms per window on the face and ten on the
+    picture's cells, and LAPACK's divide-and-conquer SVD failed to converge on one ordinary
+    window of face grids)."""
     rng = np.random.default_rng(0)
     y = x @ rng.standard_normal((x.shape[1], rank + 4))
     for _ in range(2):
@@ -546,7 +547,7 @@ def mouth_motion(hp_grids: np.ndarray, fps: float, hp_pose: np.ndarray | None = 
     docstring); ``hp_grids`` is frames x FACE_GRID**2 of registered face grids and
     ``hp_pose`` frames x 3 of their poses (``FaceFrame``), both already high-passed."""
     n = hp_grids.shape[0]
-    q = _basis(hp_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
+    q = leading_time_courses(hp_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
     x = hp_grids[:, MOUTH_CELLS]
     x = x - q @ (q.T @ x)
     span = max(3, int(round(MOTION_SPAN_S * fps)))

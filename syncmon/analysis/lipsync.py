@@ -44,6 +44,7 @@ from .face import (
     MOUTH_CELLS,
     MOVING_LEVEL,
     FaceFrame,
+    leading_time_courses,
     mouth_motion,
     without_pose,
 )
@@ -417,20 +418,6 @@ def _downdated_basis(
     return np.asarray(q @ vecs[:, ::-1][:, :rank])
 
 
-def _basis(x: np.ndarray, rank: int) -> np.ndarray:
-    """An orthonormal basis (frames x rank) of the strongest time courses of the rows of ``x``
-    (a randomized range finder with two power iterations: well under a millisecond here, where
-    a full SVD takes ten)."""
-    rng = np.random.default_rng(0)
-    y = x.T @ rng.standard_normal((x.shape[0], rank + 4))
-    for _ in range(2):
-        y, _ = np.linalg.qr(y)
-        y = x.T @ (x @ y)
-    q, _ = np.linalg.qr(y)
-    u, _, _ = np.linalg.svd(q.T @ x.T @ x @ q)
-    return np.asarray(q @ u[:, :rank])
-
-
 class ContentOffsetEstimator:
     """Streaming content lip-sync estimator; keeps only one window of frames and envelope."""
 
@@ -594,7 +581,9 @@ class ContentOffsetEstimator:
             xo, ok = _normalize_rows(hpg[:, above].T)
             if not ok.any():
                 return None
-            q = _basis(xo[ok], max(1, min(c.nuisance_rank, t.size // 4, int(ok.sum()) // 3)))
+            q = leading_time_courses(
+                xo[ok].T, max(1, min(c.nuisance_rank, t.size // 4, int(ok.sum()) // 3))
+            )
             mouths.append(model.signal(hpg, q))
             if not causal:
                 e = np.asarray(hp @ voice)
@@ -953,7 +942,7 @@ class ContentOffsetEstimator:
         +20 less surely); cleaned, +19."""
         try:
             rank = min(JUDGE_RANK, max(1, hpf.shape[0] // 8))
-            q = _basis(hpf[:, AWAY_CELLS].T, rank)
+            q = leading_time_courses(hpf[:, AWAY_CELLS], rank)
             x = hpf[:, MOUTH_CELLS]
             x = x - q @ (q.T @ x)
             pose = hpf[:, FACE_CELLS:]
