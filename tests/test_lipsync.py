@@ -129,3 +129,23 @@ def test_hop_is_validated() -> None:
         LipSyncConfig(window_s=8.0, hop_s=5.0)
     with pytest.raises(ValueError, match="locate_hop_s must be in"):
         LipSyncConfig(locate_hop_s=-1.0)
+
+
+def test_a_brief_faint_blip_in_a_still_mouth_is_still() -> None:
+    from syncmon.analysis.lipsync import _without_blips
+
+    t = np.arange(0.0, 4.0, 0.04)
+    motion = np.full(t.size, 2.0)
+    level = 10.0
+    faint = (t > 0.99) & (t < 1.1)  # 3 frames at 12: noise
+    strong = (t > 1.99) & (t < 2.1)  # 3 frames at 25: twice the level, a mouth
+    long = (t > 2.99) & (t < 3.4)  # 10 frames at 12: longer than the motion's span
+    motion[faint] = 12.0
+    motion[strong] = 25.0
+    motion[long] = 12.0
+    motion[-2:] = 12.0  # at the window's end: may go on beyond it
+    still = _without_blips(t, motion, motion < level, level)
+    assert np.count_nonzero(faint) == 3 and np.all(still[faint])
+    assert np.count_nonzero(strong) == 3 and not np.any(still[strong])
+    assert not np.any(still[long]) and not np.any(still[-2:])
+    assert np.count_nonzero(~still) == np.count_nonzero(strong | long) + 2
