@@ -909,8 +909,8 @@ class ContentOffsetEstimator:
         # still: below a fixed level, or well below how the mouth moves in this window's
         # speech when it does (a cartoon's mouth moves ten times a photo's in these units)
         usual = float(np.percentile(motion[speech_at], 75)) if speech_at.sum() >= 10 else 0.0
-        level = max(MOVING_LEVEL, FACE_STILL * usual)
-        still = _without_blips(tf, motion, motion < level, level)
+        moving = max(MOVING_LEVEL, FACE_STILL * usual)
+        still = _without_blips(tf, motion, motion < moving, moving)
         # no edges to add back: the face's measure is local (MOTION_SPAN_S), not a correlation
         # span, and so is the margin a frame needs from the window's ends
         margin = MOTION_SPAN_S / 2
