@@ -54,7 +54,8 @@ def show(s: Session, sync: bool, settle: float) -> None:
     print(
         f"{'synced' if sync else f'after {settle:.0f} s'}: browser {s.browser_ms:+.1f}, "
         f"content {s.content_ms:+.1f}, "
-        f"content - browser {s.diff_ms:+.1f} ms; browser audio delay moved "
+        f"content - browser {s.diff_ms:+.1f} ms ({s.stream_diff_ms:+.1f} ms less both "
+        f"receivers' A/V buffering, see driver.stream_level); browser audio delay moved "
         f"{s.audio_range_ms:.1f} ms ({'stable' if s.stable else 'UNSTABLE'}); browser "
         f"within 5 ms of its final offset from {s.converged_s:.0f} s"
     )
