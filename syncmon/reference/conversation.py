@@ -29,6 +29,8 @@ class ConversationTruth:
     # each turn's (user's end of speech, avatar's onset), seconds into the script
     turn_edges_s: tuple[tuple[float, float], ...]
     interruption_stops_s: tuple[float, ...]  # user's onset over the avatar -> avatar quiet
+    # each interruption's (user's onset, avatar's end of speech), seconds into the script
+    interruption_edges_s: tuple[tuple[float, float], ...]
     duration_s: float
 
 
@@ -120,6 +122,7 @@ def conversation(
         responses_s=tuple(on(avatar[a]) - off(user[u]) for u, a in pairs),
         turn_edges_s=tuple((off(user[u]), on(avatar[a])) for u, a in pairs),
         interruption_stops_s=tuple(off(avatar[a]) - on(user[u]) for u, a in stops),
+        interruption_edges_s=tuple((on(user[u]), off(avatar[a])) for u, a in stops),
         duration_s=n / sr,
     )
     return tracks[0], tracks[1], truth

@@ -13,7 +13,8 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -44,7 +45,11 @@ def lk_env(srv: LocalServer) -> dict[str, str]:
 class Proc:
     proc: subprocess.Popen[str]
     metrics_url: str = ""
-    log: list[str] = field(default_factory=list)
+    # its stderr (a file, not a pipe: a pipe nobody reads blocks a process that logs 64 KiB)
+    log_path: Path | None = None
+
+    def log(self) -> str:
+        return "" if self.log_path is None else self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -57,25 +62,35 @@ class Proc:
         return int(self.proc.returncode)
 
 
+LOG_TAIL_LINES = 30
+
+
 @pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
+def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Starts syncmon processes; stops them after the test and prints the end of each one's log
+    (pytest shows it with a failing test's report)."""
     started: list[Proc] = []
 
     def start(*args: str, env: dict[str, str], metrics_port: int | None = None) -> Proc:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "syncmon.cli", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        pr = Proc(p, f"http://127.0.0.1:{metrics_port}" if metrics_port else "")
+        path = tmp_path / f"proc{len(started)}-{args[0]}.log"
+        with path.open("w") as err:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "syncmon.cli", *args],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+        pr = Proc(p, f"http://127.0.0.1:{metrics_port}" if metrics_port else "", path)
         started.append(pr)
         return pr
 
     yield start
     for p in started:
         p.stop(timeout=5)
+        tail = p.log().splitlines()[-LOG_TAIL_LINES:]
+        print(f"--- {' '.join(map(str, p.proc.args[3:5]))} (exit {p.proc.returncode}) ---")
+        print("\n".join(tail))
 
 
 def start_monitor(

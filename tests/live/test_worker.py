@@ -105,8 +105,7 @@ def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
     def spread() -> bool:
         for w in workers:
             if w.proc.poll() is not None:
-                err = w.proc.stderr.read() if w.proc.stderr else ""
-                raise ProcessDied(f"a worker exited ({w.proc.returncode}): {err[-3000:]}")
+                raise ProcessDied(f"a worker exited ({w.proc.returncode}): {w.log()[-3000:]}")
         a, b = (rooms_of(w.metrics_url) for w in workers)
         return (a | b) == set(ROOMS)
 
