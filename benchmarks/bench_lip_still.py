@@ -29,6 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,10 +150,11 @@ def main() -> None:
         still: np.ndarray,
         edge: np.ndarray,
         speaking: np.ndarray,
-        *margin: tuple[float, float],
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
         before = self._still_until
-        real_still(self, tk, still, edge, speaking, *margin)
+        real_still(self, tk, still, edge, speaking, *args, **kwargs)
         if self._still_until > before and not judged_from:
             judged_from.append(float(tk[tk > before][0]))
         for i in np.nonzero((tk > before) & (tk <= self._still_until))[0]:

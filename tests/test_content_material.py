@@ -188,6 +188,22 @@ def test_a_mouth_that_freezes_for_seconds_does_not_turn_the_offset_into_the_head
     assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
 
+@pytest.mark.parametrize("renderer", ["photo", "synthetic", "hopper"])
+def test_two_freezes_spoken_across_are_counted_to_their_edges(
+    tmp_path: Path, renderer: str
+) -> None:
+    # the face's motion (a mean over 0.28 s of the picture high-passed at 80 ms) carries the
+    # speaking mouth around a freeze 0.1-0.25 s into it at either end: these clips counted
+    # 0.35, 0.47 and 0.31 s less than their 4.27 s before the edges were placed by the mouth's
+    # change from frame to frame
+    spans = ((6.0, 2.5), (12.0, 2.0))
+    rep = clip(tmp_path, "edges", renderer=renderer, seed=63, lip_still=spans, duration=18)
+    still = rep["lip_still"]
+    assert isinstance(still, dict) and still["episodes"] == len(spans), still
+    truth = speaking_seconds(speech(63), spans)
+    assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
+
+
 @pytest.mark.parametrize("renderer", ["photo", "synthetic"])
 def test_four_freezes_at_15fps_count_the_speech_they_hold(tmp_path: Path, renderer: str) -> None:
     # each freeze's speaking seconds as the truth defines them (60 ms either side of the

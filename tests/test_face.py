@@ -22,9 +22,14 @@ from syncmon.analysis.face import (
     FaceTrack,
     _Registration,
     face_crop,
+    mouth_change,
     mouth_motion,
 )
-from syncmon.analysis.lipsync import _highpass_matrix
+from syncmon.analysis.lipsync import (
+    FACE_EDGE_CHANGE,
+    FACE_EDGE_MIN,
+    _highpass_matrix,
+)
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 from syncmon.reference.articulation import ArticulationConfig
 
@@ -134,6 +139,43 @@ def test_a_speaking_mouth_moves_and_a_frozen_one_is_still_whatever_the_head_does
     assert np.percentile(speaking, 25) >= 3 * MOVING_LEVEL, np.percentile(speaking, [5, 25, 50])
     # every frame of the frozen mouth, speaking or not, under it
     assert np.max(frozen[inner]) < MOVING_LEVEL, np.percentile(frozen, [50, 95, 100])
+
+
+@pytest.mark.parametrize("renderer", ["photo", "synthetic", "hopper"])
+def test_a_freezes_edges_that_the_motion_blurs_are_where_the_mouths_change_steps(
+    renderer: str,
+) -> None:
+    # a mouth frozen over [2, 4) s while the voice speaks on and the head nods
+    av = ReferenceAvatar(
+        renderer=renderer,
+        articulation=NODDING,
+        speech=SpeechSource(seed=12, consonants=True),
+        impairments=Impairments(seed=12, lip_still=((2.0, 2.0),), exposure_step_s=1.7),
+    )
+    track = FaceTrack()
+    grids, poses, frozen, moves = [], [], [], []
+    for out in av.frames(6.0):
+        got = track.update(out.pts, out.frame.y)
+        assert got is not None, f"no face at {out.pts:.2f} s"
+        grids.append(got.grid.ravel())
+        poses.append(got.pose)
+        frozen.append(av.lip_still(out.speech_t))
+        moves.append(av.mouth_moves(out.speech_t))
+    g, p = np.stack(grids).astype(np.float64), np.stack(poses).astype(np.float64)
+    hp = _highpass_matrix(np.arange(len(grids)) / av.fps, 0.08)
+    motion = mouth_motion(np.asarray(hp @ g), av.fps, np.asarray(hp @ p))
+    change = mouth_change(g, av.fps, p)
+    idx = np.flatnonzero(frozen)
+    first, last = int(idx[0]), int(idx[-1])
+    # the motion carries the movement around the freeze into its first and last frames
+    assert np.min(motion[[first, first + 1, last - 1, last]]) >= MOVING_LEVEL, motion[idx]
+    # the change does not: between frozen frames it is the picture's noise (the registration's
+    # residue of the head), a tenth of a speaking mouth's at most
+    noise = change[first + 1 : last + 1]
+    assert np.median(noise) * 10 <= np.median(change[np.asarray(moves)]), (noise, change)
+    # and the movement into and out of the freeze stands above the edge's limit
+    limit = max(FACE_EDGE_MIN, FACE_EDGE_CHANGE * float(np.median(noise)))
+    assert change[first] >= limit and change[last + 1] >= limit, (change[[first, last + 1]], limit)
 
 
 def _textured(size: int = 160, seed: int = 4) -> np.ndarray:

@@ -149,3 +149,45 @@ def test_a_brief_faint_blip_in_a_still_mouth_is_still() -> None:
     assert np.count_nonzero(strong) == 3 and not np.any(still[strong])
     assert not np.any(still[long]) and not np.any(still[-2:])
     assert np.count_nonzero(~still) == np.count_nonzero(strong | long) + 2
+
+
+def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_them() -> None:
+    from syncmon.analysis.lipsync import FACE_EDGE_CHANGE, FACE_EDGE_S, ContentOffsetEstimator
+
+    # 25 fps of speech throughout; the mouth frozen over [2.0, 4.0): its frames from the
+    # second on change by the picture's noise only, the first and the one after it by the
+    # movement into and out of the freeze. Its motion (a mean over 0.28 s of the high-passed
+    # picture) reads still only over [2.24, 3.76): the motion around the freeze leaks in
+    t = np.arange(0.0, 6.0, 0.04)
+    frozen = (t >= 2.0 - 1e-9) & (t < 4.0 - 1e-9)
+    rng = np.random.default_rng(3)
+    noise = rng.uniform(0.5, 2.0, t.size)
+    change = np.where(frozen, noise, rng.uniform(40.0, 400.0, t.size))
+    first, after = int(np.argmax(frozen)), int(np.flatnonzero(frozen)[-1]) + 1
+    change[first] = change[after] = 900.0
+    still = (t >= 2.24 - 1e-9) & (t < 3.76 - 1e-9)
+    speaking = np.ones(t.size, bool)
+
+    def counted(change: np.ndarray | None) -> tuple[float, int]:
+        est = ContentOffsetEstimator()
+        est._still(t, still, still, speaking, (0.0, 0.0), change)
+        return est.lip_still.seconds, est.lip_still.episodes
+
+    # each frame counts the interval before it, and the mouth is still between the frames that
+    # show it frozen: (t[first], t[after - 1]], 1.96 s
+    truth = float(t[after - 1] - t[first])
+    assert counted(change) == pytest.approx((truth, 1))
+    # without the change, the blurred edges are lost: 0.24 s and 0.2 s
+    assert counted(None)[0] == pytest.approx(truth - 0.44)
+    # a noise spike near an edge above FACE_EDGE_CHANGE times the freeze's median change stops
+    # the edge there: the frames beyond it are not counted
+    spiky = change.copy()
+    spiky[first + 3] = FACE_EDGE_CHANGE * float(np.median(noise[frozen])) * 3
+    assert counted(spiky)[0] == pytest.approx(truth - 0.12)
+    # a mouth that goes on moving as little as the frozen one's noise is taken in up to
+    # FACE_EDGE_S from the run's last still frame (3.72 s: what cannot be told from a
+    # freeze), and no further
+    slow = change.copy()
+    slow[after:] = 1.0
+    beyond = (t > t[after - 1] + 1e-9) & (t <= 3.72 + FACE_EDGE_S + 1e-9)
+    assert counted(slow)[0] == pytest.approx(truth + 0.04 * np.count_nonzero(beyond))

@@ -45,6 +45,11 @@ of it (``POSE_FIT_SHARE``), and the same mouth counts 14.60 of its 14.57 s. (Whe
 swings fast, a second of a frozen hopper mouth mid-speech still reads 30-60: not linear in
 the pose, nor quadratic, tried.)
 
+Over a window the mouth's change from frame to frame is measured too (``mouth_change``: the
+same cells, cleaned the same way, on frame differences): it reads the picture's noise between
+frozen frames, where the motion's high-pass and span carry the movement before and after a
+freeze 0.15-0.25 s into it, and places an episode's edges (``lipsync``).
+
 The same registered mouth also judges the content estimator's lag (``lipsync``'s
 ``_face_judge``): on a busy face the picture's own cells follow the head nearly as well as the
 mouth, the registered mouth's cells far better.
@@ -542,20 +547,47 @@ def without_pose(x: np.ndarray, pose: np.ndarray, span: int) -> np.ndarray:
     return np.asarray(x - pose @ coef)
 
 
+def _mouth_cells(sig_grids: np.ndarray, sig_pose: np.ndarray | None, span: int) -> np.ndarray:
+    """The mouth zone's cells of ``sig_grids`` (frames x FACE_GRID**2, high-passed or
+    differenced) less what the upper face still shares and what follows the pose
+    (``sig_pose``, the same filter): what is left is the mouth's own."""
+    n = sig_grids.shape[0]
+    q = leading_time_courses(sig_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
+    x = sig_grids[:, MOUTH_CELLS]
+    x = x - q @ (q.T @ x)
+    if sig_pose is not None:
+        x = without_pose(x, sig_pose - q @ (q.T @ sig_pose), span)
+    return np.asarray(x)
+
+
+def _mouth_level(e: np.ndarray) -> np.ndarray:
+    """Per frame, the mean of the TOP_CELLS largest of ``e`` (frames x mouth cells, squares)
+    among the MOUTH_ACTIVE cells largest over the window: the mouth is where its zone moves
+    most over the window; from moment to moment a different part of it moves most (the lips,
+    the cavity, the jaw below them)."""
+    e = e[:, np.argsort(np.sum(e, axis=0))[::-1][:MOUTH_ACTIVE]]
+    return np.asarray(np.mean(np.sort(e, axis=1)[:, -TOP_CELLS:], axis=1))
+
+
 def mouth_motion(hp_grids: np.ndarray, fps: float, hp_pose: np.ndarray | None = None) -> np.ndarray:
     """Per frame, the mouth's own motion (mean square, luma levels squared; see the module's
     docstring); ``hp_grids`` is frames x FACE_GRID**2 of registered face grids and
     ``hp_pose`` frames x 3 of their poses (``FaceFrame``), both already high-passed."""
-    n = hp_grids.shape[0]
-    q = leading_time_courses(hp_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
-    x = hp_grids[:, MOUTH_CELLS]
-    x = x - q @ (q.T @ x)
     span = max(3, int(round(MOTION_SPAN_S * fps)))
-    if hp_pose is not None:
-        x = without_pose(x, hp_pose - q @ (q.T @ hp_pose), span)
+    x = _mouth_cells(hp_grids, hp_pose, span)
     # (a running sum can leave a rounding error below zero)
-    e = np.maximum(uniform_filter1d(x * x, span, axis=0, mode="nearest"), 0.0)
-    # the mouth is where its zone moves most over the window; from moment to moment a
-    # different part of it moves most (the lips, the cavity, the jaw below them)
-    e = e[:, np.argsort(np.sum(e, axis=0))[::-1][:MOUTH_ACTIVE]]
-    return np.asarray(np.mean(np.sort(e, axis=1)[:, -TOP_CELLS:], axis=1))
+    return _mouth_level(np.maximum(uniform_filter1d(x * x, span, axis=0, mode="nearest"), 0.0))
+
+
+def mouth_change(grids: np.ndarray, fps: float, pose: np.ndarray | None = None) -> np.ndarray:
+    """Per frame, how much the mouth changed since the frame before (square, luma levels
+    squared; the first frame 0): ``mouth_motion`` on frame differences instead of a high-pass
+    and a span, so that it is local to a frame. A frozen mouth's frames read the picture's
+    noise from the second frame of a freeze to its last, where ``mouth_motion`` still carries
+    the motion around them for its high-pass and span (0.15-0.3 s into a freeze at either
+    end); a speaking mouth's read that noise now and then too (it holds a vowel, a closure),
+    so it places a freeze's edges but cannot find one (``lipsync``: the episode's edges)."""
+    span = max(3, int(round(MOTION_SPAN_S * fps)))
+    d = np.diff(grids, axis=0, prepend=grids[:1])
+    x = _mouth_cells(d, None if pose is None else np.diff(pose, axis=0, prepend=pose[:1]), span)
+    return _mouth_level(x * x)

@@ -45,6 +45,7 @@ from .face import (
     MOVING_LEVEL,
     FaceFrame,
     leading_time_courses,
+    mouth_change,
     mouth_motion,
     without_pose,
 )
@@ -241,6 +242,13 @@ STILL_EDGE_CORR = 0.5
 # 60 ms (a stop's closure, a vowel's decay)
 STILL_SPEECH_WIDEN_S = 0.06
 FACE_STILL = 0.35  # of the mouth's usual speaking motion: see _face_frozen and _face_still
+# where the face is seen, an episode's edges extend over the frames within FACE_EDGE_S of it
+# in which the mouth changes less than FACE_EDGE_CHANGE times its median change over the
+# episode (at least FACE_EDGE_MIN): see _edge_limit. FACE_EDGE_S is how far the face's motion
+# carries a movement: half its MOTION_SPAN_S and twice the high-pass's 80 ms
+FACE_EDGE_S = 0.3
+FACE_EDGE_CHANGE = 4.0
+FACE_EDGE_MIN = 5.0
 FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
 
 
@@ -472,11 +480,14 @@ class ContentOffsetEstimator:
         self._since_full = 0  # estimates since the last full candidate search
         self._still_until = -np.inf
         self.lip_still = LipStill()
-        # the last judged frames (time, dt, speaking, may be an episode's edge), the start of
-        # the still run going on, and until when an episode's trailing edge is still counted
-        self._recent: deque[tuple[float, float, bool, bool]] = deque()
+        # the last judged frames (time, dt, speaking, may be an episode's edge, the mouth's
+        # change where the face is seen or NaN), the start of the still run going on, and until
+        # when an episode's trailing edge is still counted (where the face is seen: until when,
+        # and below what change)
+        self._recent: deque[tuple[float, float, bool, bool, float]] = deque()
         self._run_start = -np.inf
         self._tail_until = -np.inf
+        self._tail_face: tuple[float, float] | None = None
         # when the first picture that moves with the speech arrived (the stream's time), once
         # the mouth has been located; frames and envelope kept from the start until then
         self.moving_at: float | None = None
@@ -500,6 +511,7 @@ class ContentOffsetEstimator:
         self.lip_still.run_s = 0.0
         self._recent.clear()
         self._tail_until = -np.inf
+        self._tail_face = None
 
     def add_video(self, t: float, grid: np.ndarray, face: FaceFrame | None = None) -> None:
         """A frame's cell means (``luma_grid``: rows x cols) arriving at ``t``; ``face``: its
@@ -751,9 +763,12 @@ class ContentOffsetEstimator:
         edge: np.ndarray,
         speech: np.ndarray,
         margin: tuple[float, float] = (STILL_SPAN_S / 2, STILL_SPAN_S / 2),
+        change: np.ndarray | None = None,
     ) -> None:
         """Account the window's new frames: speech (bridged over short pauses) while the
-        mouth is ``still``; ``edge``: frames an episode's edges may take in (see _lead_in).
+        mouth is ``still``; ``edge``: frames an episode's edges may take in (see _lead_in);
+        ``change``: the mouth's change at each frame where the face shows it (NaN elsewhere;
+        ``face.mouth_change``), which decides there instead of ``edge``.
         A frame is judged once it lies ``margin`` (from the start, from the end) inside the
         window: the measures around it are one-sided nearer the ends."""
         c = self.config
@@ -774,9 +789,11 @@ class ContentOffsetEstimator:
             t = float(tk[i])
             dt = float(tk[i] - tk[i - 1]) if i > 0 else 0.0
             dt = min(dt, 0.2)  # a gap in the frames is not stillness
+            chg = np.nan if change is None else float(change[i])
             if unjudged[i]:
                 st.run_s = 0.0
                 self._tail_until = -np.inf
+                self._tail_face = None
             elif near[i] and still[i]:
                 if st.run_s == 0.0:
                     self._run_start = t
@@ -788,19 +805,29 @@ class ContentOffsetEstimator:
                 st.run_s += dt
                 st.last_still_t = t
                 self._tail_until = -np.inf
+                self._tail_face = None
             elif near[i] or (t - st.last_still_t > c.still_bridge_s and not still[i]):
                 if st.run_s >= c.still_min_s and near[i]:
                     self._tail_until = st.last_still_t + STILL_EDGE_S
+                    limit = self._edge_limit()
+                    self._tail_face = (
+                        None if limit is None else (st.last_still_t + FACE_EDGE_S, limit)
+                    )
                 # the mouth moved while speaking, or it moved in a pause longer than a breath
                 # (a mouth that stays still through a pause is one episode across it)
                 st.run_s = 0.0
             if st.run_s == 0.0 and t <= self._tail_until:
                 # the episode's trailing edge: see _lead_in
-                if not edge[i]:
+                if np.isnan(chg) or self._tail_face is None:
+                    on_edge = bool(edge[i])
+                else:
+                    on_edge = t <= self._tail_face[0] and chg < self._tail_face[1]
+                if not on_edge:
                     self._tail_until = -np.inf
+                    self._tail_face = None
                 elif near[i]:
                     st.seconds += dt
-            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i])))
+            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i]), chg))
         while self._recent and self._recent[0][0] < self._still_until - 2 * STILL_SPAN_S - 1.0:
             self._recent.popleft()
 
@@ -849,9 +876,10 @@ class ContentOffsetEstimator:
         window: tuple[np.ndarray, np.ndarray] | None,
         tk: np.ndarray,
         hp_all: sparse.csr_matrix | None = None,
-    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
-        """The face's frames (``_face_window``) and the mouth's own motion in each
-        (``face.mouth_motion``), or None; and the face grids high-passed when they cover the
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, np.ndarray | None]:
+        """The face's frames (``_face_window``), the mouth's own motion in each
+        (``face.mouth_motion``) and its change from the frame before (``face.mouth_change``),
+        or None; and the face grids high-passed when they cover the
         whole window (for the content estimate: ``_face_judge``), else None. ``hp_all``: the
         window's high-pass, used when the face is on all its frames."""
         if window is None:
@@ -863,16 +891,17 @@ class ContentOffsetEstimator:
         try:
             fps = 1.0 / float(np.median(np.diff(tf)))
             motion = mouth_motion(hpf[:, :FACE_CELLS], fps, hpf[:, FACE_CELLS:])
+            change = mouth_change(grids[:, :FACE_CELLS], fps, grids[:, FACE_CELLS:])
         except np.linalg.LinAlgError as e:  # a window the face cannot judge, not a dead stream
             self.face_errors += 1
             log.warning(
                 "mouth motion not measured on this window (%s; %d so far)", e, self.face_errors
             )
             return None, None
-        return (tf, motion), (hpf if whole else None)
+        return (tf, motion, change), (hpf if whole else None)
 
     def _face_frozen(
-        self, face: tuple[np.ndarray, np.ndarray] | None, tk: np.ndarray
+        self, face: tuple[np.ndarray, np.ndarray, np.ndarray] | None, tk: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Frames (of ``tk``) the face judges, and those of them where it shows the mouth
         moving less than FACE_STILL of its usual speaking motion (the upper quartile over the
@@ -888,14 +917,14 @@ class ContentOffsetEstimator:
         known, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
         if face is None or self._face_usual is None:
             return known, frozen
-        tf, motion = face
+        tf, motion, _ = face
         known = np.isin(tk, tf)
         frozen[known] = motion < FACE_STILL * self._face_usual
         return known, frozen
 
     def _face_still(
         self,
-        face: tuple[np.ndarray, np.ndarray],
+        face: tuple[np.ndarray, np.ndarray, np.ndarray],
         at: np.ndarray,
         env: np.ndarray,
         wenv: np.ndarray,
@@ -903,7 +932,7 @@ class ContentOffsetEstimator:
     ) -> None:
         """Judge the window's new frames on the face: ``face`` from _face_motion. ``final``:
         up to the last frame (the stream ended)."""
-        tf, motion = face
+        tf, motion, change = face
         level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
         speech_at = _speaking(tf, at, env, level)
         # still: below a fixed level, or well below how the mouth moves in this window's
@@ -911,10 +940,10 @@ class ContentOffsetEstimator:
         usual = float(np.percentile(motion[speech_at], 75)) if speech_at.sum() >= 10 else 0.0
         moving = max(MOVING_LEVEL, FACE_STILL * usual)
         still = _without_blips(tf, motion, motion < moving, moving)
-        # no edges to add back: the face's measure is local (MOTION_SPAN_S), not a correlation
-        # span, and so is the margin a frame needs from the window's ends
+        # the face's measure is local (MOTION_SPAN_S), not a correlation span, and so is the
+        # margin a frame needs from the window's ends; the edges are the change's (_lead_in)
         margin = MOTION_SPAN_S / 2
-        self._still(tf, still, still, speech_at, (margin, 0.0 if final else margin))
+        self._still(tf, still, still, speech_at, (margin, 0.0 if final else margin), change)
 
     def _lead_in(self) -> float:
         """The speaking seconds just before an episode that its detection missed.
@@ -927,16 +956,44 @@ class ContentOffsetEstimator:
         correlation stays low (``STILL_EDGE_CORR``), up to the first that clearly follows the
         voice. (On the lip-still bench, detected episodes went from ~half of their speaking
         seconds to within 0.15-0.6 s of them; clean speech still counts nothing, since only
-        an episode already detected is widened.)"""
+        an episode already detected is widened.)
+
+        Where the face shows the mouth, its motion is a mean over MOTION_SPAN_S of the
+        high-passed picture, which carries the motion around a freeze 0.15-0.3 s into it at
+        either end; there the edges are the frames within FACE_EDGE_S whose frame-to-frame
+        change (``face.mouth_change``) stays at the episode's own (``_edge_limit``), up to the
+        first that changes more: the last movement before the mouth froze, the first after."""
         out = 0.0
-        for t, dt, speaking, edge in reversed(self._recent):
+        limit = self._edge_limit()
+        for t, dt, speaking, edge, chg in reversed(self._recent):
             if t >= self._run_start:
                 continue
-            if t < self._run_start - STILL_EDGE_S or not edge:
+            if np.isnan(chg) or limit is None:
+                if t < self._run_start - STILL_EDGE_S or not edge:
+                    break
+            elif t < self._run_start - FACE_EDGE_S or chg >= limit:
                 break
             if speaking:
                 out += dt
         return out
+
+    def _edge_limit(self) -> float | None:
+        """The change below which a frame next to the still run going on is one of its edges:
+        FACE_EDGE_CHANGE times the run's median change, at least FACE_EDGE_MIN; None where the
+        face has not shown the run's mouth. Between frozen frames the change is the picture's
+        noise (a median of 0.7-25 luma levels squared on the lip-still bench, now and then ten
+        times that where the head moves fast), the movement into and out of a freeze read
+        200-19000, and a speaking mouth reads less than the limit for a frame or two as it
+        holds a vowel or a closure: the walk stops at the first frame above it, so a noise
+        spike cuts an edge short and a slow mouth next to a freeze is taken in, up to
+        FACE_EDGE_S. (Eight times the median counted +0.37 and +0.35 s on two clips of the
+        bench's seeds 6 and 7 where four times did +0.23 and +0.31, and 0.04-0.10 s more on
+        two clips that four times leaves 0.28-0.34 s short; the same elsewhere.)"""
+        run = [chg for t, _, _, _, chg in self._recent if t >= self._run_start]
+        known = np.array([x for x in run if not np.isnan(x)])
+        if known.size < 3:
+            return None
+        return max(FACE_EDGE_MIN, FACE_EDGE_CHANGE * float(np.median(known)))
 
     def _decide(
         self, a_n: np.ndarray, found: _Mouth | None, classic: np.ndarray | None
@@ -1108,7 +1165,11 @@ class ContentOffsetEstimator:
             # face is seen, the mouth's own motion no longer follows the voice
             known, frozen = self._face_frozen(face, tk)
             still = np.where(known, frozen, act < c.still_ratio)
-            self._still(tk, still, np.where(known, frozen, act < STILL_EDGE_CORR), speech_at)
+            change = np.full(tk.size, np.nan)
+            if face is not None and known.any():
+                change[known] = face[2]
+            edge = np.where(known, frozen, act < STILL_EDGE_CORR)
+            self._still(tk, still, edge, speech_at, change=change)
         if judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged
@@ -1123,7 +1184,7 @@ class ContentOffsetEstimator:
         if offset is not None:
             if face is not None:
                 # how much the face shows the mouth moving while it follows the voice
-                tf, motion = face
+                tf, motion, _ = face
                 spk = _speaking(tf, at, env, level)
                 if np.count_nonzero(spk) >= 10:
                     self._face_usual = float(np.percentile(motion[spk], 75))
