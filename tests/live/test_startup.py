@@ -53,7 +53,7 @@ def onset_after(t: float, seed: int = 1) -> float:
 def logged(pub: Proc) -> dict[str, float]:
     """The avatar's own log: each kind's first frame, seconds after it joined."""
     pub.proc.wait(timeout=60)
-    err = pub.proc.stderr.read() if pub.proc.stderr else ""
+    err = pub.log()
     got = {
         m.group(1): float(m.group(2))
         for m in re.finditer(
