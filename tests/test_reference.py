@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import wave
 from pathlib import Path
 
@@ -64,3 +65,38 @@ def test_bad_wav_and_bad_impairments_are_named(tmp_path: Path) -> None:
         ReferenceAvatar(impairments=Impairments(drop_rate=0.9))
     with pytest.raises(ValueError, match="even"):
         ReferenceAvatar(width=641)
+
+
+def test_audio_still_late_when_it_ends_is_reported_to_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The publisher sends on a schedule with no queue: each late-sent stretch is logged once
+    it is over (what the turns test allows for), and one still late when the audio ends is
+    logged then, to where it ended."""
+    import asyncio
+    import logging
+    import time
+
+    from livekit import rtc
+
+    from syncmon.reference.publisher import ReferencePublisher
+
+    av = ReferenceAvatar(width=160, height=90, speech=SpeechSource(seed=2))
+    pub = ReferencePublisher(av, url="ws://127.0.0.1:1", token="unused")  # never connects
+    behind_s = 0.5
+
+    async def run() -> None:
+        src = rtc.AudioSource(av.sample_rate, 1)
+        # every frame was due half a second ago: the whole 0.2 s is one late stretch
+        await pub._audio(src, time.monotonic() - behind_s, 0.2)
+
+    with caplog.at_level(logging.INFO, logger="syncmon.reference.publisher"):
+        asyncio.run(run())
+    late = [r.getMessage() for r in caplog.records if "audio late from" in r.getMessage()]
+    assert len(late) == 1
+    start, end, worst = re.match(
+        r"audio late from ([0-9.]+) to ([0-9.]+) s, at most ([0-9]+) ms", late[0]
+    ).groups()  # type: ignore[union-attr]
+    assert float(start) == 0.0
+    assert float(end) == pytest.approx(0.2)
+    assert float(worst) >= behind_s * 1e3

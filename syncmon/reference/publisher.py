@@ -136,42 +136,44 @@ class ReferencePublisher:
         pos = int(round(self.start_s["audio"] * sr / n)) * n
         who = self.room.local_participant.identity if self.room is not None else "?"
         late: tuple[float, float] | None = None  # this late stretch: its start, its worst
-        while duration_s is None or pos < duration_s * sr:
-            wait = t0 + pos / sr - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if -wait > LATE_AUDIO_S:
-                if late is None:
-                    # the source has no queue: the receiver may have had to conceal this (the
-                    # truth of a gap count then includes it); once per late stretch
-                    log.warning(
-                        "audio frame at %.2f s sent %.0f ms late (%s)", pos / sr, -1e3 * wait, who
-                    )
-                    late = (pos / sr, -wait)
-                late = (late[0], max(late[1], -wait))
-            elif late is not None:
-                # what a truth on the script's timeline must allow for (the conversation's turns)
-                log.info(
-                    "audio late from %.2f to %.2f s, at most %.0f ms (%s)",
-                    late[0],
-                    pos / sr,
-                    1e3 * late[1],
-                    who,
+        try:
+            while duration_s is None or pos < duration_s * sr:
+                wait = t0 + pos / sr - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if -wait > LATE_AUDIO_S:
+                    if late is None:
+                        # the source has no queue: the receiver may have had to conceal this
+                        # (the truth of a gap count then includes it); once per late stretch
+                        log.warning(
+                            "audio frame at %.2f s sent %.0f ms late (%s)",
+                            pos / sr,
+                            -1e3 * wait,
+                            who,
+                        )
+                        late = (pos / sr, -wait)
+                    late = (late[0], max(late[1], -wait))
+                elif late is not None:
+                    _log_late(late, pos / sr, who)
+                    late = None
+                x = av.audio(pos, n)
+                stall = next(
+                    (d for s, d in av.imp.audio_stalls if s * sr <= pos < (s + d) * sr), None
                 )
-                late = None
-            x = av.audio(pos, n)
-            stall = next((d for s, d in av.imp.audio_stalls if s * sr <= pos < (s + d) * sr), None)
-            if stall is not None and not any(
-                s * sr <= pos - n < (s + d) * sr for s, d in av.imp.audio_stalls
-            ):
-                log.info("audio stalls for %.0f ms at %.2f s", 1e3 * stall, pos / sr)
-            if stall is None:
-                pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
-                await src.capture_frame(rtc.AudioFrame(pcm.tobytes(), sr, 1, n))
-                if (sound := np.flatnonzero(pcm)).size:
-                    self._sent("audio", t0 + (pos + int(sound[0])) / sr)
-            pos += n
-            av.speech.release_before(pos - int((1.0 + abs(av.imp.offset_ms) / 1000) * sr))
+                if stall is not None and not any(
+                    s * sr <= pos - n < (s + d) * sr for s, d in av.imp.audio_stalls
+                ):
+                    log.info("audio stalls for %.0f ms at %.2f s", 1e3 * stall, pos / sr)
+                if stall is None:
+                    pcm = np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
+                    await src.capture_frame(rtc.AudioFrame(pcm.tobytes(), sr, 1, n))
+                    if (sound := np.flatnonzero(pcm)).size:
+                        self._sent("audio", t0 + (pos + int(sound[0])) / sr)
+                pos += n
+                av.speech.release_before(pos - int((1.0 + abs(av.imp.offset_ms) / 1000) * sr))
+        finally:
+            if late is not None:  # a stretch still late when the audio ended or was stopped
+                _log_late(late, pos / sr, who)
 
     async def _video(self, src: rtc.VideoSource, t0: float, duration_s: float | None) -> None:
         av = self.avatar
@@ -193,3 +195,11 @@ class ReferencePublisher:
             moving = self.joined is not None and "moving" not in self.first_sent
             if moving and av.mouth_moves(f.speech_t):
                 self._sent("moving", t0 + f.pts)
+
+
+def _log_late(late: tuple[float, float], until_s: float, who: str) -> None:
+    """One late-sent audio stretch (its start and worst lateness), up to ``until_s``: what a
+    truth on the script's timeline must allow for (the conversation's turns)."""
+    log.info(
+        "audio late from %.2f to %.2f s, at most %.0f ms (%s)", late[0], until_s, 1e3 * late[1], who
+    )
