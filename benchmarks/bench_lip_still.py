@@ -183,7 +183,11 @@ def main() -> None:
         )
         path = out / f"{case.name}{case.ext}"
         if not path.exists():
-            render(av, path, RenderOptions(duration_s=args.seconds, video_bitrate=case.bitrate))
+            # written under another name and renamed once whole: a run stopped mid-render
+            # leaves no cut clip for the next run to reuse (as bench_content)
+            tmp = path.with_name("tmp-" + path.name)
+            render(av, tmp, RenderOptions(duration_s=args.seconds, video_bitrate=case.bitrate))
+            tmp.rename(path)
         rep = analyze_file(path)
         inside = tuple((s, min(d, args.seconds - s)) for s, d in spans)
         # an episode is a run of more than still_min_s of speech: a freeze the voice speaks
