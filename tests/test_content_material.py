@@ -232,3 +232,24 @@ def test_clean_speech_with_pauses_counts_no_lip_still(tmp_path: Path, renderer: 
     rep = clip(tmp_path, "clean", renderer=renderer, seed=43)
     assert content(rep) is not None
     assert rep["lip_still"] == {"seconds": 0.0, "episodes": 0}
+
+
+def test_soft_speech_in_a_streams_first_windows_is_not_read_as_still(tmp_path: Path) -> None:
+    # Before the mouth is located, the face is judged against its own window's speaking
+    # motion. A 360p25 cartoon at 150 kbps (the lip-still bench's seed 9, clip 14), whose mouth
+    # is not located for 9 s: its soft syllables either side of a pause moved 240-350 against
+    # a still level of 238 and were taken for noise (a short run under twice the level), and
+    # the two stretches, joined across the pause, counted 1.28 s on a mouth that never froze
+    articulation = ArticulationConfig(
+        tau_s=0.0406, anticipation_s=0.0294, head_px=3.64, head_roll_deg=2.87, head_lead_s=0.173
+    )
+    avatar = ReferenceAvatar(
+        impairments=Impairments(seed=9014, exposure_step_s=7.0),
+        speech=speech(9014),
+        articulation=articulation,
+        renderer="synthetic",
+    )
+    path = tmp_path / "soft.mp4"
+    render(avatar, path, RenderOptions(duration_s=22.0, video_bitrate=150_000))
+    rep = analyze_file(path)
+    assert rep["lip_still"] == {"seconds": 0.0, "episodes": 0}

@@ -151,6 +151,26 @@ def test_a_brief_faint_blip_in_a_still_mouth_is_still() -> None:
     assert np.count_nonzero(~still) == np.count_nonzero(strong | long) + 2
 
 
+def test_against_the_speaking_level_a_frame_is_a_blip_and_a_soft_syllable_is_not() -> None:
+    from syncmon.analysis.face import MOTION_SPAN_S
+    from syncmon.analysis.lipsync import _without_blips
+
+    # a level set by the window's speaking motion (0.35 of its upper quartile), far above the
+    # picture's noise
+    t = np.arange(0.0, 4.0, 0.04)
+    motion = np.full(t.size, 3.0)
+    level = 238.0
+    frame = (t > 0.99) & (t < 1.01)  # one frame at 300: what a frozen mouth keeps of the head
+    syllable = (t > 1.99) & (t < 2.19)  # five frames at 240-350, under twice the level
+    motion[frame] = 300.0
+    motion[syllable] = [244.0, 314.0, 349.0, 331.0, 250.0]
+    assert float(t[np.flatnonzero(syllable)[-1] + 1] - t[np.argmax(syllable) - 1]) < MOTION_SPAN_S
+    still = _without_blips(t, motion, motion < level, level)
+    assert np.count_nonzero(frame) == 1 and np.all(still[frame])
+    assert np.count_nonzero(syllable) == 5 and not np.any(still[syllable])
+    assert np.count_nonzero(~still) == 5
+
+
 def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_them() -> None:
     from syncmon.analysis.lipsync import FACE_EDGE_CHANGE, FACE_EDGE_S, ContentOffsetEstimator
 

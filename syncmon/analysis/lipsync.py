@@ -375,17 +375,24 @@ def _speaking(t: np.ndarray, at: np.ndarray, env: np.ndarray, level: float) -> n
 def _without_blips(
     t: np.ndarray, motion: np.ndarray, still: np.ndarray, level: float
 ) -> np.ndarray:
-    """``still`` with each run of moving frames shorter than MOTION_SPAN_S that never reaches
-    twice ``level`` taken as still.
+    """``still`` (the motion below ``level``) with the runs of moving frames that are not a
+    mouth moving taken as still: those shorter than MOTION_SPAN_S that never reach twice
+    MOVING_LEVEL (the picture's noise), and those shorter than half of it that never reach
+    twice ``level`` (a frame or two of what a frozen mouth keeps of the head).
 
     The motion is a mean over MOTION_SPAN_S: a mouth that moves at all moves it over at least
-    that long, and a speaking one far above the level (40-330 luma levels squared at its 5th
-    percentile on the lip-still bench, against 10). What crosses it for less, and faintly, is
-    the picture's own noise: a mouth frozen from the start at 720p VP8 150 kbps read 10-15 for
-    3-7 frames now and then and its 16.5 speaking seconds counted 15.2, in three episodes (now
-    16.5 in one); a 360p VP8 freeze with 1.13 s of speech counted nothing (now 1.23). A
+    that long, and a speaking one far above the fixed level (40-330 luma levels squared at its
+    5th percentile on the lip-still bench, against 10). What crosses it for less, and faintly,
+    is the picture's own noise: a mouth frozen from the start at 720p VP8 150 kbps read 10-15
+    for 3-7 frames now and then and its 16.5 speaking seconds counted 15.2, in three episodes
+    (now 16.5 in one); a 360p VP8 freeze with 1.13 s of speech counted nothing (now 1.23). A
     stretch of such noise longer than the span still ends a run (another encoding of the
-    same 720p clip: 0.3 s at 10-14)."""
+    same 720p clip: 0.3 s at 10-14). Against a level set by the window's speaking motion, a
+    frozen mouth on a nodding head crosses it for a frame now and then (a 1.5 s freeze at
+    360p30 VP8 was split in two by one frame); a crossing of half the span or more is a
+    syllable, spoken softly: taken as noise up to twice the level, a cartoon's soft syllables
+    (240-350 against 238) joined two stretches of its speech across a pause into 1.28 s
+    counted on a mouth that never froze."""
     out = still.copy()
     moving = np.flatnonzero(~still)
     if moving.size == 0:
@@ -397,7 +404,10 @@ def _without_blips(
         # a run at either end of the window may go on beyond it
         if lo == 0 or hi == t.size - 1:
             continue
-        if t[hi + 1] - t[lo - 1] < MOTION_SPAN_S and float(motion[run].max()) < 2 * level:
+        span, peak = t[hi + 1] - t[lo - 1], float(motion[run].max())
+        if (span < MOTION_SPAN_S and peak < 2 * MOVING_LEVEL) or (
+            span < MOTION_SPAN_S / 2 and peak < 2 * level
+        ):
             out[run] = True
     return out
 
