@@ -388,11 +388,9 @@ def _without_blips(
     (now 16.5 in one); a 360p VP8 freeze with 1.13 s of speech counted nothing (now 1.23). A
     stretch of such noise longer than the span still ends a run (another encoding of the
     same 720p clip: 0.3 s at 10-14). Against a level set by the window's speaking motion, a
-    frozen mouth on a nodding head crosses it for a frame now and then (a 1.5 s freeze at
-    360p30 VP8 was split in two by one frame); a crossing of half the span or more is a
-    syllable, spoken softly: taken as noise up to twice the level, a cartoon's soft syllables
-    (240-350 against 238) joined two stretches of its speech across a pause into 1.28 s
-    counted on a mouth that never froze."""
+    frozen mouth on a nodding head crosses it for a frame now and then, which would split a
+    freeze; a crossing of half the span or more is a syllable spoken softly, and taking it
+    for noise reads a speaking mouth as still."""
     out = still.copy()
     moving = np.flatnonzero(~still)
     if moving.size == 0:
