@@ -13,6 +13,9 @@ Run: python benchmarks/bench_monitor.py [--window 40] [--streams 1,4] [--soak-mi
      python benchmarks/bench_monitor.py --worker-processes 2 --streams 8 --sizes 640x360
 (the worker's CPU and RSS are those of all its processes; the split per process is printed)
 The publishers run on the same 2 cores, so the figures include some contention.
+``--publisher replay`` publishes a recording of the reference avatar as it is, without encoding
+(``replay/``, Go, built on first use): a few tenths of a point of a core per stream instead of
+the reference publisher's encoding, so that a 2-core host can load a worker past one core.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,7 +34,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from syncmon.live.token import publisher_token  # noqa: E402
 from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
+
+REPLAY_DIR = Path(__file__).with_name("replay")
 
 
 def spawn(
@@ -67,6 +74,66 @@ def stop_on_signals() -> None:
 
 
 WARM_UP_S = 20.0  # (the issue's comparison: 20 s of warm-up, then the window)
+
+
+def replay_files(width: int, height: int, seconds: float, cache: Path) -> tuple[Path, Path]:
+    """The reference avatar rendered once (``seconds`` of it, VP8 and Opus, as a WebRTC
+    publisher codes them), its video as IVF and its audio as Ogg: what ``replay`` sends."""
+    import av
+
+    from syncmon.reference import ReferenceAvatar
+    from syncmon.reference.render import RenderOptions, render
+
+    base = cache / f"{width}x{height}-{seconds:.0f}s"
+    ivf, ogg = base.with_suffix(".ivf"), base.with_suffix(".ogg")
+    if ivf.exists() and ogg.exists():
+        return ivf, ogg
+    webm = base.with_suffix(".webm")
+    rate = 1_200_000 if height >= 720 else 500_000
+    render(ReferenceAvatar(width=width, height=height), webm, RenderOptions(seconds, rate))
+    with av.open(str(webm)) as src:
+        for stream, path in ((src.streams.video[0], ivf), (src.streams.audio[0], ogg)):
+            part = path.with_name(path.name + ".part")
+            with av.open(str(part), "w", format=path.suffix[1:]) as dst:
+                out = dst.add_stream_from_template(stream)
+                src.seek(0)
+                for packet in src.demux(stream):
+                    if packet.dts is not None:
+                        packet.stream = out
+                        dst.mux(packet)
+            part.rename(path)  # (whole, or not there: a stopped run leaves no cut file)
+    webm.unlink()
+    return ivf, ogg
+
+
+def replay_binary(cache: Path) -> Path:
+    """``replay/`` built with this machine's Go (its modules from the Go module proxy)."""
+    exe = cache / "replay"
+    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=REPLAY_DIR, check=True)
+    return exe
+
+
+def replay_publishers(
+    srv: LocalServer, rooms: list[str], width: int, height: int, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    cache = Path(tempfile.gettempdir()) / "syncmon-bench-replay"
+    cache.mkdir(exist_ok=True)
+    exe = replay_binary(cache)
+    ivf, ogg = replay_files(width, height, seconds, cache)
+    pubs: list[subprocess.Popen[bytes]] = []
+    for i, r in enumerate(rooms):
+        token = publisher_token(
+            api_key=srv.api_key, api_secret=srv.api_secret, room=r, identity=f"av{i}"
+        )
+        pubs.append(
+            subprocess.Popen(
+                [str(exe), "-url", srv.url, "-video", str(ivf), "-audio", str(ogg)],
+                env={**os.environ, "REPLAY_TOKEN": token},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return pubs
 
 
 def cpu_s(p: psutil.Process) -> float:
@@ -119,21 +186,18 @@ def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
     asyncio.run(go())
 
 
-def frames(url: str, tries: int = 10) -> float:
-    """Frames timed so far, over every room. A worker's scrape that missed one of its
-    processes (``syncmon_worker_process_up`` 0: it did not answer in time, as on a saturated
-    host) lacks that process's rooms: it is read again rather than counted short."""
+def frames(url: str, tries: int = 10, name: str = "syncmon_video_frames_total") -> float:
+    """Frames timed so far (``name``: or another per-avatar counter), over every room. A
+    worker's scrape that missed one of its processes (``syncmon_worker_process_up`` 0: it did
+    not answer in time, as on a saturated host) lacks that process's rooms: it is read again
+    rather than counted short."""
     for _ in range(tries):
         with urllib.request.urlopen(url, timeout=20) as r:
             lines = r.read().decode().splitlines()
         if any(x.startswith("syncmon_worker_process_up{") and x.endswith(" 0.0") for x in lines):
             time.sleep(1.0)
             continue
-        return sum(
-            float(line.split()[-1])
-            for line in lines
-            if line.startswith("syncmon_video_frames_total{")
-        )
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(name + "{"))
     raise RuntimeError(f"{url}: a worker process did not answer {tries} scrapes in a row")
 
 
@@ -149,12 +213,14 @@ def measure(
     baseline: Path | None = None,
     threads: bool = False,
     bare_floor: bool = True,
+    replay: bool = False,
 ) -> None:
     """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
     checkout whose monitor watches the same streams beside this one's (watch only);
     ``threads``: print the monitor's and the bare subscriber's CPU per thread too (watch);
     ``bare_floor``: False leaves the bare subscriber out (the cores for more rooms: how far a
-    worker goes past one core, not its ratio)."""
+    worker goes past one core, not its ratio); ``replay``: publishers that send a recording
+    without encoding it (``replay_publishers``)."""
     env = server_env(srv)
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
@@ -173,25 +239,32 @@ def measure(
         base = spawn(
             base_args + [x for r in rooms for x in ("--room", r)] + extra[0], env, baseline
         )
-    pubs = [
-        spawn(
-            [
-                "reference",
-                "publish",
-                "--room",
-                r,
-                "--width",
-                str(width),
-                "--height",
-                str(height),
-                "--identity",
-                f"av{i}",
-                *extra[1],
-            ],
-            env,
-        )
-        for i, r in enumerate(rooms)
-    ]
+    # (the recording outlasts the measurement: replayed again from its start, its tracks are
+    # published anew and the monitor starts their streams over)
+    replay_s = 12 + WARM_UP_S + window + 60 * soak_minutes + 60
+    pubs = (
+        replay_publishers(srv, rooms, width, height, replay_s)
+        if replay
+        else [
+            spawn(
+                [
+                    "reference",
+                    "publish",
+                    "--room",
+                    r,
+                    "--width",
+                    str(width),
+                    "--height",
+                    str(height),
+                    "--identity",
+                    f"av{i}",
+                    *extra[1],
+                ],
+                env,
+            )
+            for i, r in enumerate(rooms)
+        ]
+    )
     bare = (
         subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("bare_subscriber.py"))]
@@ -238,6 +311,7 @@ def measure(
         cpu = (c1 - c0) / (t1 - t0) * 100
         floor = (b1 - b0) / (t1 - t0) * 100
         fps = (f1 - f0) / (t1 - t0)
+        shed = frames(url, name="syncmon_monitor_frames_shed_total")
         rss = sum(x.memory_info().rss for x in tree) / 2**20
         what = f"worker --processes {worker_processes}" if worker_processes else "watch"
         split = " + ".join(f"{x:.0f}" for x in per) if len(tree) > 1 else ""
@@ -255,7 +329,7 @@ def measure(
             f"{f' ({split})' if split else ''} "
             f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
             f"per frame), {floor_text}"
-            f"{fps / streams:.1f} fps per stream timed, RSS {rss:.0f} MiB "
+            f"{fps / streams:.1f} fps per stream timed, {shed:.0f} frames shed, RSS {rss:.0f} MiB "
             f"({rss / streams:.0f} MiB per room{bare_rss}); host idle {idle:.0f} % of a core "
             f"({psutil.cpu_count()} cores)",
             flush=True,
@@ -335,7 +409,16 @@ def main() -> int:
         help="no bare subscriber beside the monitor (its cores for more rooms: how far a "
         "worker goes past one core; no ratio printed)",
     )
+    ap.add_argument(
+        "--publisher",
+        choices=("reference", "replay"),
+        default="reference",
+        help="reference: `syncmon reference publish` (renders and encodes each frame); "
+        "replay: a recording of it sent as it is (replay/, needs Go)",
+    )
     args = ap.parse_args()
+    if args.publisher == "replay" and args.publisher_arg:
+        ap.error("--publisher-arg is for the reference publisher, not --publisher replay")
     extra = (args.monitor_arg, args.publisher_arg)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     with LocalServer.start() as srv:
@@ -352,6 +435,7 @@ def main() -> int:
                     baseline=args.baseline,
                     threads=args.threads,
                     bare_floor=not args.no_bare,
+                    replay=args.publisher == "replay",
                 )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)

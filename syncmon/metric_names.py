@@ -57,6 +57,10 @@ RECONNECTS = "syncmon_reconnects_total"
 MALFORMED = "syncmon_malformed_total"
 COLLECT_ERRORS = "syncmon_collect_errors_total"
 TASK_RESTARTS = "syncmon_task_restarts_total"
+# the monitor's own lag behind an avatar's picture (a host short of CPU), and the frames it shed
+# to stay within MAX_BACKLOG_S of it: never counted as the avatar's drops or freezes
+MONITOR_BACKLOG = "syncmon_monitor_backlog_seconds"
+MONITOR_FRAMES_SHED = "syncmon_monitor_frames_shed_total"
 # syncmon worker --processes N: the processes serving rooms, and each one's answer to a scrape
 WORKER_PROCESSES = "syncmon_worker_processes"
 WORKER_PROCESS_UP = "syncmon_worker_process_up"

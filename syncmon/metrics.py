@@ -89,6 +89,16 @@ class _Families:
         self.malformed = c(
             n.MALFORMED, "Input from the avatar that failed validation, by what", [n.LABEL_WHAT]
         )
+        self.backlog = g(
+            n.MONITOR_BACKLOG,
+            "The monitor's lag behind the avatar's picture: seconds of it received and not yet "
+            "analysed (its host is short of CPU when this grows)",
+        )
+        self.shed = c(
+            n.MONITOR_FRAMES_SHED,
+            "Frames the monitor received and did not analyse, to catch up with the picture "
+            "(its host is short of CPU; never counted as the avatar's drops)",
+        )
         self.restarts = restarts  # one family with the rooms' own restarts
 
     def all(self) -> tuple[Metric, ...]:
@@ -160,6 +170,8 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
         add(f.concealed, lv, a.rtp["audio"].concealed_samples)
     for what, count in list(a.malformed.items()):
         add(f.malformed, lv + [what], count)
+    add(f.backlog, lv, a.backlog_s)
+    add(f.shed, lv, a.frames_shed)
     for task, count in list(a.task_restarts.items()):
         add(f.restarts, lv + [task], count)
     return out

@@ -231,3 +231,27 @@ def test_a_backlog_lets_the_loop_run_every_hold_and_a_drained_stream_sleeps_a_ba
     assert len(seen) >= 0.8 * items / (per_hold + 2), seen
     assert np.diff([0, *seen]).max() <= per_hold + 2, seen
     assert slept >= 0.05
+
+
+def test_a_stream_measures_how_far_behind_the_picture_it_is_and_sheds_its_backlog() -> None:
+    """The lag is the stream time queued after the frame in hand (whatever the queue's count:
+    a burst released by the jitter buffer is not a lag); shedding frees every queued frame."""
+
+    class Probe(_Drained):
+        pass
+
+    s = Probe()
+    s._queue = RingQueue(0)
+    assert s.behind_s(1_000_000) == 0.0  # nothing queued
+    planes = [np.zeros((4, 4), np.uint8) for _ in range(30)]
+    for k, plane in enumerate(planes):  # 30 frames 40 ms apart after the one at 1 s
+        s._queue.put(avatar.LumaFrame(plane, 1_000_000 + 40_000 * (k + 1), None, None))
+    assert s.behind_s(1_000_000) == pytest.approx(1.2)
+    s._queue.put(ValueError("malformed"))  # an untimed item last: the lag is read before it
+    assert s.behind_s(1_000_000) == pytest.approx(1.2)
+    alive = [weakref.ref(p) for p in planes]
+    del planes, plane
+    assert s.shed() == 31 and s.drained()
+    gc.collect()
+    assert all(r() is None for r in alive)  # the frames went with the queue
+    assert s.woke() and not s.woke()  # once after each batch's sleep

@@ -36,6 +36,7 @@ RESTART_INITIAL_S = 1.0
 RESTART_MAX_S = 30.0
 # malformed input from a participant: one line per participant and kind a minute
 MALFORMED_LOG = RateLimitedLog(log)
+BEHIND_LOG = RateLimitedLog(log)
 
 AUDIO_RATE = ANALYSIS_RATE
 AUDIO_FRAME_MS = 50
@@ -77,6 +78,15 @@ BATCH_S = 0.2
 # are any, and a backlog (a host that fell behind) analysed in one go held every other stream,
 # the audio's arrival stamps and the /metrics scrape for as long
 HOLD_S = 0.02
+# A monitor whose host is short of CPU falls behind the picture: its queue (unbounded, so that
+# nothing it drops is blamed on the avatar) grows by a decoded frame at a time, 1.4 MB at 720p,
+# until the process is killed -- on a 2-core host twelve 720p25 rooms grew a worker by 4 GB in
+# a minute. Further behind than this (seconds of the picture queued, unanalysed) it sheds what
+# is queued, counts it as its own (syncmon_monitor_frames_shed_total), and starts the avatar's
+# timing and windows afresh, as after a reconnect: no freeze, drop or offset spans the frames
+# it did not see. In step it runs BATCH_S behind, and a scrape or an estimate holds it for
+# tens of milliseconds.
+MAX_BACKLOG_S = 2.0
 
 
 class _Drained:
@@ -84,9 +94,33 @@ class _Drained:
 
     _queue: Any  # livekit.rtc._utils.RingQueue
     _held_since: float | None = None
+    _woke = True
 
     def drained(self) -> bool:
         return not self._queue._queue
+
+    def behind_s(self, timestamp_us: int) -> float:
+        """Seconds of the stream queued after an item of ``timestamp_us``: the newest timed
+        item's time less that (0 when none of the last few queued is timed: a malformed one
+        is not)."""
+        q = self._queue._queue
+        for k in range(1, min(len(q), 8) + 1):
+            newest = getattr(q[-k], "timestamp_us", None)
+            if newest is not None:
+                return max(0.0, (int(newest) - timestamp_us) / 1e6)
+        return 0.0
+
+    def woke(self) -> bool:
+        """True once after each of the batch's sleeps: the item read is a batch's first."""
+        woke, self._woke = self._woke, False
+        return woke
+
+    def shed(self) -> int:
+        """Drop every queued item (their native buffers freed with them); how many."""
+        q = self._queue._queue
+        count = len(q)
+        q.clear()
+        return count
 
     async def pace(self) -> None:
         """After an item: sleep BATCH_S once nothing is waiting; otherwise let the loop run
@@ -95,6 +129,7 @@ class _Drained:
         if self.drained():
             await asyncio.sleep(BATCH_S)
             self._held_since = None
+            self._woke = True
         elif self._held_since is None:
             self._held_since = now
         elif now - self._held_since >= HOLD_S:
@@ -390,6 +425,13 @@ class AvatarMonitor:
                         item,
                     )
                     continue
+                behind = stream.behind_s(item.timestamp_us)
+                if stream.woke():
+                    self.state.backlog_s = behind
+                if behind > MAX_BACKLOG_S:
+                    self._shed(stream, behind)
+                    del item
+                    continue
                 luma = item.luma
                 if luma.size != size:  # (a layer or resolution switch too)
                     size = luma.size
@@ -421,6 +463,23 @@ class AvatarMonitor:
                 await stream.pace()
         finally:
             await stream.aclose()
+
+    def _shed(self, stream: LumaStream, behind: float) -> None:
+        """The monitor fell MAX_BACKLOG_S behind the picture: see MAX_BACKLOG_S."""
+        shed = stream.shed() + 1  # (and the frame in hand)
+        self.state.frames_shed += shed
+        self.state.backlog_s = behind
+        self.analyzer.discontinuity()
+        BEHIND_LOG.warning(
+            f"behind:{self.state.room}/{self.state.participant}",
+            "%.1f s behind the picture of %s in room %s (the host is short of CPU): shed %d "
+            "frames, %d so far; its timing and windows start afresh",
+            behind,
+            self.state.participant,
+            self.state.room,
+            shed,
+            self.state.frames_shed,
+        )
 
     async def _audio(self, track: rtc.RemoteTrack) -> None:
         stream = audio_stream(track)

@@ -271,6 +271,14 @@ def overview(c: MixinConfig) -> dict[str, Any]:
         _panel(
             g,
             "timeseries",
+            "syncmon's own lag behind the picture, per monitor process (its host's CPU)",
+            [(f"max by (instance) ({n.MONITOR_BACKLOG}{c.sel()})", "{{instance}}")],
+            w=24,
+            unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
             "Lip-sync offset (content) per avatar",
             [(f"{n.AV_OFFSET}{content}", "{{room}} / {{participant}}")],
             w=24,
@@ -460,6 +468,16 @@ def _receiver_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
             "Avatar start-up (join to first sound / first picture)",
             [(f"{n.AVATAR_STARTUP}{rp}", "{{participant}} {{stage}}")],
             unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "syncmon's own lag behind the picture (its host's CPU), and frames it shed",
+            [
+                (f"{n.MONITOR_BACKLOG}{rp}", "lag (s)"),
+                (f"increase({n.MONITOR_FRAMES_SHED}{rp}[1m])", "shed per minute"),
+            ],
+            w=24,
         ),
     ]
 

@@ -39,6 +39,9 @@ class MixinConfig:
     no_frames_s: float = 10.0
     no_frames_for: str = "1m"
     down_for: str = "2m"
+    # the monitor's own lag behind a picture (its host short of CPU), held this long
+    behind_s: float = 1.0
+    behind_for: str = "2m"
     # turns (--turns): the avatar's voice answering later than this at p90, over at least
     # response_min_turns turns in 5 minutes, for response_for
     response_p90_s: float = 2.5
@@ -290,6 +293,18 @@ def _monitor_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             "syncmon has not been connected to room {{ $labels.room }} for "
             f"{c.down_for}; it keeps retrying.",
             "monitor-down",
+        ),
+        _alert(
+            c,
+            "SyncmonMonitorBehind",
+            f"(max by (room, participant) ({n.MONITOR_BACKLOG}{c.sel()}) > {c.behind_s}) or "
+            f"(sum by (room, participant) (increase({n.MONITOR_FRAMES_SHED}{c.sel()}[5m])) > 0)",
+            c.behind_for,
+            "warning",
+            "syncmon cannot keep up with the picture",
+            f"syncmon is behind the picture of {WHERE} or shed frames of it in the last 5 "
+            "minutes (its host is short of CPU): its measures of this avatar have gaps.",
+            "monitor-behind",
         ),
         _alert(
             c,

@@ -1,0 +1,91 @@
+"""A monitor whose host is short of CPU, through the real livekit-server: it stays within
+MAX_BACKLOG_S of the picture (shedding what it holds, counted as its own), blames nothing on
+the avatar, and says so.
+
+The one fake here is the host: the monitor's analysis of each frame is slowed to 80 ms (twice
+a 25 fps frame's interval), as on a host with twice the rooms it can analyse; everything else
+(the server, the publisher, the monitor's streams, its /metrics) is real.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from syncmon.live.avatar import MAX_BACKLOG_S
+from syncmon.reference.localserver import LocalServer, free_port
+
+from .conftest import Proc, lk_env, sample, scrape, start_publisher, wait_for
+
+SLOW_WATCH = """
+import sys, time
+from syncmon.analysis.session import SyncAnalyzer
+real = SyncAnalyzer.add_video
+def slow(self, *a, **k):
+    time.sleep(0.08)
+    return real(self, *a, **k)
+SyncAnalyzer.add_video = slow
+from syncmon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_monitor_short_of_cpu_stays_near_the_picture_and_blames_nothing_on_the_avatar(
+    livekit: LocalServer, procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    room = "overload"
+    port = free_port()
+    log = tmp_path / "slow-watch.log"
+    with log.open("w") as err:
+        mon = subprocess.Popen(
+            [sys.executable, "-c", SLOW_WATCH, "watch", "--room", room]
+            + ["--metrics-addr", f"127.0.0.1:{port}"],
+            env=lk_env(livekit),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        start_publisher(procs, livekit, room, "--width", "320", "--height", "180")
+        url = f"http://127.0.0.1:{port}"
+        who = {"room": room, "participant": "avatar"}
+
+        def shed() -> float:
+            if mon.poll() is not None:
+                raise AssertionError(f"the monitor exited: {log.read_text()[-2000:]}")
+            return sample(scrape(url), "syncmon_monitor_frames_shed_total", **who) or 0.0
+
+        # analysing at half the frame rate, it passes MAX_BACKLOG_S about 4 s after the first
+        # frame (and each time it has shed and started afresh): a shed drops what is queued,
+        # MAX_BACKLOG_S of frames at 25 fps
+        first = float(cast(float, wait_for(shed, timeout=60)))
+        assert first >= 0.8 * MAX_BACKLOG_S * 25, first
+        lags: list[float] = []
+
+        def two_more_sheds() -> bool:
+            s = scrape(url)
+            lag = sample(s, "syncmon_monitor_backlog_seconds", **who)
+            assert lag is not None
+            lags.append(lag)
+            return shed() >= 3 * first
+
+        wait_for(two_more_sheds, timeout=40, every=0.25)
+        s = scrape(url)
+        # never further behind than the limit and the frame that passed it (without shedding
+        # it fell 0.5 s further behind every second, and its frames piled up in memory)
+        assert max(lags) <= MAX_BACKLOG_S + 0.2, lags
+        assert max(lags) > 0.5, lags  # and it was behind: the lag is measured, not zero
+        # the frames it did not analyse are not the avatar's drops, freezes or pauses
+        for name in (
+            "syncmon_video_frames_dropped_total",
+            "syncmon_video_freezes_total",
+            "syncmon_video_pauses_total",
+        ):
+            assert sample(s, name, **who) == 0.0, name
+        assert (sample(s, "syncmon_video_frames_total", **who) or 0) > 0
+        assert "behind the picture of avatar in room overload" in log.read_text()
+    finally:
+        mon.terminate()
+        mon.wait(timeout=10)
