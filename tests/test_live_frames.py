@@ -255,3 +255,45 @@ def test_a_stream_measures_how_far_behind_the_picture_it_is_and_sheds_its_backlo
     gc.collect()
     assert all(r() is None for r in alive)  # the frames went with the queue
     assert s.woke() and not s.woke()  # once after each batch's sleep
+
+
+def test_a_streams_subscription_is_narrowed_to_its_own_events(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK hands every video stream every video stream's events; narrowed, a stream is
+    handed its own only (the SDK's own FfiQueue; this fails if the SDK changes it)."""
+    from livekit.rtc._ffi_client import FfiQueue
+    from livekit.rtc._proto import ffi_pb2 as proto_ffi
+
+    def of_kind(e: proto_ffi.FfiEvent) -> bool:
+        return e.WhichOneof("message") == "video_stream_event"
+
+    def event(kind: str, handle: int) -> proto_ffi.FfiEvent:
+        e = proto_ffi.FfiEvent()
+        getattr(e, kind).stream_handle = handle
+        getattr(e, kind).eos.SetInParent()
+        return e
+
+    fq: FfiQueue[proto_ffi.FfiEvent] = FfiQueue()
+    loop = asyncio.new_event_loop()
+    try:
+        mine = fq.subscribe(loop, filter_fn=of_kind)
+        other = fq.subscribe(loop, filter_fn=of_kind)
+        avatar.own_events_only(mine, "video_stream_event", 7, fq)
+        sent = [("video_stream_event", 7), ("video_stream_event", 8), ("audio_stream_event", 7)]
+        sent += [("video_stream_event", 7)]
+        for kind, handle in sent:
+            fq.put(event(kind, handle))
+        loop.run_until_complete(asyncio.sleep(0))  # the hand-offs into the loop
+        got = [mine.get_nowait().video_stream_event.stream_handle for _ in range(mine.qsize())]
+        assert got == [7, 7]
+        assert other.qsize() == 3  # the kind's, as the SDK subscribed it
+        # a queue the SDK's list does not hold (a changed SDK): left as it is, said once
+        monkey = fq.subscribe(loop, filter_fn=of_kind)
+        fq.unsubscribe(monkey)
+        monkeypatch.setattr(avatar, "_NARROW_WARNED", False)
+        with caplog.at_level("WARNING", logger=avatar.log.name):
+            avatar.own_events_only(monkey, "video_stream_event", 7, fq)
+        assert "could not be narrowed" in caplog.text
+    finally:
+        loop.close()

@@ -64,7 +64,52 @@ class UnboundedVideoStream(rtc.VideoStream):
         nvs.normalize_stride = True
         nvs.queue_size_frames = 0
         resp = FfiClient.instance.request(req)
-        return resp.new_video_stream.stream
+        stream = resp.new_video_stream.stream
+        own_events_only(self._ffi_queue, "video_stream_event", int(stream.handle.id))
+        return stream
+
+
+def own_events_only(queue: Any, kind: str, handle: int, fq: Any = None) -> None:
+    """Narrow a stream's subscription to the FFI's events (``queue``, made by the SDK's stream
+    for every event of its ``kind``) to its own stream's, ``handle``.
+
+    The SDK subscribes each stream to every stream's events of its kind, and each stream's task
+    discards the others': with k avatars in a process every frame is handed to the event loop
+    k times (a thread hop each, and the native frame kept until its own stream's task reaches
+    it). Twelve 720p avatars in one process queued 4,800 such hand-offs and 1,100 events
+    behind the analysis, and an audio frame is stamped when its task reads it. The events that
+    reached the queue before this are the kind's (a superset: its task still picks its own);
+    after it, only its own. Without the SDK's subscriber list (a future SDK) it stays as the
+    SDK made it, logged once. ``fq``: the FFI's event queue (the SDK's client's)."""
+    fq = FfiClient.instance.queue if fq is None else fq
+
+    def own(e: proto_ffi.FfiEvent) -> bool:
+        return bool(e.WhichOneof("message") == kind and getattr(e, kind).stream_handle == handle)
+
+    try:
+        with fq._lock:
+            for i, (q, loop, _) in enumerate(fq._subscribers):
+                if q is queue:
+                    fq._subscribers[i] = (q, loop, own)
+                    return
+    except (AttributeError, TypeError, ValueError) as e:
+        _narrow_failed(f"{type(e).__name__}: {e}")
+        return
+    _narrow_failed("its subscription was not found")
+
+
+def _narrow_failed(why: str) -> None:
+    global _NARROW_WARNED
+    if not _NARROW_WARNED:
+        _NARROW_WARNED = True
+        log.warning(
+            "the SDK's event subscriptions could not be narrowed (%s): every stream is handed "
+            "every stream's events, which costs CPU with many avatars in one process",
+            why,
+        )
+
+
+_NARROW_WARNED = False
 
 
 # A stream's items are analysed in batches: the consumer drains what has arrived, then sleeps
@@ -252,6 +297,11 @@ class StampedAudioStream(_Drained, rtc.AudioStream):
     async def __anext__(self) -> AudioChunk | ValueError:  # type: ignore[override]
         return cast("AudioChunk | ValueError", await super().__anext__())
 
+    def _create_owned_stream(self) -> Any:
+        stream = super()._create_owned_stream()
+        own_events_only(self._ffi_queue, "audio_stream_event", int(stream.handle.id))
+        return stream
+
     async def _run(self) -> None:  # the SDK's loop, stamped (no audio processor is set here)
         try:
             while True:
@@ -426,7 +476,9 @@ class AvatarMonitor:
                     )
                     continue
                 behind = stream.behind_s(item.timestamp_us)
-                if stream.woke():
+                # the lag when the analysis woke, or more if it grew since without it ever
+                # catching up (a monitor steadily behind never sleeps, never wakes)
+                if stream.woke() or behind > self.state.backlog_s:
                     self.state.backlog_s = behind
                 if behind > MAX_BACKLOG_S:
                     self._shed(stream, behind)

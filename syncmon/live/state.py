@@ -74,8 +74,9 @@ class AvatarState:
     # input that failed validation, by what it was ("mark", "frame"): counted, never trusted
     malformed: dict[str, int] = field(default_factory=dict)
 
-    # the monitor's lag behind the picture when it last woke to analyse it (seconds of the
-    # stream still queued), and the frames it shed when that lag passed the limit
+    # the monitor's lag behind the picture (seconds of the stream queued) when it last woke to
+    # analyse it, or the most since if it has not caught up; the frames it shed when that lag
+    # passed the limit
     backlog_s: float = 0.0
     frames_shed: int = 0
     # stream and stats tasks that died and were started again, by task
