@@ -284,7 +284,12 @@ def test_a_streams_subscription_is_narrowed_to_its_own_events(
         sent += [("video_stream_event", 7)]
         for kind, handle in sent:
             fq.put(event(kind, handle))
-        loop.run_until_complete(asyncio.sleep(0))  # the hand-offs into the loop
+
+        async def handed_off() -> None:  # the hand-offs into the loop, each put in its queue
+            while other.qsize() < 3:
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(asyncio.wait_for(handed_off(), timeout=5))
         got = [mine.get_nowait().video_stream_event.stream_handle for _ in range(mine.qsize())]
         assert got == [7, 7]
         assert other.qsize() == 3  # the kind's, as the SDK subscribed it

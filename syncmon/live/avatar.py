@@ -76,8 +76,7 @@ def own_events_only(queue: Any, kind: str, handle: int, fq: Any = None) -> None:
     The SDK subscribes each stream to every stream's events of its kind, and each stream's task
     discards the others': with k avatars in a process every frame is handed to the event loop
     k times (a thread hop each, and the native frame kept until its own stream's task reaches
-    it). Twelve 720p avatars in one process queued 4,800 such hand-offs and 1,100 events
-    behind the analysis, and an audio frame is stamped when its task reads it. The events that
+    it), and an audio frame is stamped when its task reads it. The events that
     reached the queue before this are the kind's (a superset: its task still picks its own);
     after it, only its own. Without the SDK's subscriber list (a future SDK) it stays as the
     SDK made it, logged once. ``fq``: the FFI's event queue (the SDK's client's)."""
@@ -125,12 +124,11 @@ BATCH_S = 0.2
 HOLD_S = 0.02
 # A monitor whose host is short of CPU falls behind the picture: its queue (unbounded, so that
 # nothing it drops is blamed on the avatar) grows by a decoded frame at a time, 1.4 MB at 720p,
-# until the process is killed -- on a 2-core host twelve 720p25 rooms grew a worker by 4 GB in
-# a minute. Further behind than this (seconds of the picture queued, unanalysed) it sheds what
-# is queued, counts it as its own (syncmon_monitor_frames_shed_total), and starts the avatar's
-# timing and windows afresh, as after a reconnect: no freeze, drop or offset spans the frames
-# it did not see. In step it runs BATCH_S behind, and a scrape or an estimate holds it for
-# tens of milliseconds.
+# until the process is killed. Further behind than this (seconds of the picture queued,
+# unanalysed) it sheds what is queued, counts it as its own (syncmon_monitor_frames_shed_total),
+# and starts the avatar's timing and windows afresh, as after a reconnect: no freeze, drop or
+# offset spans the frames it did not see. In step it runs BATCH_S behind, and a scrape or an
+# estimate holds it for tens of milliseconds.
 MAX_BACKLOG_S = 2.0
 
 
@@ -520,7 +518,6 @@ class AvatarMonitor:
         """The monitor fell MAX_BACKLOG_S behind the picture: see MAX_BACKLOG_S."""
         shed = stream.shed() + 1  # (and the frame in hand)
         self.state.frames_shed += shed
-        self.state.backlog_s = behind
         self.analyzer.discontinuity()
         BEHIND_LOG.warning(
             f"behind:{self.state.room}/{self.state.participant}",
