@@ -23,10 +23,14 @@ It prints, per run and over all runs of a load:
   Prometheus exposition 4 times a second while an utterance is spoken) against what the
   monitor measured for that utterance (its ``timestamp`` offset less the transport's constant:
   an offset that does not depend on the sender's own leave times): p95 of the difference, and
-  the share of reads where it was absent. (The reference avatar's video is paced on its own
-  40 ms grid, so its sender skew is the injected lag plus a few to 60 ms that change when the
-  lag does -- and on a loaded host, by up to a tick of the audio source from one utterance to
-  the next: the truth is what the picture and sound did, not the lag.)
+  the share of reads where it was absent, and of those whose audio leave was placed rather than
+  known (the uncertainty gauge above 0: after a chunk late for its tick). Placed reads are not
+  judged here: the monitor's estimates of the same utterance come mostly from marks before the
+  late chunk, when the skew may since have changed (``tests/test_send_schedule.py`` checks
+  placed leaves against a tap on the real source). (The reference avatar's video is paced
+  on its own 40 ms grid, so its sender skew is the injected lag plus a few to 60 ms that change
+  when the lag does -- and on a loaded host, by up to a tick of the audio source from one
+  utterance to the next: the truth is what the picture and sound did, not the lag.)
 
     python benchmarks/bench_timestamp_load.py                       # none, core, pulse; 3 runs
     python benchmarks/bench_timestamp_load.py --load core --runs 1 --seconds 120
@@ -83,6 +87,7 @@ ESTIMATE = re.compile(
 ENDED = re.compile(r"utterance (\d+) ended: ([\d.]+) s of audio")
 STARTED = re.compile(r"utterance (\d+) started")
 GAUGE = re.compile(r"^syncmon_agent_sender_av_skew_seconds\{.*\} (\S+)$", re.M)
+UNCERTAINTY = re.compile(r"^syncmon_agent_sender_av_skew_uncertainty_seconds\{.*\} (\S+)$", re.M)
 
 
 def wall(line: str) -> float | None:
@@ -98,7 +103,8 @@ class Run:
     errors_ms: list[float] = field(default_factory=list)  # estimate - its lag period's median
     method_ms: list[float] = field(default_factory=list)  # estimate - sender skew
     per_long: list[int] = field(default_factory=list)  # estimates per utterance >= 2 s
-    gauge_ms: list[float] = field(default_factory=list)  # gauge - lag
+    gauge_ms: list[float] = field(default_factory=list)  # gauge - truth, its leave known
+    gauge_placed: int = 0  # reads whose leave was placed, not known
     gauge_absent: int = 0
     gauge_reads: int = 0
     utterances: int = 0
@@ -158,15 +164,17 @@ def one_run(srv: LocalServer, load: str, seconds: float, workdir: Path, k: int) 
         stderr=av_log,
     )
     mono_to_wall = time.time() - time.monotonic()
-    reads: list[tuple[float, float | None]] = []
+    reads: list[tuple[float, float | None, float | None]] = []
     done = threading.Event()
 
     def poll_gauge() -> None:
         while not done.is_set():
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{oport}/metrics", timeout=2) as r:
-                    m = GAUGE.search(r.read().decode())
-                reads.append((time.time(), float(m.group(1)) if m else None))
+                    text = r.read().decode()
+                m, u = GAUGE.search(text), UNCERTAINTY.search(text)
+                v = float(m.group(1)) if m else None
+                reads.append((time.time(), v, float(u.group(1)) if u else None))
             except OSError:
                 pass
             done.wait(0.25)
@@ -198,7 +206,11 @@ def one_run(srv: LocalServer, load: str, seconds: float, workdir: Path, k: int) 
 
 
 def score(
-    load: str, mon: str, av: str, reads: list[tuple[float, float | None]], mono_to_wall: float
+    load: str,
+    mon: str,
+    av: str,
+    reads: list[tuple[float, float | None, float | None]],
+    mono_to_wall: float,
 ) -> Run:
     run = Run(load)
     sched = SCHEDULE.search(av)
@@ -267,19 +279,21 @@ def score(
             spans.setdefault(int(m.group(1)), []).append(t)
     if run.method_ms:
         transport = float(np.median(run.method_ms))
-        for t, v in reads:
+        for t, v, u in reads:
             if t < start or lag_at(t) is None:
                 continue
             # (a frame's picture leaves after its audio: the first 0.3 s of an utterance may
             # still show the one before)
-            seq = next((k for k, ts in spans.items() if ts[0] + 0.3 <= t <= ts[-1]), None)
-            same = [e for e in ests if e[1] == seq]
+            useq = next((k for k, ts in spans.items() if ts[0] + 0.3 <= t <= ts[-1]), None)
+            same = [e for e in ests if e[1] == useq]
             if not same:
                 continue
             e = min(same, key=lambda e: abs(e[0] - t))
             run.gauge_reads += 1
             if v is None:
                 run.gauge_absent += 1
+            elif u:
+                run.gauge_placed += 1
             else:
                 run.gauge_ms.append(1000.0 * v - (e[2] - transport))
     return run
@@ -306,13 +320,14 @@ def summary(label: str, runs: list[Run]) -> str:
     _, p95, mx = p95_dev(errs)
     _, mp95, mmax = p95_dev(meth)
     gdev = np.abs(np.asarray(gauge)) if gauge else np.asarray([np.nan])
+    placed = sum(r.gauge_placed for r in runs)
     return (
         f"{label:<14} estimates {len(errs):4d}: p95 {p95:4.1f} ms, max {mx:4.1f} ms | minus "
         f"sender skew: {len(meth)}, p95 {mp95:4.1f} ms, max {mmax:4.1f} ms | per utterance "
         f">= {LONG_S:g} s: mean {np.mean(per) if per else float('nan'):.2f}, none "
         f"{sum(1 for x in per if x == 0)}/{len(per)} | gauge - truth p95 "
         f"{float(np.percentile(gdev, 95)):5.1f} ms, max {float(np.max(gdev)):5.1f} ms, absent "
-        f"{absent}/{reads}"
+        f"{absent}/{reads}, placed {placed}/{reads}"
     )
 
 

@@ -81,6 +81,9 @@ FRAME_INTERVAL_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.067, 0.08, 0.1, 0.15, 
 # lk_track_sid, queue (runtime queues) and the generator's configuration
 AGENT_PROCESSING_TIME = "syncmon_agent_processing_time_seconds"
 AGENT_SENDER_SKEW = "syncmon_agent_sender_av_skew_seconds"
+# how far the skew gauge's audio leave may be off (0: known; a 10 ms tick per chunk the send
+# schedule had to place)
+AGENT_SENDER_SKEW_UNCERTAINTY = "syncmon_agent_sender_av_skew_uncertainty_seconds"
 AGENT_SENDER_SKEW_ABS = "syncmon_agent_sender_av_skew_abs_seconds"
 AGENT_AUDIO_BACKLOG = "syncmon_agent_audio_backlog_seconds"
 AGENT_SYNC_VIDEO_QUEUE = "syncmon_agent_sync_video_queue"

@@ -160,6 +160,10 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     assert 0.095 <= skew[0].sum / skew[0].count <= 0.160
     signed = [p.value for p in otel.every_point("syncmon.agent.sender_av_skew")]
     assert signed and all(0.095 <= v <= 0.160 for v in signed), signed
+    # beside each reading, how far it may be off: whole ticks of the audio source's timer
+    unc = [p.value for p in otel.every_point("syncmon.agent.sender_av_skew_uncertainty")]
+    assert len(unc) == len(signed), (unc, signed)
+    assert all(v >= 0 and abs(v / 0.01 - round(v / 0.01)) < 1e-6 for v in unc), unc
     proc = otel.points("syncmon.agent.processing_time")
     assert proc and proc[0].count > 10 and proc[0].min >= 0.0
     caps = {

@@ -39,6 +39,7 @@ def test_chunks_in_time_leave_one_per_sample_period_from_the_first_tick() -> Non
     assert sched.base == pytest.approx(T0)
     assert sched.leave(0.0) == pytest.approx(T0)
     assert sched.leave(0.5123) == pytest.approx(T0 + 0.5123)
+    assert sched.estimate(0.5123) == (pytest.approx(T0 + 0.5123), 0.0)  # known: no uncertainty
     assert sched.in_time(0.0, 0.42) is True
     assert sched.in_time(0.3, 0.9) is None  # not all of it has gone in
     assert sched.leave(0.9) is None
@@ -79,6 +80,40 @@ def test_after_a_chunk_late_for_its_tick_the_leave_is_not_known(lateness: float)
     assert sched.in_time(0.1, 0.52) is False  # the late chunk is inside it
     assert sched.in_time(0.45, 0.87) is True  # a later stretch, in one piece
     assert sched.earliest(0.45) == pytest.approx(T0 + 0.45)
+
+
+@pytest.mark.parametrize(("lateness", "missed"), [(0.0003, 0), (0.0007, 1), (0.0235, 3)])
+def test_after_a_late_chunk_the_estimate_places_the_rest_as_a_timer_on_time_sends_it(
+    lateness: float, missed: int
+) -> None:
+    """Called ``lateness - 1 ms`` after its tick and confirmed ``lateness`` after it: taken as
+    in the buffer at the middle of the two, so it missed every tick up to that (none, one, or
+    three), and all that follows leaves that many ticks later -- a tick of uncertainty either
+    way (the timer may have run late and taken it). A second late chunk adds its own."""
+    sched = SendSchedule(PHASE)
+    sched.add(0.04, T0 + 0.001, T0 + 0.0015)
+    in_time(sched, 9, 0.04, lead=0.003)
+    due = T0 + 0.41
+    sched.add(0.04, due + lateness - 0.001, due + lateness)
+    shift = missed * TICK_S
+    in_time(sched, 10, 0.04, lead=0.003, base=T0 + shift)  # in time on the later ticks
+    assert sched.estimate(0.39) == (pytest.approx(T0 + 0.39), 0.0)
+    for at in (0.4, 0.43, 0.8):
+        assert sched.leave(at) is None
+        assert sched.estimate(at) == (pytest.approx(T0 + shift + at), pytest.approx(TICK_S))
+    # a chunk 12 ms late on the shifted schedule: two more ticks, two ticks of uncertainty
+    at2 = sched.captured_s
+    due2 = T0 + shift + at2 + TICK_S
+    sched.add(0.04, due2 + 0.0115, due2 + 0.0125)
+    in_time(sched, 5, 0.04, lead=0.003, base=T0 + shift + 0.02)
+    before, after = at2 - 0.005, at2 + 0.05
+    assert sched.estimate(before) == (pytest.approx(T0 + shift + before), pytest.approx(TICK_S))
+    assert sched.estimate(after) == (
+        pytest.approx(T0 + shift + 0.02 + after),
+        pytest.approx(2 * TICK_S),
+    )
+    assert sched.estimate(sched.captured_s) is None  # not gone in yet
+    assert SendSchedule(None).estimate(0.0) is None  # no timer phase: no schedule
 
 
 def test_chunks_not_a_multiple_of_the_tick_are_due_with_the_block_they_complete() -> None:
@@ -132,12 +167,14 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-def test_the_real_audio_source_held_up_mid_utterance() -> None:
+@pytest.mark.parametrize("hold", [0.045, 0.095])
+def test_the_real_audio_source_held_up_mid_utterance(hold: float) -> None:
     """livekit's own AudioSource: 40 ms chunks go in 15 ms ahead of real time; one, a second
-    into the utterance, is held back 45 ms (the producer then catches up). The schedule (with
+    into the utterance, is held back ``hold`` (the producer then catches up). The schedule (with
     the timer's phase from a tap on the track) places the utterance's start where the tap sees
     it leave; from the held chunk on it says the leave is not known, and that a stretch later
-    on went out in one piece, no earlier than the tap sees it."""
+    on went out in one piece, no earlier than the tap sees it; its estimate places that stretch
+    where the tap sees it, the held chunk's missed ticks counted."""
     rate = 16000
     rng = np.random.default_rng(5)
     warm = synth_phrase(rng, rate)
@@ -155,7 +192,7 @@ def test_the_real_audio_source_held_up_mid_utterance() -> None:
             pcm = np.clip(x * 32767, -32768, 32767).astype(np.int16)
             t0 = time.monotonic()
             for i in range(0, pcm.size - chunk + 1, chunk):
-                due = t0 + i / rate - 0.015 + (0.045 if sched and i // chunk == held else 0.0)
+                due = t0 + i / rate - 0.015 + (hold if sched and i // chunk == held else 0.0)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 frame = rtc.AudioFrame(pcm[i : i + chunk].tobytes(), rate, 1, chunk)
                 t_call = time.monotonic()
@@ -200,6 +237,8 @@ def test_the_real_audio_source_held_up_mid_utterance() -> None:
         assert abs(res[0] - start) <= PHASE_SPREAD_S, (res, start)
     assert sched.leave(at_held) is None and sched.leave(at_held + 0.5) is None
     assert sched.in_time(at_held - 0.2, at_held + 0.2) is False
+    held_est = sched.estimate(at_held)
+    assert held_est is not None and held_est[1] >= TICK_S
     # (on this shared loop a chunk may also come late by itself: a stretch a bit later, then)
     later = next(o for o in np.arange(at_held + 0.2, 4.0, 0.04) if sched.in_time(o, o + ENV_LEN_S))
     i = int(round(later * rate))
@@ -207,3 +246,10 @@ def test_the_real_audio_source_held_up_mid_utterance() -> None:
     earliest = sched.earliest(later)
     assert isinstance(res, tuple) and earliest is not None
     assert res[0] >= earliest - 0.001, (later, res[0] - earliest)
+    # and the estimate places it where the tap sees it: the held chunk's ticks counted right,
+    # off by no more than a tick for any other chunk that came in at its tick (the tick may
+    # have taken it or not), plus the tap's own reading on this loop (see above)
+    est = sched.estimate(later)
+    missed = np.floor((hold - 0.015) / TICK_S + 1e-6) * TICK_S  # at least
+    assert est is not None and est[0] - earliest >= missed - 1e-6, (est, earliest)
+    assert abs(res[0] - est[0]) <= est[1] - TICK_S + PHASE_SPREAD_S, (res[0] - est[0], est)

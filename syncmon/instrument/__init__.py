@@ -12,7 +12,8 @@ What it records, per runner, with ``lk.room_name``, ``lk.participant_identity`` 
 - histograms ``syncmon.agent.processing_time`` (audio pushed into the generator -> its frame out)
   and ``syncmon.agent.sender_av_skew_abs``, with the gauge ``syncmon.agent.sender_av_skew``
   (a frame's picture leaves the video source minus its audio leaves the audio source; positive:
-  picture late, as the monitor's offsets; OTel histograms take no negative values);
+  picture late, as the monitor's offsets; OTel histograms take no negative values) and beside it
+  ``syncmon.agent.sender_av_skew_uncertainty`` (how far the gauge may be off);
 - gauges of the buffers: ``syncmon.agent.audio_backlog`` (audio in the generator, s),
   ``syncmon.agent.sync_video_queue`` (the A/V synchronizer's queued frames),
   ``syncmon.agent.audio_source_queued`` (s), ``syncmon.agent.runtime_queue`` and its
@@ -26,8 +27,10 @@ monitor reports the ``timestamp`` offset. When the audio leaves is measured, not
 on the published audio track (``audio_tap=False`` turns it off) sees the source's output for the
 first utterances and learns the phase of the source's timer (``syncmon.instrument._leave``), and
 every capture into the source is timed, so that each part of an utterance's audio is placed on
-the tick that sent it (``syncmon.instrument._schedule``); where that is not known, the skew gauge
-is absent rather than rough. A failure inside a hook is counted and logged at
+the tick that sent it (``syncmon.instrument._schedule``). Where a chunk came in at or after its
+tick, the rest is placed as a source whose timer keeps time runs (dry until the chunk is in):
+the gauge shows that, the uncertainty gauge a tick per chunk so placed, and the histogram and
+the timing marks take only what is known. A failure inside a hook is counted and logged at
 debug level; the avatar goes on.
 
 Providers: the ``tracer_provider`` / ``meter_provider`` arguments; else the tracer provider
@@ -165,6 +168,14 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unit="s",
             description="A frame's picture leaving the video source minus its audio leaving "
             "the audio source, latest frame (positive: picture late, as the monitor's offsets)",
+        )
+        meter.create_observable_gauge(
+            "syncmon.agent.sender_av_skew_uncertainty",
+            [self._observe(lambda t: t.last_skew_unc_s)],
+            unit="s",
+            description="How far the skew gauge may be off: 0 where its audio's leave is "
+            "known, a 10 ms tick per chunk the send schedule placed (a chunk that came in at or "
+            "after its tick: the source may have run dry, or its timer run late and taken it)",
         )
         meter.create_observable_gauge(
             "syncmon.agent.audio_backlog",

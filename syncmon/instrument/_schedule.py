@@ -22,6 +22,15 @@ tick is early for whichever tick sends it. Its leave is then bounded below by th
 A chunk that went in while a tick fell (between the call and its confirmation) might have made
 that tick or not: the same.
 
+For a gauge, which must say something for every frame, ``estimate`` places the rest anyway, as
+the source runs when its timer keeps time: a chunk whose middle (between the call and its
+confirmation) came after its tick missed it and every tick up to the first after it, and what
+follows leaves that much later. Each chunk it placed that way is a tick of uncertainty, which
+it returns with the leave: the tick may have run late and taken it after all. (A producer paced
+in real time, as livekit-agents' A/V synchronizer is, can put its chunks in right at the
+source's ticks for a whole session -- the phase of the two clocks is set when they start --
+and a leave that is only ever "known" would then be unknown most of the time.)
+
 Times are on the monotonic clock (the timer's); a 10 ms block is timed at its start (the tick
 that sends it minus 10 ms), the convention of the tap and the monitor.
 """
@@ -67,6 +76,12 @@ class SendSchedule:
         self._checked = 1
         self._late_at = math.inf
         self.truncated_at = math.inf
+        # the estimate's walk: from each of these offsets on, this delay and uncertainty (s)
+        self._est_base: float | None = None
+        self._est_checked = 1
+        self._est_from: list[float] = [0.0]
+        self._est_delay: list[float] = [0.0]
+        self._est_unc: list[float] = [0.0]
 
     def add(self, duration_s: float, t_call: float, t_done: float) -> None:
         if len(self.captures) >= MAX_CAPTURES:  # what follows is not followed
@@ -138,6 +153,33 @@ class SendSchedule:
         if late is None or offset >= min(late, self.truncated_at):
             return None
         return self.base + offset if self.base is not None else None
+
+    def estimate(self, offset: float) -> tuple[float, float] | None:
+        """When the audio at ``offset`` left, best estimate, and its uncertainty (s: 0 where
+        the leave is known); None if the base is not known or it has not gone in."""
+        if offset >= min(self.captured_s, self.truncated_at):
+            return None
+        base = self.base
+        if base is None:
+            return None
+        if self._est_base != base:
+            self._est_base, self._est_checked = base, 1
+            self._est_from, self._est_delay, self._est_unc = [0.0], [0.0], [0.0]
+        while self._est_checked < len(self.captures):
+            cap = self.captures[self._est_checked]
+            self._est_checked += 1
+            delay = self._est_delay[-1]
+            k = math.floor(cap.offset / TICK_S + 1e-6)
+            due = base + delay + (k + 1) * TICK_S
+            if cap.t_done <= due - CAPTURE_GUARD_S:
+                continue
+            mid = 0.5 * (cap.t_call + cap.t_done)
+            missed = max(0, math.ceil((mid - due) / TICK_S - 1e-9))
+            self._est_from.append(k * TICK_S)
+            self._est_delay.append(delay + missed * TICK_S)
+            self._est_unc.append(self._est_unc[-1] + TICK_S)
+        i = bisect.bisect_right(self._est_from, offset + 1e-9) - 1
+        return base + self._est_delay[i] + offset, self._est_unc[i]
 
     def earliest(self, offset: float) -> float | None:
         """The earliest the audio at ``offset`` can have left (None: the base is not known)."""

@@ -169,9 +169,11 @@ class RunnerTracker:
         self.marks_underrun = 0  # a point whose audio did not leave in one stretch (no mark)
         self.marks_unresolved = 0  # a point given up: its frame or audio never came
         self._risks: collections.deque[bool] = collections.deque(maxlen=RISK_OF)
-        # the latest frame's skew, from its audio's measured or scheduled leave; None when
-        # that has not been known for SKEW_HOLD_S (the gauge is then absent, not rough)
+        # the latest frame's skew, from its audio's leave on the schedule, and how uncertain
+        # that leave is (0: known; a tick per chunk the schedule placed); None when there has
+        # been no schedule for SKEW_HOLD_S (the gauge is then absent, not rough)
         self.last_skew_s: float | None = None
+        self.last_skew_unc_s: float | None = None
         self._unknown_since: float | None = None  # sender clock
         self.last_utterance_skew_s: float | None = None
         # the utterance's audio first pushed into the generator (monotonic), and whether its
@@ -307,22 +309,23 @@ class RunnerTracker:
             if self._audio_in_t is not None:
                 self.ins.first_frame.record(now - self._audio_in_t, self.attributes())
         if info is not None and info.media_t is not None:
-            s_a, known = self._audio_leave(info.media_t)
+            s_a, unc = self._audio_leave(info.media_t)
             if s_a is not None:
                 skew = s_v - s_a
-                # the gauge and histogram take only a skew from a known leave. While the
-                # utterance's start is still being measured (on the tap), the gauge keeps the
-                # last one for a while; when the leave is lost (a chunk late for its tick), it
-                # is absent at once: the skew may just have changed by a tick
-                if known:
-                    self.last_skew_s, self._unknown_since = skew, None
-                    self.ins.skew.record(abs(skew), self.attributes())
-                elif self._sched.base is not None:
-                    self.last_skew_s = None
+                # the gauge takes the schedule's leave, known or placed (with its uncertainty
+                # beside it), the histogram only a known one. Without a schedule (the
+                # utterance's start still being measured on the tap) the gauge keeps the last
+                # one for a while, then is absent: the push time is off by up to a tick and
+                # the queue's rounding
+                if unc is not None:
+                    self.last_skew_s, self.last_skew_unc_s = skew, unc
+                    self._unknown_since = None
+                    if unc == 0.0:
+                        self.ins.skew.record(abs(skew), self.attributes())
                 elif self._unknown_since is None:
                     self._unknown_since = s_v
                 elif s_v - self._unknown_since > SKEW_HOLD_S:
-                    self.last_skew_s = None
+                    self.last_skew_s = self.last_skew_unc_s = None
                 self._frame_event(frame_id, info, skew)
         self._resolve_points()
         return frame_id, s_v
@@ -340,16 +343,17 @@ class RunnerTracker:
         self._proc_n += 1
         self.ins.processing.record(info.processing_s, self.attributes())
 
-    def _audio_leave(self, media_t: float) -> tuple[float | None, bool]:
+    def _audio_leave(self, media_t: float) -> tuple[float | None, float | None]:
         """When the audio of ``media_t`` (this utterance) left the source, sender clock, and
-        whether that is known (else the push-time estimate, or None if not out yet)."""
+        how uncertain that is (s: 0 known, ``SendSchedule.estimate``; None: no schedule, the
+        push-time estimate; (None, None) if it has not come out yet)."""
         i = bisect.bisect_right(self._leave_starts, media_t) - 1
         if i < 0 or (i == len(self._leave_starts) - 1 and media_t >= self._out_audio_s):
-            return None, False  # its audio has not come out yet
-        left = self._sched.leave(media_t)
-        if left is not None:
-            return self._sender_time(left), True
-        return self._leave_at[i] + media_t - self._leave_starts[i], False
+            return None, None  # its audio has not come out yet
+        est = self._sched.estimate(media_t)
+        if est is not None:
+            return self._sender_time(est[0]), est[1]
+        return self._leave_at[i] + media_t - self._leave_starts[i], None
 
     def _start_utterance(self, now: float) -> None:
         self._out_active = True

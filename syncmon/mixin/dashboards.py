@@ -146,7 +146,10 @@ def _agent_panels(g: _Grid, c: MixinConfig, *, w: int = 8) -> list[dict[str, Any
             g,
             "timeseries",
             "Agent: sender A/V skew",
-            [(f"{n.AGENT_SENDER_SKEW}{a}", "picture leaves minus its audio leaves")],
+            [
+                (f"{n.AGENT_SENDER_SKEW}{a}", "picture leaves minus its audio leaves"),
+                (f"{n.AGENT_SENDER_SKEW_UNCERTAINTY}{a}", "+/- (audio leave placed, not known)"),
+            ],
             w=w,
             unit="s",
             extra={"defaults": _offset_thresholds()},

@@ -72,6 +72,13 @@ class Prometheus:
         assert body["status"] == "success", body
         return list(body["data"]["result"])
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list[Any]:
+        q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{q}", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -105,25 +112,24 @@ def dashboard_queries(room: str, participant: str, *, turns: bool) -> list[tuple
     return [(t, e) for t, e in out if any(m in e for m in TURN_METRICS) == turns]
 
 
-def await_dashboard_data(prom: Prometheus, queries: list[tuple[str, str]], timeout: float) -> None:
-    """Until every query has returned data at some poll (not all at one: a gauge may be absent
-    for a while, and its panel then shows a gap); fails naming those that never did."""
-    seen: set[str] = set()
+def await_dashboard_data(
+    prom: Prometheus, queries: list[tuple[str, str]], since: float, timeout: float
+) -> None:
+    """Until every query has data somewhere between ``since`` (wall clock) and now, as a
+    Grafana panel over that time range shows it (a gauge may be absent for a while, and its
+    panel then shows a gap); fails naming those that never had."""
     missing: list[str] = []
 
     def all_seen() -> bool:
         missing.clear()
+        now = time.time()
         for title, expr in queries:
-            key = f"{title}: {expr}"
-            if key in seen:
-                continue
             if expr.startswith("label_values("):
                 m = re.match(r"label_values\((.*), (\w+)\)$", expr)
                 assert m, expr
-                res = prom.query(f"count by ({m.group(2)}) ({m.group(1)})")
-            else:
-                res = prom.query(expr)
-            (seen.add(key) if res else missing.append(key))
+                expr = f"count by ({m.group(2)}) ({m.group(1)})"
+            if not prom.query_range(expr, since, now):
+                missing.append(f"{title}: {expr}")
         return not missing
 
     try:

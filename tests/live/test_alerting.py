@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -115,6 +116,7 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
     start_publisher(
         procs, livekit, "insync", "--offset-ms", "0", "--duration", "150", identity="calm"
     )
+    since = time.time()
     prom = Prometheus(
         [mon.metrics_url.removeprefix("http://")],
         rule_files=[str(ROOT / "deploy/prometheus/syncmon-rules.yml")],
@@ -144,11 +146,13 @@ def test_dashboards_return_data_and_critical_alert_reaches_alertmanager(
         firing = prom.query('ALERTS{alertstate="firing",room="insync"}')
         assert not [f for f in firing if f["metric"]["alertname"].startswith("SyncmonLipSync")]
 
-        # every dashboard query returns data (the drift panel needs 45 s of estimates) -- at
-        # some poll, not all at one: the agent's skew gauge is absent while its leave times are
-        # not known (a loaded host), and the panel then shows a gap
+        # every dashboard panel over the test's time range shows data (the drift panel needs
+        # 45 s of estimates) -- a range, as Grafana queries it: the agent's skew gauge is absent
+        # while its leave times are not known (a loaded host), and the panel shows a gap there
         # (the turn panels are checked with a conversation: tests/live/test_turns.py)
-        await_dashboard_data(prom, dashboard_queries("late", "avatar", turns=False), timeout=45)
+        await_dashboard_data(
+            prom, dashboard_queries("late", "avatar", turns=False), since, timeout=45
+        )
     finally:
         prom.stop()
         am.stop()

@@ -4,6 +4,7 @@ after known delays with its picture late by a known offset, and is talked over o
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -57,6 +58,7 @@ def test_response_latency_and_interruption_from_the_rooms_media(
 ) -> None:
     room, quiet = "turns", "turns-quiet"
     mon = start_monitor(procs, livekit, room, quiet, extra=("--turns",))
+    since = time.time()
     prom = Prometheus([mon.metrics_url.removeprefix("http://")])
     try:
         # the monitor is in the room before the conversation starts (as one dispatched with the
@@ -144,7 +146,7 @@ def test_response_latency_and_interruption_from_the_rooms_media(
         assert sample(s, "syncmon_interruptions_total", room=quiet) == 0
         assert sample(s, "syncmon_turn_response_seconds_count", room=quiet) is None
         # every query of the turn panels, run by a real Prometheus, returns data
-        await_dashboard_data(prom, dashboard_queries(room, "avatar", turns=True), timeout=30)
+        await_dashboard_data(prom, dashboard_queries(room, "avatar", turns=True), since, timeout=30)
     finally:
         prom.stop()
     assert mon.stop() == 0
