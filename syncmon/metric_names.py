@@ -61,6 +61,9 @@ TASK_RESTARTS = "syncmon_task_restarts_total"
 # to stay within MAX_BACKLOG_S of it: never counted as the avatar's drops or freezes
 MONITOR_BACKLOG = "syncmon_monitor_backlog_seconds"
 MONITOR_FRAMES_SHED = "syncmon_monitor_frames_shed_total"
+# 1 while a monitor of this process is over 1 s behind its picture, or shed frames within the
+# last 5 minutes: a worker then reports itself full to dispatch and refuses new rooms
+OVERLOADED = "syncmon_overloaded"
 # syncmon worker --processes N: the processes serving rooms, and each one's answer to a scrape
 WORKER_PROCESSES = "syncmon_worker_processes"
 WORKER_PROCESS_UP = "syncmon_worker_process_up"

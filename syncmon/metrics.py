@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 COLLECT_TRIES = 3
 
 
+def overloaded_family(st: MonitorState) -> GaugeMetricFamily:
+    """syncmon_overloaded for the process (a worker's parent: for its children)."""
+    over = GaugeMetricFamily(
+        n.OVERLOADED,
+        "1 while a monitor is over 1 s behind its picture or shed frames within 5 minutes "
+        "(a worker then reports itself full and refuses rooms)",
+    )
+    over.add_metric([], 1.0 if st.overloaded() else 0.0)
+    return over
+
+
 class _Families:
     """The per-avatar metric families of one scrape."""
 
@@ -213,13 +224,14 @@ class MonitorCollector(Collector):
                 restarts.add_metric([name, "", "user_audio"], r.user_restarts)
         rejected = CounterMetricFamily(
             n.ROOMS_REJECTED.removesuffix("_total"),
-            "Rooms not monitored because the cap was reached",
+            "Rooms not monitored because the cap was reached or the worker was overloaded",
         )
         rejected.add_metric([], st.rooms_rejected)
         rooms = GaugeMetricFamily(n.ROOMS, "Rooms this process monitors now")
         rooms.add_metric([], len(st.rooms))
         cap = GaugeMetricFamily(n.ROOMS_MAX, "Rooms this process takes at most (--max-rooms)")
         cap.add_metric([], st.max_rooms)
+        over = overloaded_family(st)
         fams = _Families(restarts)
         for a in st.avatars():
             staged = self._read(fams, a)
@@ -230,7 +242,7 @@ class MonitorCollector(Collector):
             "Avatars left out of a scrape because their state could not be read",
         )
         errors.add_metric([], self.errors)
-        yield from (connected, reconnects, rejected, rooms, cap, *fams.all(), errors)
+        yield from (connected, reconnects, rejected, rooms, cap, over, *fams.all(), errors)
 
     def _read(self, fams: _Families, a: AvatarState) -> Staged:
         for attempt in range(COLLECT_TRIES):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from syncmon import metric_names as n
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy/kubernetes"
 
@@ -149,8 +151,6 @@ def test_helm_chart_lints_strictly() -> None:
 
 
 def test_helm_chart_renders_valid_objects_that_fit_together(tmp_path: Path) -> None:
-    from syncmon import metric_names as n
-
     path, docs = render(tmp_path)
     kinds = {d["kind"]: d for d in docs}
     assert set(kinds) == {"Deployment", "HorizontalPodAutoscaler", "PodMonitor"}
@@ -177,24 +177,65 @@ def test_helm_chart_renders_valid_objects_that_fit_together(tmp_path: Path) -> N
     (metric,) = hpa["spec"]["metrics"]
     (rule,) = load_all(K8S / "prometheus-adapter-rules.yaml")[0]["rules"]
     assert metric["pods"]["metric"]["name"] == rule["name"]["as"] == n.LOAD_RATIO
-    assert f"{n.ROOMS}{{" in rule["metricsQuery"] and f"{n.ROOMS_MAX}{{" in rule["metricsQuery"]
+    assert all(f"{m}{{" in rule["metricsQuery"] for m in (n.ROOMS, n.ROOMS_MAX, n.OVERLOADED))
     assert rule["seriesQuery"].startswith(n.ROOMS + "{")
     assert "replicas" not in dep["spec"]  # the HPA owns the replica count
 
 
-def test_adapter_rule_query_is_valid_promql(tmp_path: Path) -> None:
+def test_adapter_rule_query_is_a_workers_load(tmp_path: Path) -> None:
+    """The autoscaler's metric, evaluated by promtool on series as the workers export them:
+    each pod's rooms over its cap, or 1 while it is overloaded (as it tells dispatch)."""
     (rule,) = load_all(K8S / "prometheus-adapter-rules.yaml")[0]["rules"]
     expr = (
         rule["metricsQuery"]
         .replace("<<.LabelMatchers>>", 'namespace="ns",pod=~"syncmon-worker-.*"')
         .replace("<<.GroupBy>>", "pod")
     )
-    f = tmp_path / "rules.yml"
-    f.write_text(json.dumps({"groups": [{"name": "g", "rules": [{"record": "x", "expr": expr}]}]}))
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        json.dumps({"groups": [{"name": "g", "rules": [{"record": "load", "expr": expr}]}]})
+    )
+    # pod: (rooms, cap, overloaded) -> its load
+    pods = {"a": (2, 4, 0, 0.5), "b": (1, 4, 1, 1.0), "c": (4, 4, 1, 1.0), "d": (0, 4, 0, 0.0)}
+    series = []
+    for pod, (rooms, cap, over, _) in pods.items():
+        for name, v in ((n.ROOMS, rooms), (n.ROOMS_MAX, cap), (n.OVERLOADED, over)):
+            lv = f'namespace="ns",pod="syncmon-worker-{pod}"'
+            series.append({"series": f"{name}{{{lv}}}", "values": f"{v}x5"})
+    tests = tmp_path / "tests.yml"
+    tests.write_text(
+        json.dumps(
+            {
+                "rule_files": [str(rules)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": series,
+                        "promql_expr_test": [
+                            {
+                                "expr": "load",
+                                "eval_time": "2m",
+                                "exp_samples": [
+                                    {
+                                        "labels": f'load{{pod="syncmon-worker-{pod}"}}',
+                                        "value": want,
+                                    }
+                                    for pod, (*_, want) in pods.items()
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     exe = shutil.which("promtool")
     assert exe
-    p = run(exe, "check", "rules", str(f))
+    p = run(exe, "check", "rules", str(rules))
     assert p.returncode == 0 and "SUCCESS: 1 rules found" in p.stdout, p.stdout + p.stderr
+    p = run(exe, "test", "rules", str(tests))
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_helm_values_switch_autoscaling_and_podmonitor_off(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,7 +16,12 @@ from prometheus_client import generate_latest
 
 from syncmon import metric_names as n
 from syncmon.analysis.session import SyncAnalyzer
-from syncmon.live.state import AvatarState, MonitorState
+from syncmon.live.state import (
+    OVERLOAD_BACKLOG_S,
+    OVERLOAD_HOLD_S,
+    AvatarState,
+    MonitorState,
+)
 from syncmon.metrics import make_registry
 
 LUMA = np.full((72, 128), 90, np.uint8)
@@ -147,3 +153,32 @@ def test_tracebacks_are_redacted() -> None:
     assert "Traceback" in text and "ValueError" in text
     assert token not in text and secret not in text
     assert text.count("<token>") == 2 and "<secret>" in text
+
+
+@pytest.mark.parametrize(
+    ("backlog_s", "shed_ago_s", "over"),
+    [
+        (0.0, None, False),  # in step, never shed
+        (0.9, None, False),  # behind, but less than the alert's second
+        (OVERLOAD_BACKLOG_S + 0.2, None, True),
+        (0.0, 10.0, True),  # caught up after a shed, within the hold
+        (0.0, OVERLOAD_HOLD_S + 1.0, False),  # a shed long ago
+    ],
+)
+def test_a_worker_behind_its_pictures_reports_itself_full(
+    backlog_s: float, shed_ago_s: float | None, over: bool
+) -> None:
+    """The load a worker reports to dispatch is its share of the room cap -- or full while a
+    monitor is behind its picture by more than OVERLOAD_BACKLOG_S or shed frames within
+    OVERLOAD_HOLD_S; its /metrics says which."""
+    st = MonitorState(max_rooms=4)
+    rs = st.add_room("r")
+    assert rs is not None
+    a = AvatarState(room="r", participant="av", analyzer=SyncAnalyzer())
+    rs.avatars["av"] = a
+    a.backlog_s = backlog_s
+    a.last_shed_at = None if shed_ago_s is None else time.monotonic() - shed_ago_s
+    assert st.overloaded() is over
+    assert st.load() == (1.0 if over else 0.25)
+    text = generate_latest(make_registry(st)).decode()
+    assert f"{n.OVERLOADED} {1.0 if over else 0.0}" in text

@@ -20,8 +20,11 @@ from syncmon.live.state import AvatarState, MonitorState
 from syncmon.metrics import MonitorCollector
 
 
-def child_exposition(rooms: list[str], collect_errors: int, frames: int) -> str:
-    """What one child's /metrics says: its rooms, one avatar each, ``frames`` frames."""
+def child_exposition(
+    rooms: list[str], collect_errors: int, frames: int, behind_s: float = 0.0
+) -> str:
+    """What one child's /metrics says: its rooms, one avatar each, ``frames`` frames, each
+    monitor ``behind_s`` behind its picture."""
     state = MonitorState(max_rooms=50)
     for r in rooms:
         rs = state.add_room(r)
@@ -32,6 +35,7 @@ def child_exposition(rooms: list[str], collect_errors: int, frames: int) -> str:
             an.add_video_grid(k * 0.04, np.zeros((16, 16), np.float32))
         rs.avatars["av"] = AvatarState(room=r, participant="av", analyzer=an)
         rs.avatars["av"].frame_interval.observe(0.04)
+        rs.avatars["av"].backlog_s = behind_s
     collector = MonitorCollector(state)
     collector.errors = collect_errors
     reg = CollectorRegistry(auto_describe=False)
@@ -92,6 +96,19 @@ def test_the_processes_expositions_read_as_one_workers() -> None:
     # the text is valid exposition a Prometheus parses: each family's TYPE line once
     types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types))
+
+
+def test_the_worker_is_overloaded_as_its_parent_says_not_as_the_processes_add_up() -> None:
+    """A process behind its pictures says 1, one in step 0; the worker's figure is its
+    parent's (what it follows from the processes' /load), never their sum."""
+    a = child_exposition(["r1"], collect_errors=0, frames=5, behind_s=1.5)
+    b = child_exposition(["r2"], collect_errors=0, frames=5)
+    assert (n.OVERLOADED, {}, 1.0) in samples(a) and (n.OVERLOADED, {}, 0.0) in samples(b)
+    parent = MonitorState()
+    for elsewhere in (True, False):
+        parent.overloaded_elsewhere = elsewhere
+        got = [v for nm, _, v in samples(merged_text([a, b], parent)) if nm == n.OVERLOADED]
+        assert got == [1.0 if elsewhere else 0.0]
 
 
 def test_a_room_two_processes_report_is_kept_once() -> None:

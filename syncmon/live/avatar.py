@@ -518,6 +518,7 @@ class AvatarMonitor:
         """The monitor fell MAX_BACKLOG_S behind the picture: see MAX_BACKLOG_S."""
         shed = stream.shed() + 1  # (and the frame in hand)
         self.state.frames_shed += shed
+        self.state.last_shed_at = time.monotonic()
         self.analyzer.discontinuity()
         BEHIND_LOG.warning(
             f"behind:{self.state.room}/{self.state.participant}",

@@ -16,7 +16,8 @@ errors, is summed). A child that does not answer a scrape is not hidden: its
 ``syncmon_worker_process_up{process}`` is 0 and the scrape counts a collect error. A child that
 dies is started again with backoff (``syncmon_task_restarts_total{task="worker_process"}``) and
 its rooms are handed to the children that are up. A child whose parent has gone stops its rooms
-and exits.
+and exits. Every LOAD_POLL_S the parent asks each child (``GET /load``) whether its monitors
+fall behind their pictures; while one does, the worker reports itself full and refuses rooms.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import metric_names as n
+from ..metrics import overloaded_family
 from .config import LiveKitCredentials
 from .room import WatchOptions
 from .state import MonitorState
@@ -54,7 +56,12 @@ SCRAPE_TIMEOUT_S = 5.0
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 RESTART_TASK = "worker_process"
 # what the parent says for the whole worker: the children's own figures would add up wrong
-PARENT_FAMILIES = {n.ROOMS, n.ROOMS_MAX, n.ROOMS_REJECTED.removesuffix("_total")}
+PARENT_FAMILIES = {n.ROOMS, n.ROOMS_MAX, n.ROOMS_REJECTED.removesuffix("_total"), n.OVERLOADED}
+# how often the parent asks its children whether their monitors fall behind (its load to
+# dispatch); a child that does not answer within LOAD_TIMEOUT_S is taken as overloaded (its
+# loop is starved) unless it is not up at all
+LOAD_POLL_S = 2.0
+LOAD_TIMEOUT_S = 2.0
 
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -151,6 +158,10 @@ async def _child(cfg: ChildConfig, conn: Connection) -> int:
             mon.stop()
         return web.json_response({"stopping": mon is not None})
 
+    async def load(_req: web.Request) -> web.Response:
+        return web.json_response({"overloaded": state.overloaded(), "rooms": len(state.rooms)})
+
+    app.router.add_get("/load", load)
     app.router.add_post("/rooms/{room}", watch)
     app.router.add_delete("/rooms/{room}", unwatch)
     runner = await serve(app, "127.0.0.1", 0)
@@ -222,14 +233,47 @@ class ProcessPool:
         self._session: aiohttp.ClientSession | None = None
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
+        self._load_follower: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._stops: dict[str, asyncio.Event] = {}
         self.collect_errors = 0
 
-    async def start(self) -> None:
+    async def start(self, state: MonitorState | None = None) -> None:
+        """Start the children; with ``state`` (the parent's), follow their load into it."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         await asyncio.gather(*(self._spawn(c) for c in self.children))
         self._supervisor = asyncio.create_task(self._supervise(), name="syncmon-pool")
+        if state is not None:
+            self._load_follower = asyncio.create_task(
+                self._follow_load(state), name="syncmon-pool-load"
+            )
+
+    async def _follow_load(self, state: MonitorState) -> None:
+        """``state.overloaded_elsewhere``: whether a child's monitors fall behind, as the
+        children last said (see LOAD_POLL_S)."""
+        was = False
+        while not self._stopping:
+            over = False
+            try:
+                for c, status, text in await self._get_all("/load", LOAD_TIMEOUT_S):
+                    if not c.up:
+                        continue
+                    try:
+                        over = over or status != 200 or bool(json.loads(text or "")["overloaded"])
+                    except (ValueError, KeyError, TypeError):
+                        over = True
+            except Exception as e:  # the next round asks again
+                log.error("asking the worker processes for their load failed: %r", e)
+            state.overloaded_elsewhere = over
+            if over != was:
+                log.log(
+                    logging.WARNING if over else logging.INFO,
+                    "worker processes %s: the worker reports itself %s",
+                    "fall behind their pictures" if over else "caught up",
+                    "full" if over else "by its rooms again",
+                )
+                was = over
+            await asyncio.sleep(LOAD_POLL_S)
 
     async def _spawn(self, c: Child) -> None:
         ours, theirs = self._ctx.Pipe()
@@ -356,7 +400,9 @@ class ProcessPool:
         if (stop := self._stops.get(room)) is not None:
             stop.set()
 
-    async def _get_all(self, path: str) -> list[tuple[Child, int, str] | tuple[Child, None, None]]:
+    async def _get_all(
+        self, path: str, timeout_s: float = SCRAPE_TIMEOUT_S
+    ) -> list[tuple[Child, int, str] | tuple[Child, None, None]]:
         assert self._session is not None
         session = self._session
 
@@ -365,7 +411,7 @@ class ProcessPool:
                 return c, None, None
             try:
                 async with session.get(
-                    c.url(path), timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
+                    c.url(path), timeout=aiohttp.ClientTimeout(total=timeout_s)
                 ) as resp:
                     return c, resp.status, await resp.text()
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -420,10 +466,11 @@ class ProcessPool:
 
     async def aclose(self) -> None:
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(BaseException):
-                await self._supervisor
+        for task in (self._supervisor, self._load_follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         for c in self.children:
             if c.conn is not None:
                 with contextlib.suppress(OSError, BrokenPipeError):
@@ -462,7 +509,8 @@ def _parent_families(
     cap = GaugeMetricFamily(n.ROOMS_MAX, "Rooms this worker takes at most (--max-rooms)")
     cap.add_metric([], state.max_rooms)
     rejected = CounterMetricFamily(
-        n.ROOMS_REJECTED.removesuffix("_total"), "Rooms not monitored because the cap was reached"
+        n.ROOMS_REJECTED.removesuffix("_total"),
+        "Rooms not monitored because the cap was reached or the worker was overloaded",
     )
     rejected.add_metric([], state.rooms_rejected)
     restarts = CounterMetricFamily(
@@ -480,7 +528,7 @@ def _parent_families(
     errors.add_metric([], collect_errors)
     procs = GaugeMetricFamily(n.WORKER_PROCESSES, "Worker processes serving rooms")
     procs.add_metric([], sum(1 for c in children if c.up))
-    return [rooms, cap, rejected, restarts, errors, procs, up]
+    return [rooms, cap, rejected, restarts, errors, procs, overloaded_family(state), up]
 
 
 def merge_expositions(texts: Iterable[str], own: Iterable[Metric]) -> list[Metric]:

@@ -21,6 +21,11 @@ from ..analysis.session import METHODS, SyncAnalyzer
 KINDS = ("audio", "video")
 TURN_PATHS = ("audio", "video")
 RECENT_TURNS = 20  # responses and interruptions listed in /report
+# a process whose monitors are this far behind a picture, or shed frames this recently, is
+# overloaded: a worker then reports itself full to dispatch (the SyncmonMonitorBehind alert's
+# own figures)
+OVERLOAD_BACKLOG_S = 1.0
+OVERLOAD_HOLD_S = 300.0
 
 
 class Buckets:
@@ -79,6 +84,7 @@ class AvatarState:
     # passed the limit
     backlog_s: float = 0.0
     frames_shed: int = 0
+    last_shed_at: float | None = None  # monotonic
     # stream and stats tasks that died and were started again, by task
     task_restarts: dict[str, int] = field(default_factory=dict)
     # when the monitor saw the avatar join (monotonic; None: it was there before the monitor),
@@ -146,6 +152,25 @@ class MonitorState:
         self.max_rooms = max_rooms
         self.rooms: dict[str, RoomState] = {}
         self.rooms_rejected = 0
+        # a worker's parent (--processes N) holds no monitors: its children's overload, as
+        # they last said
+        self.overloaded_elsewhere = False
+
+    def overloaded(self, now: float | None = None) -> bool:
+        """Is a monitor of this process (or of its children) behind its picture by more than
+        OVERLOAD_BACKLOG_S, or did one shed frames within OVERLOAD_HOLD_S?"""
+        now = time.monotonic() if now is None else now
+        return self.overloaded_elsewhere or any(
+            a.backlog_s > OVERLOAD_BACKLOG_S
+            or (a.last_shed_at is not None and now - a.last_shed_at < OVERLOAD_HOLD_S)
+            for a in self.avatars()
+        )
+
+    def load(self) -> float:
+        """What a worker reports to dispatch: its share of the room cap, or full (1) while it
+        is overloaded -- the room cap says nothing of the CPU the rooms take."""
+        share = len(self.rooms) / max(1, self.max_rooms)
+        return max(share, 1.0) if self.overloaded() else share
 
     def add_room(self, room: str) -> RoomState | None:
         """The room's state, or None (counted) when the cap is reached."""

@@ -28,6 +28,7 @@ from livekit import agents
 
 from ..errors import ConnectError
 from ..heap import start_heap_trimmer
+from ..logs import RateLimitedLog
 from .config import LiveKitCredentials
 from .http import start_monitor_http, stop_on_signals
 from .pool import ProcessPool, serve_pool_http
@@ -35,6 +36,7 @@ from .room import RoomMonitor, WatchOptions
 from .state import MonitorState
 
 log = logging.getLogger(__name__)
+REJECT_LOG = RateLimitedLog(log)
 DEFAULT_AGENT_NAME = "syncmon"
 
 
@@ -94,9 +96,10 @@ def _agent_server(cfg: WorkerConfig, state: MonitorState) -> agents.AgentServer:
         port=cfg.health_port,
         num_idle_processes=0,
         # a monitor's load is its share of the room cap, not the host's CPU (which the avatars
-        # on the same host may well fill); it is reported to the server, which prefers the less
+        # on the same host may well fill) -- or full while its monitors fall behind their
+        # pictures (MonitorState.load); it is reported to the server, which prefers the less
         # loaded worker
-        load_fnc=lambda: len(state.rooms) / max(1, state.max_rooms),
+        load_fnc=state.load,
         # no threshold: agents 1.8 reserves, for every request being answered, a share of the
         # threshold of threshold / num_idle_processes (all of it with no idle processes), so a
         # second room dispatched while the first job starts was refused by every worker and
@@ -147,6 +150,19 @@ def _on_request(state: MonitorState) -> Callable[[agents.JobRequest], Awaitable[
             state.rooms_rejected += 1
             await req.reject(terminate=False)  # another worker may take it
             return
+        if state.overloaded():
+            # its monitors fall behind their pictures already: one more room would make every
+            # room's figures worse (its load says full meanwhile, so dispatch prefers others)
+            state.rooms_rejected += 1
+            REJECT_LOG.warning(
+                "overloaded",
+                "refused a room: this worker's monitors are behind their pictures (short of "
+                "CPU); %d rooms, %d refused so far",
+                len(state.rooms),
+                state.rooms_rejected,
+            )
+            await req.reject(terminate=False)
+            return
         await req.accept(name="syncmon")
 
     return on_request
@@ -188,7 +204,7 @@ async def _run_pool_worker(cfg: WorkerConfig, state: MonitorState, stop: asyncio
         verbose=cfg.verbose,
     )
     try:
-        await pool.start()
+        await pool.start(state)
         runner = await serve_pool_http(pool, state, cfg.metrics_host, cfg.metrics_port)
     except BaseException:
         await pool.aclose()

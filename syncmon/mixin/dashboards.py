@@ -276,8 +276,15 @@ def overview(c: MixinConfig) -> dict[str, Any]:
             "timeseries",
             "syncmon's own lag behind the picture, per monitor process (its host's CPU)",
             [(f"max by (instance) ({n.MONITOR_BACKLOG}{c.sel()})", "{{instance}}")],
-            w=24,
+            w=16,
             unit="s",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Monitors reporting themselves full (1: behind their pictures, refusing rooms)",
+            [(f"max by (instance) ({n.OVERLOADED}{c.sel()})", "{{instance}}")],
+            w=8,
         ),
         _panel(
             g,

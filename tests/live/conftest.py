@@ -6,6 +6,7 @@ it), it is never skipped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -189,3 +190,52 @@ def participants(srv: LocalServer, room: str, *, hidden: bool = True) -> list[st
         return asyncio.run(go())
     except api.TwirpError:
         return []
+
+
+def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
+    from livekit import api
+
+    async def go() -> None:
+        async with api.LiveKitAPI(
+            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
+        ) as lk:
+            for r in rooms:
+                await lk.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=agent_name, room=r)
+                )
+                await asyncio.sleep(0.5)  # four requests within 2 s: they overlap
+
+    asyncio.run(go())
+
+
+def visible(srv: LocalServer, room: str) -> list[str]:
+    """The participants of ``room`` that frontends see (hidden ones are not shown)."""
+    return participants(srv, room, hidden=False)
+
+
+def start_worker(
+    procs: Callable[..., Proc],
+    srv: LocalServer,
+    agent_name: str,
+    processes: str,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    port = free_port()
+    return procs(
+        "worker",
+        "--agent-name",
+        agent_name,
+        "--metrics-addr",
+        f"127.0.0.1:{port}",
+        "--processes",
+        processes,
+        env=env or lk_env(srv),
+        metrics_port=port,
+    )
+
+
+def rooms_of(url: str) -> set[str]:
+    s = scrape(url)
+    return {
+        dict(lv)["room"] for (n, lv), v in s.items() if n == "syncmon_room_connected" and v == 1
+    }

@@ -4,11 +4,12 @@ the avatar, and says so.
 
 The one fake here is the host: the monitor's analysis of each frame is slowed to 80 ms (twice
 a 25 fps frame's interval), as on a host with twice the rooms it can analyse; everything else
-(the server, the publisher, the monitor's streams, its /metrics) is real.
+(the server, the publisher, the monitor's streams, its /metrics, agent dispatch) is real.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,7 +19,19 @@ from typing import cast
 from syncmon.live.avatar import MAX_BACKLOG_S
 from syncmon.reference.localserver import LocalServer, free_port
 
-from .conftest import Proc, lk_env, sample, scrape, start_publisher, wait_for
+from .conftest import (
+    Proc,
+    ProcessDied,
+    dispatch,
+    lk_env,
+    rooms_of,
+    sample,
+    scrape,
+    start_publisher,
+    start_worker,
+    visible,
+    wait_for,
+)
 
 SLOW_WATCH = """
 import sys, time
@@ -30,6 +43,18 @@ def slow(self, *a, **k):
 SyncAnalyzer.add_video = slow
 from syncmon.cli import main
 sys.exit(main(sys.argv[1:]))
+"""
+
+# the same for every Python process started with this file's directory on PYTHONPATH: a
+# worker's processes are spawned, not forked, and import syncmon afresh
+SLOW_SITE = """
+import os, time
+from syncmon.analysis.session import SyncAnalyzer
+real = SyncAnalyzer.add_video
+def slow(self, *a, **k):
+    time.sleep(float(os.environ["SYNCMON_TEST_SLOW_ANALYSIS_S"]))
+    return real(self, *a, **k)
+SyncAnalyzer.add_video = slow
 """
 
 
@@ -89,3 +114,42 @@ def test_a_monitor_short_of_cpu_stays_near_the_picture_and_blames_nothing_on_the
     finally:
         mon.terminate()
         mon.wait(timeout=10)
+
+
+def test_a_worker_whose_processes_fall_behind_reports_itself_full_and_refuses_rooms(
+    livekit: LocalServer, procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """``syncmon worker --processes 2`` on a host that analyses at half the frame rate: its
+    parent hears from the process holding the room that it sheds, says so on /metrics
+    (``syncmon_overloaded``), and refuses the next room dispatched to it -- counted, logged --
+    rather than make every room's figures worse."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_SITE)
+    env = {
+        **lk_env(livekit),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+        "SYNCMON_TEST_SLOW_ANALYSIS_S": "0.08",
+    }
+    busy, more = "busy-1", "busy-2"
+    for i, room in enumerate((busy, more)):
+        start_publisher(
+            procs, livekit, room, "--width", "320", "--height", "180", identity=f"avatar{i}"
+        )
+    w = start_worker(procs, livekit, "syncmon-busy", "2", env=env)
+    wait_for(lambda: scrape(w.metrics_url) is not None, timeout=60)
+    assert sample(scrape(w.metrics_url), "syncmon_overloaded") == 0.0  # nothing to fall behind
+    wait_for(lambda: visible(livekit, busy) and visible(livekit, more), timeout=60)
+    dispatch(livekit, [busy], "syncmon-busy")
+
+    def overloaded() -> bool:
+        if w.proc.poll() is not None:
+            raise ProcessDied(f"the worker exited ({w.proc.returncode}): {w.log()[-3000:]}")
+        s = scrape(w.metrics_url)
+        shed = sample(s, "syncmon_monitor_frames_shed_total", room=busy, participant="avatar0")
+        return (shed or 0) > 0 and sample(s, "syncmon_overloaded") == 1.0
+
+    wait_for(overloaded, timeout=90)
+    assert sample(scrape(w.metrics_url), "syncmon_rooms_rejected_total") == 0
+    dispatch(livekit, [more], "syncmon-busy")
+    wait_for(lambda: sample(scrape(w.metrics_url), "syncmon_rooms_rejected_total") == 1, timeout=30)
+    assert rooms_of(w.metrics_url) == {busy}
+    wait_for(lambda: "refused a room" in w.log(), timeout=10)

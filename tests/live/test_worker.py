@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,62 +17,20 @@ from syncmon.reference.localserver import LocalServer, free_port
 from .conftest import (
     Proc,
     ProcessDied,
+    dispatch,
     lk_env,
-    participants,
+    rooms_of,
     sample,
     scrape,
     start_publisher,
+    start_worker,
+    visible,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow
 # four rooms dispatched at once to two workers: each monitored exactly once
 ROOMS = [f"w-room-{i}" for i in range(1, 5)]
-
-
-def dispatch(srv: LocalServer, rooms: list[str], agent_name: str) -> None:
-    from livekit import api
-
-    async def go() -> None:
-        async with api.LiveKitAPI(
-            srv.url.replace("ws://", "http://"), srv.api_key, srv.api_secret
-        ) as lk:
-            for r in rooms:
-                await lk.agent_dispatch.create_dispatch(
-                    api.CreateAgentDispatchRequest(agent_name=agent_name, room=r)
-                )
-                await asyncio.sleep(0.5)  # four requests within 2 s: they overlap
-
-    asyncio.run(go())
-
-
-def visible(srv: LocalServer, room: str) -> list[str]:
-    """The participants of ``room`` that frontends see (hidden ones are not shown)."""
-    return participants(srv, room, hidden=False)
-
-
-def start_worker(
-    procs: Callable[..., Proc], srv: LocalServer, agent_name: str, processes: str
-) -> Proc:
-    port = free_port()
-    return procs(
-        "worker",
-        "--agent-name",
-        agent_name,
-        "--metrics-addr",
-        f"127.0.0.1:{port}",
-        "--processes",
-        processes,
-        env=lk_env(srv),
-        metrics_port=port,
-    )
-
-
-def rooms_of(url: str) -> set[str]:
-    s = scrape(url)
-    return {
-        dict(lv)["room"] for (n, lv), v in s.items() if n == "syncmon_room_connected" and v == 1
-    }
 
 
 def test_four_rooms_two_workers_each_room_monitored_once_and_unseen(
