@@ -355,6 +355,42 @@ def is_preroll(luma: np.ndarray) -> bool:
     return float(sub.mean()) < PREROLL_MAX_MEAN and float(sub.std()) < PREROLL_MAX_STD
 
 
+# A synced pair's playout stamps can be missing from a poll or two (at a track's start, and on a
+# loaded host, where the sync module's estimate lags the frames): a decision that viewers
+# lip-sync is taken back only after this long without them, so that a flicker never turns the
+# content offset into the received one. The server's configuration does not change mid-room.
+SYNC_LOST_S = 20.0
+
+
+class ViewerSync:
+    """Whether viewers lip-sync an avatar's audio and video, from the playout stamps libwebrtc
+    reports only for a synced pair (both tracks' stats read at ``now``, ``paired`` if both carry
+    one). Synced once two of the last three polls saw the pair; not synced at first after two
+    polls in a row without it, and once synced only when none saw it for ``lost_s``."""
+
+    def __init__(self, lost_s: float = SYNC_LOST_S) -> None:
+        self.lost_s = lost_s
+        self.value: bool | None = None
+        self._recent: list[bool] = []
+        self._last_paired: float | None = None
+        self._unpaired_since: float | None = None
+
+    def reading(self, paired: bool, now: float) -> bool | None:
+        self._recent = [*self._recent[-2:], paired]
+        if paired:
+            self._unpaired_since = None
+        elif self._unpaired_since is None:
+            self._unpaired_since = now
+        if not self.value:
+            if sum(self._recent) >= 2:
+                self.value = True
+            elif self.value is None and self._recent[-2:] == [False, False]:
+                self.value = False
+        elif self._unpaired_since is not None and now - self._unpaired_since >= self.lost_s:
+            self.value = False
+        return self.value
+
+
 class AvatarMonitor:
     """Consumes one avatar's audio and video tracks into its ``AvatarState``."""
 
@@ -365,7 +401,7 @@ class AvatarMonitor:
         self._stats_interval = stats_interval_s
         self._stats_task: asyncio.Task[None] | None = None
         self._jb_prev: dict[str, tuple[float, int]] = {}
-        self._last_sync_reading: bool | None = None
+        self._sync = ViewerSync()
         self._closed = False
         # each audio chunk (samples, start on the receive clock, arrival) also goes here: the
         # room's turns
@@ -642,10 +678,8 @@ class AvatarMonitor:
                 if ib.inbound.estimated_playout_timestamp > 0:
                     playout[kind] = ib.inbound.estimated_playout_timestamp / 1000.0
         if len(cumulative) == 2:  # both tracks' stats read: playout stamps say it
-            sync = len(playout) == 2
-            # two polls in a row decide (a stamp may read 0 once, e.g. at a track's start)
-            last, self._last_sync_reading = self._last_sync_reading, sync
-            if sync == last and sync != self.analyzer.viewer_sync:
+            sync = self._sync.reading(len(playout) == 2, time.monotonic())
+            if sync is not None and sync != self.analyzer.viewer_sync:
                 log.info(
                     "%s: viewers %s",
                     self.state.participant,

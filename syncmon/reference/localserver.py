@@ -42,7 +42,7 @@ rtc:
 turn:
   enabled: false
 logging:
-  level: warn
+  level: {log_level}
 """
 
 
@@ -86,6 +86,8 @@ class LocalServer:
     # room.sync_streams: a participant's audio and video share one WebRTC stream id, so that
     # viewers lip-sync them (off by default, as in livekit-server's own default)
     sync_streams: bool = False
+    # what its server.log (in workdir) keeps: "info" adds each agent job's dispatch
+    log_level: str = "warn"
 
     @property
     def url(self) -> str:
@@ -99,11 +101,13 @@ class LocalServer:
         udp_port: int | None = None,
         build: bool = True,
         sync_streams: bool = False,
+        log_level: str = "warn",
     ) -> LocalServer:
         srv = cls(
             port=port or free_port(),
             udp_port=udp_port or free_port(socket.SOCK_DGRAM),
             sync_streams=sync_streams,
+            log_level=log_level,
         )
         srv.workdir = tempfile.mkdtemp(prefix="syncmon-livekit-")
         srv._spawn(find_binary(build=build))
@@ -112,7 +116,11 @@ class LocalServer:
     def _spawn(self, binary: str) -> None:
         cfg = Path(self.workdir) / "livekit.yaml"
         text = _CONFIG.format(
-            port=self.port, udp_port=self.udp_port, key=self.api_key, secret=self.api_secret
+            port=self.port,
+            udp_port=self.udp_port,
+            key=self.api_key,
+            secret=self.api_secret,
+            log_level=self.log_level,
         )
         if self.sync_streams:
             text += "room:\n  sync_streams: true\n"
