@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,14 @@ def feed_avatar(
             an.add_video(f.pts, f.frame.y)
         avatar.speech.release_before(int((f.speech_t - 1.0) * sr))
     return an
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # every live test times real media through the server: scripts/test.sh runs them alone
+    live = Path(__file__).parent / "live"
+    for item in items:
+        if live in item.path.parents:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture

@@ -23,6 +23,9 @@ from syncmon.instrument import AvatarInstrumentor
 from syncmon.instrument._tracker import PHASE_SPREAD_S, RunnerTracker
 from syncmon.reference.worker import ReferenceGenerator, WorkerProfile, make_runner
 
+# real audio sources and agents timed to a few ms: run alone (scripts/test.sh)
+pytestmark = pytest.mark.serial
+
 
 class Otel:
     def __init__(self) -> None:

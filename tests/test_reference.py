@@ -11,6 +11,9 @@ import pytest
 
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 
+# a real audio source paced in real time: run alone (scripts/test.sh)
+pytestmark = pytest.mark.serial
+
 
 def test_same_seed_same_speech_and_pictures() -> None:
     a, b = ReferenceAvatar(), ReferenceAvatar()

@@ -18,6 +18,9 @@ from syncmon.instrument._tracker import PHASE_SPREAD_S
 from syncmon.marks import ENV_LEN_S, envelope
 from syncmon.reference.speech import synth_phrase
 
+# a real audio source's 10 ms timer, timed against a tap to 2 ms: run alone (scripts/test.sh)
+pytestmark = pytest.mark.serial
+
 PHASE = 0.0037
 T0 = 100.0 + PHASE  # a tick
 
