@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from types import SimpleNamespace
 
 import pytest
 from livekit.rtc._proto import stats_pb2
@@ -85,14 +86,16 @@ def test_the_poll_keeps_a_synced_avatar_synced_through_missing_stamps(
     video = [1000.0, 2000.0, 0.0, 4000.0, 0.0, 0.0, 7000.0]
     audio = [1040.0 + 1000.0 * i for i in range(len(video))]
     am._tracks = {"audio": StatsTrack(audio), "video": StatsTrack(video)}  # type: ignore[dict-item]
-    clock = itertools.count(100.0, POLL_S)
-    monkeypatch.setattr(avatar_mod.time, "monotonic", lambda: next(clock))
+    # the monitor's clock alone (asyncio's stays real): a poll every POLL_S
+    now = [100.0]
+    monkeypatch.setattr(avatar_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
     seen = []
     sources = []
     for _ in video:
         asyncio.run(am.poll_stats_once())
         seen.append(st.analyzer.viewer_sync)
         sources.append(st.analyzer.playout_source)
+        now[0] += POLL_S
     assert seen == [None, True, True, True, True, True, True]
     # where a stamp is missing, that poll's playout falls back to the jitter buffers
     assert sources[2] == "jitter_buffer" and sources[3] == "estimated_playout_timestamp"

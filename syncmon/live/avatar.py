@@ -372,7 +372,6 @@ class ViewerSync:
         self.lost_s = lost_s
         self.value: bool | None = None
         self._recent: list[bool] = []
-        self._last_paired: float | None = None
         self._unpaired_since: float | None = None
 
     def reading(self, paired: bool, now: float) -> bool | None:

@@ -137,11 +137,8 @@ def test_a_monitor_short_of_cpu_stays_near_the_picture_and_blames_nothing_on_the
 @pytest.fixture
 def chatty_livekit() -> Iterator[LocalServer]:
     """A server of its own whose log says what dispatch did with each agent job."""
-    srv = LocalServer.start(log_level="info")
-    try:
+    with LocalServer.start(log_level="info") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_a_worker_whose_processes_fall_behind_reports_itself_full_and_refuses_rooms(
