@@ -18,7 +18,12 @@ It prints, per run and over all runs of a load:
   the p95 and max of its deviation from the period's median -- a figure that does not depend on
   the sender's own leave times; and the same for ``timestamp - sender skew`` (the transport's
   constant A/V difference on loopback), which does;
-- coverage: estimates per utterance of >= 2 s, and the share of those utterances with none;
+- coverage: estimates per utterance of >= 2 s, and the share of those utterances with none
+  (and with no exact one);
+- the estimates whose sender knew only the earliest its audio left (a chunk late for its tick
+  before or inside the marked audio): ``timestamp - sender skew bound`` is the run's transport
+  constant less whole ticks (the ticks by which the audio left after its earliest), so its
+  distance to the nearest such value is the estimate's own error: p95 and max;
 - the agent's skew gauge (``syncmon_agent_sender_av_skew_seconds``, read from the avatar's
   Prometheus exposition 4 times a second while an utterance is spoken) against what the
   monitor measured for that utterance (its ``timestamp`` offset less the transport's constant:
@@ -102,7 +107,10 @@ class Run:
     load: str
     errors_ms: list[float] = field(default_factory=list)  # estimate - its lag period's median
     method_ms: list[float] = field(default_factory=list)  # estimate - sender skew
+    # estimates whose sender knew only the earliest its audio left: estimate - that skew bound
+    bound_ms: list[float] = field(default_factory=list)
     per_long: list[int] = field(default_factory=list)  # estimates per utterance >= 2 s
+    per_long_exact: list[int] = field(default_factory=list)  # of which exact
     gauge_ms: list[float] = field(default_factory=list)  # gauge - truth, its leave known
     gauge_placed: int = 0  # reads whose leave was placed, not known
     gauge_absent: int = 0
@@ -232,16 +240,21 @@ def score(
         return None if k is None else lags[k % len(lags)]
 
     ests: list[tuple[float, int, float, float | None]] = []
+    bounds: list[tuple[float, float]] = []  # (time, estimate - skew bound)
     for line in mon.splitlines():
         m = ESTIMATE.search(line)
         t = wall(line)
         if m and t is not None:  # (a sender skew "<= x": the sender knew only a bound)
             skew = None if m.group(3) else float(m.group(4))
             ests.append((t, int(m.group(1)), float(m.group(2)), skew))
+            if skew is None:
+                bounds.append((t, float(m.group(2)) - float(m.group(4))))
     if not ests:
         return run
     start = ests[0][0] + WARM_UP_S
+    run.bound_ms = [x for t, x in bounds if t >= start]
     per_seq: dict[int, int] = {}
+    per_seq_exact: dict[int, int] = {}
     by_period: dict[int, list[float]] = {}
     for t, seq, off, skew in ests:
         if t < start:
@@ -249,6 +262,7 @@ def score(
         per_seq[seq] = per_seq.get(seq, 0) + 1
         if skew is not None:
             run.method_ms.append(off - skew)
+            per_seq_exact[seq] = per_seq_exact.get(seq, 0) + 1
         k = period_at(t)
         if k is not None:
             by_period.setdefault(k, []).append(off)
@@ -267,6 +281,7 @@ def score(
         run.utterances += 1
         if secs >= LONG_S and seq >= first_seq:
             run.per_long.append(per_seq.get(seq, 0))
+            run.per_long_exact.append(per_seq_exact.get(seq, 0))
     # the gauge's truth: what the monitor measured (its offset does not depend on when the
     # sender says the audio left: that cancels between the transits), less the transport's
     # constant, from the same utterance's estimate nearest in time (on a loaded host the sender
@@ -314,6 +329,20 @@ def summary(label: str, runs: list[Run]) -> str:
     # (the transport's constant is per subscription: each run's own median)
     meth = [x - float(np.median(r.method_ms)) for r in runs for x in r.method_ms]
     per = [x for r in runs for x in r.per_long]
+    per_exact = [x for r in runs for x in r.per_long_exact]
+    # an estimate whose sender gave only its earliest leave, less that skew bound: the run's
+    # transport constant less whole ticks (the audio left k ticks after its earliest); its
+    # deviation from the nearest such value is the estimate's own error
+    bound = [
+        (x - float(np.median(r.method_ms)) + 5.0) % 10.0 - 5.0
+        for r in runs
+        if r.method_ms
+        for x in r.bound_ms
+    ]
+    _, bp95, bmax = p95_dev(bound) if bound else (0.0, float("nan"), float("nan"))
+    if bound:  # (against 0, not their median: the constant is the exact estimates')
+        dev = np.abs(np.asarray(bound))
+        bp95, bmax = float(np.percentile(dev, 95)), float(dev.max())
     gauge = [x for r in runs for x in r.gauge_ms]
     reads = sum(r.gauge_reads for r in runs)
     absent = sum(r.gauge_absent for r in runs)
@@ -325,7 +354,10 @@ def summary(label: str, runs: list[Run]) -> str:
         f"{label:<14} estimates {len(errs):4d}: p95 {p95:4.1f} ms, max {mx:4.1f} ms | minus "
         f"sender skew: {len(meth)}, p95 {mp95:4.1f} ms, max {mmax:4.1f} ms | per utterance "
         f">= {LONG_S:g} s: mean {np.mean(per) if per else float('nan'):.2f}, none "
-        f"{sum(1 for x in per if x == 0)}/{len(per)} | gauge - truth p95 "
+        f"{sum(1 for x in per if x == 0)}/{len(per)} (no exact one "
+        f"{sum(1 for x in per_exact if x == 0)}) | earliest-leave estimates {len(bound)}: "
+        f"minus skew bound, to the nearest tick, p95 {bp95:4.1f} ms, max {bmax:4.1f} ms | "
+        "gauge - truth p95 "
         f"{float(np.percentile(gdev, 95)):5.1f} ms, max {float(np.max(gdev)):5.1f} ms, absent "
         f"{absent}/{reads}, placed {placed}/{reads}"
     )

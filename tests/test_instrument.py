@@ -391,25 +391,27 @@ class _ReadingTap:
 
 
 @pytest.mark.parametrize("late", [False, True])
-def test_a_mark_measured_on_the_tap_is_sent_only_if_its_audio_left_in_one_stretch(
+def test_a_mark_measured_on_the_tap_is_exact_only_if_its_audio_left_in_one_stretch(
     otel: Otel, late: bool
 ) -> None:
     """Under load the tap measured an utterance's start right, but a chunk of its first
-    400 ms came after the tick that should have sent it: the source ran dry and the rest left a
-    tick later. That utterance's envelope then matches between the two -- once the cause of
-    estimates 10 ms off on a loaded host, when a mark measured on the tap went out without
-    this check. Now no mark; in time, the mark goes with the tap's reading."""
+    400 ms came after the tick that should have sent it: the source may have run dry and the
+    rest left a tick later. The leave the tap measured is then only the earliest for the
+    mark's 400 ms: the mark goes out saying so (its skew an upper bound; the monitor's offset
+    does not depend on it, and the monitor refuses audio that did not play out in one piece).
+    Once, such a mark went out as exact: estimates whose sender skew was a tick off. In time,
+    the mark is exact, with the tap's reading."""
     import numpy as np
 
     from syncmon.instrument._schedule import SendSchedule
     from syncmon.instrument._tracker import MarkPoint
 
-    sent: list[float] = []
+    sent: list[tuple[float, bool]] = []
 
     async def main() -> RunnerTracker:
         runner = await make_runner(rtc.Room(), PROFILE)
         t = AvatarInstrumentor().trackers()[-1]
-        t._send = lambda p, s_a, exact=True: (sent.append(s_a), t._points.remove(p))  # type: ignore[assignment,method-assign,func-returns-value]
+        t._send = lambda p, s_a, exact=True: (sent.append((s_a, exact)), t._points.remove(p))  # type: ignore[assignment,method-assign,func-returns-value]
         t0 = 100.0  # a tick of the source's timer: phase 0
         t.tap = _ReadingTap(t0, 0.0)  # type: ignore[assignment]
         sched = SendSchedule()
@@ -425,15 +427,92 @@ def test_a_mark_measured_on_the_tap_is_sent_only_if_its_audio_left_in_one_stretc
         t._points = [p]
         t._resolve_points()
         assert p.sched.measured_base == pytest.approx(t0)
-        if not late:
-            assert sent == [pytest.approx(t0 + clock_offset, abs=1e-4)]
+        assert sent == [(pytest.approx(t0 + clock_offset, abs=1e-4), not late)]
         await runner._av_sync.aclose()
         return t
 
     t = asyncio.run(main())
-    assert (sent == []) is late
     assert t.marks_underrun == (1 if late else 0)
     assert t._points == []
+
+
+def test_points_after_a_late_chunk_go_out_with_the_earliest_leave(otel: Otel) -> None:
+    """An utterance whose audio stalled in its middle: the point before the stall is exact;
+    the points after it (their audio left in one piece, but a tick or more later than the
+    utterance's start, or not) go out too, each with the earliest its audio can have left --
+    just where a viewer's offset may have changed. A point whose 400 ms hold the late chunk
+    goes out the same way (the monitor refuses it if its audio did not play out in one piece)."""
+    import numpy as np
+
+    from syncmon.instrument._schedule import SendSchedule
+    from syncmon.instrument._tracker import MarkPoint
+
+    sent: list[tuple[int, float, bool]] = []
+
+    async def main() -> RunnerTracker:
+        runner = await make_runner(rtc.Room(), PROFILE)
+        t = AvatarInstrumentor().trackers()[-1]
+        t._send = lambda q, s, exact=True: (sent.append((q.index, s, exact)), t._points.remove(q))  # type: ignore[assignment,method-assign,func-returns-value]
+        t0 = 100.0  # the utterance's first block left at t0 (phase 0)
+        sched = SendSchedule(0.0)
+        sched.add(0.04, t0 + 0.004, t0 + 0.005)
+        for k in range(1, 40):  # 1.6 s of 40 ms chunks, 3 ms ahead of their ticks...
+            due = t0 + 0.04 * k + 0.01
+            if k == 20:  # ...but the one at 0.8 s, 25 ms after its tick: a stall
+                sched.add(0.04, due + 0.024, due + 0.025)
+            else:
+                sched.add(0.04, due - 0.004, due - 0.003)
+        assert sched.base == pytest.approx(t0)
+        offsets.append(t.ins.clock() - time.monotonic())
+        t._points = [
+            MarkPoint(1, k, 0.5 * k, sched, float("inf"), np.ones(160), 7, t0 + 0.5 * k, t0)
+            for k in range(3)  # at 0, 0.5 (its 400 ms hold the stall) and 1.0 s (after it)
+        ]
+        t._resolve_points()
+        await runner._av_sync.aclose()
+        return t
+
+    offsets: list[float] = []
+    t = asyncio.run(main())
+    assert [(i, exact) for i, _, exact in sent] == [(0, True), (1, False), (2, False)]
+    for i, s_a, _ in sent:
+        assert s_a - offsets[0] == pytest.approx(100.0 + 0.5 * i, abs=1e-4)
+    assert t.marks_underrun == 1 and t.marks_after_late == 1 and t._points == []
+
+
+def test_an_utterance_start_the_model_cannot_place_goes_out_with_its_earliest_leave(
+    otel: Otel,
+) -> None:
+    """A tick fell while the utterance's first chunk went in (the tap closed): which tick
+    took it is not known, and the mark goes out with the earlier one's leave, not exact."""
+    import numpy as np
+
+    from syncmon.instrument._schedule import SendSchedule
+    from syncmon.instrument._tracker import MarkPoint
+
+    sent: list[tuple[float, bool]] = []
+
+    async def main() -> RunnerTracker:
+        runner = await make_runner(rtc.Room(), PROFILE)
+        t = AvatarInstrumentor().trackers()[-1]
+        t._send = lambda p, s_a, exact=True: (sent.append((s_a, exact)), t._points.remove(p))  # type: ignore[assignment,method-assign,func-returns-value]
+        t.tick_phase = 0.0
+        sched = SendSchedule(0.0)
+        sched.add(0.04, 100.008, 100.0115)  # across the tick at 100.01
+        for k in range(1, 12):
+            sched.add(0.04, 100.01 + 0.04 * k, 100.011 + 0.04 * k)
+        assert sched.base is None
+        offsets.append(t.ins.clock() - time.monotonic())
+        t._points = [MarkPoint(1, 0, 0.0, sched, float("inf"), np.ones(160), 7, 100.1, 100.0)]
+        t._resolve_points()
+        await runner._av_sync.aclose()
+        return t
+
+    offsets: list[float] = []
+    t = asyncio.run(main())
+    # the tick at 100.01 sent its first block (timed at its start: 100.00), or the next one
+    assert sent == [(pytest.approx(100.0 + offsets[0], abs=1e-4), False)]
+    assert t.marks_ambiguous == 1 and t._points == []
 
 
 def test_starts_the_model_cannot_place_reopen_the_tap(otel: Otel) -> None:

@@ -256,3 +256,25 @@ def test_the_real_audio_source_held_up_mid_utterance(hold: float) -> None:
     missed = np.floor((hold - 0.015) / TICK_S + 1e-6) * TICK_S  # at least
     assert est is not None and est[0] - earliest >= missed - 1e-6, (est, earliest)
     assert abs(res[0] - est[0]) <= est[1] - TICK_S + PHASE_SPREAD_S, (res[0] - est[0], est)
+
+
+@pytest.mark.parametrize(
+    ("t_call", "t_done", "earliest", "known"),
+    [
+        (T0 + 0.0001, T0 + 0.0006, T0 - 0.01, False),  # a hair after a tick: it, or the next
+        (T0 + 0.008, T0 + 0.0115, T0, False),  # the tick at T0 + 10 ms fell while it went in
+        (T0 + 0.004, T0 + 0.005, T0, True),  # between ticks: the base itself
+    ],
+)
+def test_the_earliest_leave_of_a_start_no_tick_can_be_told_for(
+    t_call: float, t_done: float, earliest: float, known: bool
+) -> None:
+    """A first chunk that went in while a tick fell left on that tick or the next: the
+    earliest leave is the earlier one's (a block timed at its start, a tick before the tick
+    that sends it); between ticks, it is the base."""
+    sched = SendSchedule(PHASE)
+    sched.add(0.04, t_call, t_done)
+    assert sched.earliest(0.0) == pytest.approx(earliest)
+    assert sched.earliest(0.5) == pytest.approx(earliest + 0.5)
+    assert (sched.base is not None) is known
+    assert SendSchedule().earliest(0.0) is None  # (no phase, no bound)

@@ -124,6 +124,20 @@ class SendSchedule:
         ahead = TICK_S * round((q + since) / TICK_S) if q > 1e-4 else 0.0
         return first.t_call - since + ahead
 
+    def earliest_base(self) -> float | None:
+        """The earliest the first sample can have left: ``base`` where known; when a tick fell
+        while the first chunk went in (which one took it is not known), the earlier of the
+        two; None without the timer's phase."""
+        base = self.base
+        if base is not None or self.phase is None or not self.captures:
+            return base
+        first = self.captures[0]
+        since = (first.t_call - self.phase) % TICK_S
+        q = self.queued_ahead_s
+        ahead = TICK_S * round((q + since) / TICK_S) if q > 1e-4 else 0.0
+        # the block is timed at its start: the tick that sends it minus one tick
+        return first.t_call - since - (TICK_S if since < CAPTURE_GUARD_S else 0.0) + ahead
+
     def _late(self) -> float | None:
         """Offset of the block from which the leave is no longer known (inf: all known so
         far; None: the base itself is not known). Checked incrementally: called per frame."""
@@ -182,8 +196,9 @@ class SendSchedule:
         return base + self._est_delay[i] + offset, self._est_unc[i]
 
     def earliest(self, offset: float) -> float | None:
-        """The earliest the audio at ``offset`` can have left (None: the base is not known)."""
-        base = self.base
+        """The earliest the audio at ``offset`` can have left (None: not even the first
+        sample's earliest leave is known)."""
+        base = self.earliest_base()
         return None if base is None else base + offset
 
     def first_late(self, start: float, end: float) -> tuple[float, float] | None:

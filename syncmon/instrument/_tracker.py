@@ -16,9 +16,10 @@ while a tick fell, before the phase is known), the skew is not reported: the gau
 rather than rough.
 
 A timing mark is sent at mark points: the utterance's start and every ``MARK_EVERY_S`` of its
-audio after it, each for 400 ms of audio that left in one stretch (a point whose audio did not
-is skipped: the monitor could only place it between two offsets), so that an utterance whose
-start ran dry is still timed on a later stretch.
+audio after it. Its leave is exact when every chunk up to the point's 400 ms came in time for
+its tick; after or inside a chunk that did not, the mark says so (``exact: false``) and carries
+the earliest leave: the monitor's offset does not depend on it, and the monitor itself refuses
+audio that did not play out in one piece.
 """
 
 from __future__ import annotations
@@ -151,7 +152,6 @@ class RunnerTracker:
         self._mark_rate = 0
         self._points: list[MarkPoint] = []
         self._next_point = 0  # index of the next mark point of this utterance
-        self._timed_seq = 0  # the last utterance a mark was sent for
         # the phase of the audio source's 10 ms timer (monotonic clock), learned on the tap
         self.tick_phase: float | None = None
         self._agree = 0  # utterances whose leave on the tap agrees with its timer's phase
@@ -165,8 +165,12 @@ class RunnerTracker:
         self._next_frame_id = 1
         self._background: set[asyncio.Future[None]] = set()
         self.marks_sent = 0
-        self.marks_ambiguous = 0  # a point whose audio's leave is not known (no mark)
-        self.marks_underrun = 0  # a point whose audio did not leave in one stretch (no mark)
+        # points whose utterance's first leave is not known (sent with the earliest, if known)
+        self.marks_ambiguous = 0
+        # points sent with the earliest leave (not exact): a chunk late for its tick inside
+        # their 400 ms, or before them
+        self.marks_underrun = 0
+        self.marks_after_late = 0
         self.marks_unresolved = 0  # a point given up: its frame or audio never came
         self._risks: collections.deque[bool] = collections.deque(maxlen=RISK_OF)
         # the latest frame's skew, from its audio's leave on the schedule, and how uncertain
@@ -485,10 +489,16 @@ class RunnerTracker:
                 self._send(p, p.estimate, exact=False)
             elif self.tap is not None and p.index > 0 and now <= p.give_up:
                 return  # the start may still be measured on the tap
-            else:  # better no mark than one a timer step off
-                self._drop_point(p, "when its audio left is not known")
+            else:
+                # a tick fell while the utterance's first chunk went in: which one took it
+                # is not known (see below: the mark goes out with the earliest leave)
                 self.marks_ambiguous += 1
                 self._placed(p, False)
+                earliest = sched.earliest(p.offset)
+                if earliest is None:
+                    self._drop_point(p, "not even the earliest its audio left is known")
+                else:
+                    self._send(p, self._sender_time(earliest), exact=False)
             return
         end = p.offset + CAPTURE_WINDOW_S
         if p.seq != self._mark_seq or not self._out_active:
@@ -500,34 +510,35 @@ class RunnerTracker:
                 self.marks_unresolved += 1
             return
         self._placed(p, True)
-        if not whole:
-            late = sched.first_late(p.offset, end)
-            self._drop_point(
-                p,
-                "the audio source may have run dry inside it"
-                + (
-                    ""
-                    if late is None
-                    else f" (the chunk at {late[0]:.2f} s came in "
-                    f"{1e3 * late[1]:+.1f} ms from its tick)"
-                ),
-            )
-            self.marks_underrun += 1
-            return
-        left = sched.leave(p.offset)
+        left = sched.leave(p.offset) if whole else None
         if left is not None:
             self._send(p, self._sender_time(left))
             return
-        # its audio left in one piece, but after a chunk that came late for its tick: when,
-        # exactly, is not known, and it may have left a tick later than the utterance's start
-        # did (the source ran dry) -- or not (the timer ran late). The monitor's offset does
-        # not need the leave (it cancels between the transits), but it is then the offset of
-        # this stretch, up to a tick off the utterance's start: sent only for an utterance that
-        # no mark timed, saying so, with the earliest the audio can have left
-        if p.seq == self._timed_seq:
-            self._drop_point(p, "its leave is not known and the utterance is timed already")
+        # when, exactly, this audio left is not known: a chunk came in late for its tick,
+        # before or inside it -- the source may have run dry (what follows left a tick or more
+        # later) or its timer's task may have run late and taken it after all. The monitor's
+        # offset does not need the leave: it is the received picture of the point's frame
+        # minus the received point's audio (the leave cancels between the two transits), and
+        # the monitor withholds a match whose audio did not play out in one piece (a gap inside
+        # the 400 ms puts its halves apart). So the mark goes out, saying so, with the earliest
+        # the audio can have left: the sender's skew is then an upper bound, whole ticks above
+        # the true one. (Dropping such points left a busy host's long utterances unmeasured,
+        # and every point after a stall inside an utterance, just where its offset changed.)
+        if not whole:
+            late = sched.first_late(p.offset, end)
+            log.debug(
+                "utterance %d, mark point %d: the audio source may have run dry inside it%s: "
+                "sent with the earliest leave",
+                p.seq,
+                p.index,
+                ""
+                if late is None
+                else f" (the chunk at {late[0]:.2f} s came in {1e3 * late[1]:+.1f} ms from its "
+                "tick)",
+            )
             self.marks_underrun += 1
-            return
+        else:
+            self.marks_after_late += 1
         earliest = sched.earliest(p.offset)
         assert earliest is not None
         self._send(p, self._sender_time(earliest), exact=False)
@@ -587,7 +598,6 @@ class RunnerTracker:
 
     def _send(self, p: MarkPoint, s_a: float, exact: bool = True) -> None:
         self._points.remove(p)
-        self._timed_seq = p.seq
         assert p.template is not None and p.frame_id is not None and p.s_v is not None
         skew = p.s_v - s_a
         log.debug(
