@@ -11,6 +11,7 @@ BLAS calls at all.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -19,12 +20,14 @@ _limits: Any = None
 
 
 def limit_numeric_threads() -> None:
-    """Run the BLAS and OpenMP pools with one thread each: numpy's and scipy's (each wheel
-    bundles its own OpenBLAS, and scipy's loads with its first linear-algebra import, so both
-    are loaded here first: a pool loaded after the limit would start with one thread a core)."""
+    """Run the BLAS and OpenMP pools with one thread each: those loaded now (numpy's), and
+    those loaded later (each wheel bundles its own OpenBLAS: scipy's loads with its first
+    linear-algebra import, which a monitor never makes but the reference avatar's filters do)
+    read the environment when they load."""
     global _limits
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ[var] = "1"
     import numpy  # noqa: F401
-    import scipy.linalg  # noqa: F401
 
     _limits = threadpool_limits(limits=1)
 

@@ -13,6 +13,7 @@ import syncmon.instrument  # the agent-side package must not touch the applicati
 before = [i["num_threads"] for i in threadpool_info()]
 from syncmon.cli import main
 main(sys.argv[1:])
+import scipy.linalg  # a pool that loads after the command set its limits (its own OpenBLAS)
 from syncmon.threads import numeric_threads
 print(json.dumps({"before": before, "after": numeric_threads()}))
 """
@@ -30,6 +31,7 @@ def test_cli_runs_blas_single_threaded_and_instrument_leaves_pools_alone() -> No
     ).stdout
     got = json.loads(out.strip().splitlines()[-1])
     assert got["before"] and set(got["before"]) == {2}
-    # numpy's and scipy's OpenBLAS (each wheel bundles its own): every one of them at 1
+    # numpy's OpenBLAS, limited when the command started, and scipy's (each wheel bundles its
+    # own), loaded after it: every one of them at 1
     assert len(got["after"]) >= 2
     assert {threads for _lib, threads in got["after"]} == {1}, got["after"]

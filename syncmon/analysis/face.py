@@ -64,7 +64,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
+
+from .filters import uniform_filter_nearest
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +540,7 @@ def without_pose(x: np.ndarray, pose: np.ndarray, span: int) -> np.ndarray:
     """``x`` (frames x mouth cells, high-passed) less what follows the registration's ``pose``
     (frames x 3, high-passed alike), fitted on the frames where the mouth's cells move least
     over ``span`` frames (``POSE_FIT_SHARE``: see there)."""
-    quiet = uniform_filter1d(np.sum(x * x, axis=1), span, mode="nearest")
+    quiet = uniform_filter_nearest(np.sum(x * x, axis=1), span)
     fit = quiet <= np.quantile(quiet, POSE_FIT_SHARE)
     if np.count_nonzero(fit) <= 4 * pose.shape[1]:
         return x
@@ -576,7 +577,7 @@ def mouth_motion(hp_grids: np.ndarray, fps: float, hp_pose: np.ndarray | None = 
     span = max(3, int(round(MOTION_SPAN_S * fps)))
     x = _mouth_cells(hp_grids, hp_pose, span)
     # (a running sum can leave a rounding error below zero)
-    return _mouth_level(np.maximum(uniform_filter1d(x * x, span, axis=0, mode="nearest"), 0.0))
+    return _mouth_level(np.maximum(uniform_filter_nearest(x * x, span, axis=0), 0.0))
 
 
 def mouth_change(grids: np.ndarray, fps: float, pose: np.ndarray | None = None) -> np.ndarray:

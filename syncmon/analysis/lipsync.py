@@ -33,8 +33,6 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
-from scipy import sparse
-from scipy.ndimage import gaussian_filter1d
 
 from .face import (
     AWAY_CELLS,
@@ -49,6 +47,7 @@ from .face import (
     mouth_motion,
     without_pose,
 )
+from .filters import Highpass, gaussian_filter_nearest
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +138,10 @@ class LipSyncEstimate:
     speech_fraction: float
 
 
-HIGHPASS_REACH = 4.0  # sigmas: the Gaussian's weight beyond is < 4e-4 of its peak
-
-
-def _highpass_matrix(t: np.ndarray, sigma: float, causal: bool = False) -> sparse.csr_matrix:
+def _highpass_matrix(t: np.ndarray, sigma: float, causal: bool = False) -> Highpass:
     """I - W, W the row-normalized Gaussian smoother (``sigma`` s) over the frame times ``t``
-    (sorted, not necessarily uniform: drops and jitter). Banded: each row holds the frames
-    within ``HIGHPASS_REACH`` sigmas, so applying it costs frames x band, not frames^2.
-    ``causal``: the smoother looks back only (a step shows from where it is, not before)."""
-    n = t.size
-    lo = np.searchsorted(t, t - HIGHPASS_REACH * sigma, side="left")
-    hi = np.searchsorted(t, t if causal else t + HIGHPASS_REACH * sigma, side="right")
-    band = int((hi - lo).max())
-    cols = lo[:, None] + np.arange(band)[None, :]
-    inside = cols < hi[:, None]
-    cols = np.minimum(cols, n - 1)
-    w = np.exp(-0.5 * ((t[:, None] - t[cols]) / sigma) ** 2) * inside
-    w /= w.sum(axis=1, keepdims=True)
-    rows = np.repeat(np.arange(n), band)
-    smooth = sparse.csr_matrix((w.ravel(), (rows, cols.ravel())), shape=(n, n))
-    return sparse.csr_matrix(sparse.identity(n, format="csr") - smooth)
+    (``filters.Highpass``)."""
+    return Highpass(t, sigma, causal=causal)
 
 
 def _normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -617,7 +600,7 @@ class ContentOffsetEstimator:
         at = np.concatenate([x[0] for x in early_a])
         av = np.concatenate([x[1] for x in early_a]).astype(np.float64)
         hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
-        env = gaussian_filter1d(av, c.envelope_sigma_s / hop, mode="nearest")
+        env = gaussian_filter_nearest(av, c.envelope_sigma_s / hop)
         level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(av, 95)))
         rows = np.arange(grids.shape[1]) // self._shape[1]
         above = np.nonzero(rows < int(np.min(model.cells // self._shape[1])) - 1)[0]
@@ -846,7 +829,7 @@ class ContentOffsetEstimator:
         av = np.concatenate(list(self._av))
         hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
         sigma = self.config.envelope_sigma_s / hop
-        env = gaussian_filter1d(av.astype(np.float64), sigma, mode="nearest")
+        env = gaussian_filter_nearest(av.astype(np.float64), sigma)
         return at, env, av[(at > tk[0]) & (at <= tk[-1])]
 
     def finish(self) -> None:
@@ -883,7 +866,7 @@ class ContentOffsetEstimator:
         self,
         window: tuple[np.ndarray, np.ndarray] | None,
         tk: np.ndarray,
-        hp_all: sparse.csr_matrix | None = None,
+        hp_all: Highpass | None = None,
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, np.ndarray | None]:
         """The face's frames (``_face_window``), the mouth's own motion in each
         (``face.mouth_motion``) and its change from the frame before (``face.mouth_change``),
