@@ -3,9 +3,10 @@
 One Python process holds one GIL: a worker whose rooms all ran as threads of one process used
 about one core whatever the host had. ``syncmon worker --processes N`` keeps the agent
 registration (one worker to LiveKit's dispatch, one load figure) in a light parent process and
-runs the room monitors in N child processes (``multiprocessing``'s spawn start: nothing of the
-parent's native SDK state is inherited). The parent gives each new room to the child with the
-fewest rooms.
+runs the room monitors in N child processes (fresh interpreters: nothing of the parent's native
+SDK state is inherited; started with ``subprocess``, not ``multiprocessing``, whose spawn start
+also starts its resource tracker, an interpreter of ~15 MiB that a socket pair does not need).
+The parent gives each new room to the child with the fewest rooms.
 
 Parent and children talk HTTP on loopback, which each child serves anyway: ``POST
 /rooms/{room}`` starts monitoring a room and answers when that monitor has ended (the job's
@@ -27,8 +28,10 @@ import contextlib
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -51,6 +54,7 @@ from .state import MonitorState
 
 log = logging.getLogger(__name__)
 
+CHILD_ENTRY = "from syncmon.live.pool import child_entry; child_entry"
 CHILD_START_TIMEOUT_S = 60.0  # a spawned child imports the SDK, numpy and scipy first
 SCRAPE_TIMEOUT_S = 5.0
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -106,9 +110,18 @@ class ChildConfig:
     verbose: bool = False
 
 
+def child_entry(fd: int) -> None:
+    """A child's entry (``python -c``, started by ``ProcessPool``): ``fd`` is its end of the
+    parent's socket pair, on which the parent sends its ``ChildConfig`` first."""
+    conn = Connection(fd)
+    cfg = conn.recv()
+    if not isinstance(cfg, ChildConfig):
+        raise SystemExit(f"worker process: expected its configuration, got {type(cfg).__name__}")
+    child_main(cfg, conn)
+
+
 def child_main(cfg: ChildConfig, conn: Connection) -> None:
-    """A child's entry (spawned): monitor the rooms the parent hands over until the parent
-    says stop or goes away."""
+    """Monitor the rooms the parent hands over until the parent says stop or goes away."""
     from ..heap import start_heap_trimmer
     from ..logs import add_secret, setup_logging
     from ..threads import limit_numeric_threads
@@ -186,6 +199,11 @@ async def _child(cfg: ChildConfig, conn: Connection) -> int:
     return 0
 
 
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+
+
 async def _until(cond: Any, every_s: float = 0.05) -> None:
     while not cond():
         await asyncio.sleep(every_s)
@@ -197,7 +215,7 @@ async def _until(cond: Any, every_s: float = 0.05) -> None:
 @dataclass
 class Child:
     index: int
-    process: Any = None  # multiprocessing.Process
+    process: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
     port: int | None = None
     rooms: set[str] = field(default_factory=set)
@@ -206,7 +224,7 @@ class Child:
 
     @property
     def up(self) -> bool:
-        return self.port is not None and self.process is not None and self.process.is_alive()
+        return self.port is not None and self.process is not None and self.process.poll() is None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -229,7 +247,6 @@ class ProcessPool:
         self.children = [Child(i) for i in range(processes)]
         self._creds, self._options, self._max_rooms = creds, options, max_rooms
         self._verbose = verbose
-        self._ctx = mp.get_context("spawn")
         self._session: aiohttp.ClientSession | None = None
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -276,18 +293,24 @@ class ProcessPool:
             await asyncio.sleep(LOAD_POLL_S)
 
     async def _spawn(self, c: Child) -> None:
-        ours, theirs = self._ctx.Pipe()
+        ours_s, theirs_s = socket.socketpair()
+        ours, theirs = Connection(ours_s.detach()), theirs_s.detach()
         cfg = ChildConfig(c.index, self._creds, self._options, self._max_rooms, self._verbose)
-        proc = self._ctx.Process(
-            target=child_main, args=(cfg, theirs), name=f"syncmon-worker-{c.index}", daemon=False
-        )
-        proc.start()
-        theirs.close()
+        try:
+            proc = subprocess.Popen(
+                # -P: nothing from the working directory shadows syncmon's modules
+                [sys.executable, "-P", "-c", f"{CHILD_ENTRY}({theirs})"],
+                pass_fds=(theirs,),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(theirs)
         c.process, c.conn, c.port = proc, ours, None
+        ours.send(cfg)
         ready = await asyncio.to_thread(ours.poll, CHILD_START_TIMEOUT_S)
-        if not ready or not proc.is_alive():
+        if not ready or proc.poll() is not None:
             proc.kill()  # the supervisor starts it again
-            raise RuntimeError(f"worker process {c.index} did not start (exit {proc.exitcode})")
+            raise RuntimeError(f"worker process {c.index} did not start (exit {proc.poll()})")
         c.port = int(ours.recv())
         c.up_since = time.monotonic()
         log.info("worker process %d (pid %d) serves on port %d", c.index, proc.pid, c.port)
@@ -298,13 +321,13 @@ class ProcessPool:
         while not self._stopping:
             await asyncio.sleep(0.5)
             for c in self.children:
-                if self._stopping or c.process is None or c.process.is_alive():
+                if self._stopping or c.process is None or c.process.poll() is None:
                     continue
                 log.error(
                     "worker process %d (pid %s) died with exit code %s; starting it again",
                     c.index,
                     c.process.pid,
-                    c.process.exitcode,
+                    c.process.returncode,
                 )
                 c.port = None
                 c.restarts += 1
@@ -479,11 +502,11 @@ class ProcessPool:
         for c in self.children:
             if c.process is None:
                 continue
-            await asyncio.to_thread(c.process.join, max(0.1, deadline - time.monotonic()))
-            if c.process.is_alive():
+            await asyncio.to_thread(_wait, c.process, max(0.1, deadline - time.monotonic()))
+            if c.process.poll() is None:
                 log.warning("worker process %d did not stop; killing it", c.index)
                 c.process.kill()
-                await asyncio.to_thread(c.process.join, 2.0)
+                await asyncio.to_thread(_wait, c.process, 2.0)
             if c.conn is not None:
                 c.conn.close()
         if self._session is not None:
