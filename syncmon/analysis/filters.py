@@ -14,7 +14,7 @@ import numpy as np
 
 GAUSS_TRUNCATE = 4.0  # sigmas, as scipy's gaussian_filter1d
 HIGHPASS_REACH = 4.0  # sigmas: the Gaussian's weight beyond is < 4e-4 of its peak
-SMOOTH_ROWS = 128
+BLOCK_ROWS = 32
 
 
 def _float(x: np.ndarray) -> np.dtype[np.floating]:
@@ -63,43 +63,39 @@ class Highpass:
     ``t`` (sorted, not necessarily uniform: drops and jitter), applied with ``hp @ x`` to
     frames (x: frames, or frames x columns). Banded: each row holds the frames within
     ``HIGHPASS_REACH`` sigmas, so applying it costs frames x band, not frames^2. ``causal``:
-    the smoother looks back only (a step shows from where it is, not before)."""
+    the smoother looks back only (a step shows from where it is, not before).
+
+    Kept as dense blocks of ``BLOCK_ROWS`` rows by the columns their band reaches (one small
+    BLAS product each: a band of 17 frames at 25 fps makes a block 32 x 49): as fast as
+    ``scipy.sparse``'s product, where a gather of the band's frames in numpy was three times
+    slower."""
 
     def __init__(self, t: np.ndarray, sigma: float, causal: bool = False) -> None:
         t = np.asarray(t, dtype=np.float64)
         n = t.size
         lo = np.searchsorted(t, t - HIGHPASS_REACH * sigma, side="left")
         hi = np.searchsorted(t, t if causal else t + HIGHPASS_REACH * sigma, side="right")
-        band = int((hi - lo).max()) if n else 0
-        cols = lo[:, None] + np.arange(band)[None, :]
-        inside = cols < hi[:, None]
-        cols = np.minimum(cols, max(n - 1, 0))
-        w = np.exp(-0.5 * ((t[:, None] - t[cols]) / sigma) ** 2) * inside
-        w /= w.sum(axis=1, keepdims=True)
         self.shape = (n, n)
-        self._cols = cols
-        self._w = w
+        self._blocks: list[tuple[int, int, int, int, np.ndarray]] = []
+        for s in range(0, n, BLOCK_ROWS):
+            e = min(n, s + BLOCK_ROWS)
+            c0, c1 = int(lo[s:e].min()), int(hi[s:e].max())
+            cols = np.arange(c0, c1)
+            inside = (cols[None, :] >= lo[s:e, None]) & (cols[None, :] < hi[s:e, None])
+            w = np.exp(-0.5 * ((t[s:e, None] - t[None, c0:c1]) / sigma) ** 2) * inside
+            w /= w.sum(axis=1, keepdims=True)
+            d = -w
+            d[np.arange(e - s), np.arange(s, e) - c0] += 1.0
+            self._blocks.append((s, e, c0, c1, d))
 
-    def smooth(self, x: np.ndarray) -> np.ndarray:
-        """``W @ x``: each frame's Gaussian-weighted mean of the frames around it."""
+    def __matmul__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim not in (1, 2) or x.shape[0] != self.shape[1]:
             raise ValueError(f"high-pass over {self.shape[1]} frames applied to shape {x.shape}")
         out = np.empty(x.shape, dtype=np.float64)
-        # the band's frames gathered a block of rows at a time (the gathered copy is rows x
-        # band x columns: bounded), weighted with one small matrix product per row
-        for s in range(0, self.shape[0], SMOOTH_ROWS):
-            w = self._w[s : s + SMOOTH_ROWS]
-            g = x[self._cols[s : s + SMOOTH_ROWS]]
-            if x.ndim == 1:
-                out[s : s + SMOOTH_ROWS] = np.einsum("rb,rb->r", w, g)
-            else:
-                out[s : s + SMOOTH_ROWS] = (w[:, None, :] @ g)[:, 0, :]
+        for s, e, c0, c1, d in self._blocks:
+            out[s:e] = d @ x[c0:c1]
         return out
-
-    def __matmul__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        return np.asarray(x - self.smooth(x))
 
     def toarray(self) -> np.ndarray:
         """The dense matrix (for tests)."""
