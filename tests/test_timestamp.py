@@ -23,10 +23,13 @@ def scenario(
     skew: float,
     clock_shift: float,
     utterances: int = 4,
+    early_s: float = 0.0,
 ) -> list[TimestampEstimate]:
     """Sender audio with utterances; the receiver gets it ``transit_a`` later and the frames
     ``transit_v`` later (monitor clock); sender times are read on a clock ``clock_shift`` off.
-    Returns the estimates a ``TimestampOffsetEstimator`` gave (none for an analyzer)."""
+    ``early_s``: the marks give only the earliest leave, this much before the true one (their
+    skew that much larger, ``exact: false``). Returns the estimates a
+    ``TimestampOffsetEstimator`` gave (none for an analyzer)."""
     got: list[TimestampEstimate] = []
     rng = np.random.default_rng(4)
     audio = [np.zeros(SR // 2, dtype=np.float32)]
@@ -48,10 +51,11 @@ def scenario(
         marks.append(
             TimingMark(
                 seq=i + 1,
-                t_audio_us=int(round((s_a + clock_shift) * 1e6)),
-                skew_us=int(round(skew * 1e6)),
+                t_audio_us=int(round((s_a - early_s + clock_shift) * 1e6)),
+                skew_us=int(round((skew + early_s) * 1e6)),
                 frame_id=frame_id,
                 env=tuple(float(v) for v in env),
+                exact=early_s == 0.0,
             )
         )
     fed_audio = fed_marks = 0
@@ -88,6 +92,35 @@ def test_offset_is_transit_difference_plus_skew_whatever_the_sender_clock(
     for e in got:
         assert e.offset_s == pytest.approx(truth, abs=0.0015)
         assert e.correlation > 0.95
+
+
+@pytest.mark.parametrize("ticks", [1, 3, 10])
+def test_a_mark_with_only_the_earliest_leave_gives_the_offset_an_exact_one_does(
+    ticks: int,
+) -> None:
+    """A busy sender's mark after a chunk late for its tick: its audio left ``ticks`` ticks
+    after the earliest leave it gives (the source ran dry), and its skew is that much too
+    large. The offset is the received picture minus the received audio of the same instant:
+    the leave cancels, and the estimate is the exact mark's."""
+    exact = scenario(
+        TimestampOffsetEstimator(SR), transit_v=0.08, transit_a=0.06, skew=0.04, clock_shift=3.0
+    )
+    early = scenario(
+        TimestampOffsetEstimator(SR),
+        transit_v=0.08,
+        transit_a=0.06,
+        skew=0.04,
+        clock_shift=3.0,
+        early_s=0.01 * ticks,
+    )
+    assert len(early) == len(exact) == 4
+    for e, x in zip(early, exact, strict=True):
+        assert e.offset_s == pytest.approx(x.offset_s, abs=1e-4)
+        assert e.offset_s == pytest.approx(0.08 - 0.06 + 0.04, abs=0.0015)
+        assert not e.skew_exact and x.skew_exact
+        # what the bench judges such estimates by: less the skew bound, the transport less
+        # whole ticks
+        assert e.offset_s - e.skew_s == pytest.approx(0.02 - 0.01 * ticks, abs=0.0015)
 
 
 def test_analyzer_reports_timestamp_offset_less_receiver_bias() -> None:
