@@ -70,6 +70,9 @@ class AudioLeaveTap:
         self._listeners: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self.chunks = 0
+        # the share of chunks within PHASE_HIT_S after the last phase estimate (for the log:
+        # a busy host whose arrivals spread over the tick leaves the phase unknown)
+        self.phase_hits: float | None = None
 
     def start(self) -> None:
         """Subscribe now (the sink is in place when this returns: audio captured after it is
@@ -124,6 +127,7 @@ class AudioLeaveTap:
         un = (ph - mode + TICK_S / 2) % TICK_S - TICK_S / 2 + mode
         phase = float(np.percentile(un, 2))
         hits = float(np.mean((un >= phase) & (un <= phase + PHASE_HIT_S)))
+        self.phase_hits = hits
         if hits < PHASE_HIT_SHARE:
             return None
         return phase % TICK_S

@@ -559,7 +559,12 @@ class RunnerTracker:
         if phase is None:
             phase = self.tick_phase  # (the tap reopened: its own estimate comes later)
         if phase is None:
-            log.debug("audio source timer: no phase yet (%d chunks)", self.tap.chunks)
+            hits = self.tap.phase_hits
+            log.debug(
+                "audio source timer: no phase yet (%d chunks%s)",
+                self.tap.chunks,
+                "" if hits is None else f"; {100 * hits:.0f} % of them near the likeliest",
+            )
             sched.set_base(s_a)
             return
         # an utterance starts on a tick (its audio goes in whole 10 ms blocks)
