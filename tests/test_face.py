@@ -25,10 +25,10 @@ from syncmon.analysis.face import (
     mouth_change,
     mouth_motion,
 )
+from syncmon.analysis.filters import Highpass
 from syncmon.analysis.lipsync import (
     FACE_EDGE_CHANGE,
     FACE_EDGE_MIN,
-    _highpass_matrix,
 )
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 from syncmon.reference.articulation import ArticulationConfig
@@ -103,7 +103,7 @@ def _motion_of(av: ReferenceAvatar, seconds: float) -> tuple[np.ndarray, np.ndar
         grids.append(got.grid.ravel())
         poses.append(got.pose)
         moves.append(av.mouth_moves(out.speech_t))
-    hp = _highpass_matrix(np.asarray(t), 0.08)
+    hp = Highpass(np.asarray(t), 0.08)
     hp_grids = np.asarray(hp @ np.stack(grids).astype(np.float64))
     hp_pose = np.asarray(hp @ np.stack(poses).astype(np.float64))
     return mouth_motion(hp_grids, av.fps, hp_pose), np.asarray(moves)
@@ -162,7 +162,7 @@ def test_a_freezes_edges_that_the_motion_blurs_are_where_the_mouths_change_steps
         frozen.append(av.lip_still(out.speech_t))
         moves.append(av.mouth_moves(out.speech_t))
     g, p = np.stack(grids).astype(np.float64), np.stack(poses).astype(np.float64)
-    hp = _highpass_matrix(np.arange(len(grids)) / av.fps, 0.08)
+    hp = Highpass(np.arange(len(grids)) / av.fps, 0.08)
     motion = mouth_motion(np.asarray(hp @ g), av.fps, np.asarray(hp @ p))
     change = mouth_change(g, av.fps, p)
     idx = np.flatnonzero(frozen)

@@ -138,12 +138,6 @@ class LipSyncEstimate:
     speech_fraction: float
 
 
-def _highpass_matrix(t: np.ndarray, sigma: float, causal: bool = False) -> Highpass:
-    """I - W, W the row-normalized Gaussian smoother (``sigma`` s) over the frame times ``t``
-    (``filters.Highpass``)."""
-    return Highpass(t, sigma, causal=causal)
-
-
 def _normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = x - x.mean(axis=-1, keepdims=True)
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -609,7 +603,7 @@ class ContentOffsetEstimator:
         voice = np.interp(t - lag, at, env)
         mouths = []
         for causal in (False, True):
-            hp = _highpass_matrix(t, c.highpass_sigma_s, causal=causal)
+            hp = Highpass(t, c.highpass_sigma_s, causal=causal)
             hpg = np.asarray(hp @ grids)
             xo, ok = _normalize_rows(hpg[:, above].T)
             if not ok.any():
@@ -877,7 +871,7 @@ class ContentOffsetEstimator:
             return None, None
         tf, grids = window
         whole = hp_all is not None and tf.size == tk.size
-        hp = hp_all if whole else _highpass_matrix(tf, self.config.highpass_sigma_s)
+        hp = hp_all if whole else Highpass(tf, self.config.highpass_sigma_s)
         hpf = np.asarray(hp @ grids)
         try:
             fps = 1.0 / float(np.median(np.diff(tf)))
@@ -1089,7 +1083,7 @@ class ContentOffsetEstimator:
             return none
         # until the mouth has been located by what follows the voice, its stillness is judged
         # on the face (see face.py): a mouth frozen from the start is never located
-        hp = _highpass_matrix(tk, c.highpass_sigma_s)
+        hp = Highpass(tk, c.highpass_sigma_s)
         face, face_hp = self._face_motion(self._face_window(idx, tk), tk, hp)
         face_judged = self._model is None and face is not None
         if face_judged:

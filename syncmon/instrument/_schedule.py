@@ -106,37 +106,34 @@ class SendSchedule:
             return self.measured_base
         return self.modelled_base(self.phase)
 
-    def modelled_base(self, phase: float | None) -> float | None:
-        """The first sample's leave from the first capture and the timer's ``phase``."""
+    def modelled_base(self, phase: float | None, earliest: bool = False) -> float | None:
+        """The first sample's leave from the first capture and the timer's ``phase``; None
+        when a tick fell while it went in -- unless ``earliest``: then the earlier of the two
+        ticks' leaves."""
         if phase is None or not self.captures:
             return None
         first = self.captures[0]
         since = (first.t_call - phase) % TICK_S
-        # a tick fell while it went in, or as good as (the timer's task may fire a little
-        # early or late): which one took it is not known
-        if since < CAPTURE_GUARD_S or since + (first.t_done - first.t_call) >= (
-            TICK_S - CAPTURE_GUARD_S
-        ):
-            return None
         # what is queued leaves first, whole blocks a tick each (the SDK's own queued estimate
         # drains continuously: rounded to the ticks)
         q = self.queued_ahead_s
         ahead = TICK_S * round((q + since) / TICK_S) if q > 1e-4 else 0.0
-        return first.t_call - since + ahead
+        base = first.t_call - since + ahead
+        # a tick fell while it went in, or as good as (the timer's task may fire a little
+        # early or late): which one took it is not known
+        just_after = since < CAPTURE_GUARD_S
+        if just_after or since + (first.t_done - first.t_call) >= TICK_S - CAPTURE_GUARD_S:
+            if not earliest:
+                return None
+            # (just after a tick: that tick may have taken it, a block timed a tick before it)
+            return base - (TICK_S if just_after else 0.0)
+        return base
 
     def earliest_base(self) -> float | None:
-        """The earliest the first sample can have left: ``base`` where known; when a tick fell
-        while the first chunk went in (which one took it is not known), the earlier of the
-        two; None without the timer's phase."""
+        """The earliest the first sample can have left: ``base`` where known, else the earlier
+        of the two ticks that may have taken it; None without the timer's phase."""
         base = self.base
-        if base is not None or self.phase is None or not self.captures:
-            return base
-        first = self.captures[0]
-        since = (first.t_call - self.phase) % TICK_S
-        q = self.queued_ahead_s
-        ahead = TICK_S * round((q + since) / TICK_S) if q > 1e-4 else 0.0
-        # the block is timed at its start: the tick that sends it minus one tick
-        return first.t_call - since - (TICK_S if since < CAPTURE_GUARD_S else 0.0) + ahead
+        return base if base is not None else self.modelled_base(self.phase, earliest=True)
 
     def _late(self) -> float | None:
         """Offset of the block from which the leave is no longer known (inf: all known so

@@ -55,7 +55,7 @@ from .state import MonitorState
 log = logging.getLogger(__name__)
 
 CHILD_ENTRY = "from syncmon.live.pool import child_entry; child_entry"
-CHILD_START_TIMEOUT_S = 60.0  # a spawned child imports the SDK, numpy and scipy first
+CHILD_START_TIMEOUT_S = 60.0  # a new child imports the SDK and numpy first
 SCRAPE_TIMEOUT_S = 5.0
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 RESTART_TASK = "worker_process"
@@ -293,6 +293,9 @@ class ProcessPool:
             await asyncio.sleep(LOAD_POLL_S)
 
     async def _spawn(self, c: Child) -> None:
+        if c.conn is not None:  # (a child that died: its socket goes with it)
+            c.conn.close()
+            c.conn = None
         ours_s, theirs_s = socket.socketpair()
         ours, theirs = Connection(ours_s.detach()), theirs_s.detach()
         cfg = ChildConfig(c.index, self._creds, self._options, self._max_rooms, self._verbose)
@@ -303,6 +306,9 @@ class ProcessPool:
                 pass_fds=(theirs,),
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             os.close(theirs)
         c.process, c.conn, c.port = proc, ours, None
