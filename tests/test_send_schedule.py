@@ -14,9 +14,13 @@ from livekit import rtc
 
 from syncmon.instrument._leave import TAP_FRAME_MS, AudioLeaveTap
 from syncmon.instrument._schedule import CAPTURE_GUARD_S, TICK_S, SendSchedule
-from syncmon.instrument._tracker import PHASE_SPREAD_S
 from syncmon.marks import ENV_LEN_S, envelope
 from syncmon.reference.speech import synth_phrase
+
+# The tap's reading of a leave on this shared loop comes late by up to ~2.2 ms on a busy CI
+# host; under half a tick it still snaps to the right tick of the timer's grid, which is all the
+# tracker takes from it (a reading further off than PHASE_SPREAD_S it does not take at all).
+TAP_READ_LATE_S = 0.004
 
 # a real audio source's 10 ms timer, timed against a tap to 2 ms: run alone (scripts/test.sh)
 pytestmark = pytest.mark.serial
@@ -237,7 +241,7 @@ def test_the_real_audio_source_held_up_mid_utterance(hold: float) -> None:
         assert sched.phase is not None
         snapped = sched.phase + TICK_S * round((res[0] - sched.phase) / TICK_S)
         assert abs(snapped - start) < 1e-4, (res, start)
-        assert abs(res[0] - start) <= PHASE_SPREAD_S, (res, start)
+        assert abs(res[0] - start) <= TAP_READ_LATE_S, (res, start)
     assert sched.leave(at_held) is None and sched.leave(at_held + 0.5) is None
     assert sched.in_time(at_held - 0.2, at_held + 0.2) is False
     held_est = sched.estimate(at_held)
@@ -255,7 +259,7 @@ def test_the_real_audio_source_held_up_mid_utterance(hold: float) -> None:
     est = sched.estimate(later)
     missed = np.floor((hold - 0.015) / TICK_S + 1e-6) * TICK_S  # at least
     assert est is not None and est[0] - earliest >= missed - 1e-6, (est, earliest)
-    assert abs(res[0] - est[0]) <= est[1] - TICK_S + PHASE_SPREAD_S, (res[0] - est[0], est)
+    assert abs(res[0] - est[0]) <= est[1] - TICK_S + TAP_READ_LATE_S, (res[0] - est[0], est)
 
 
 @pytest.mark.parametrize(

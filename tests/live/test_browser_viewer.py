@@ -131,7 +131,14 @@ def run_sessions(
 
 
 def test_default_server_content_is_what_the_browser_plays(livekit: LocalServer) -> None:
-    runs = run_sessions(livekit, "browser-default", DEFAULT_REPEATS, seconds=40, settle=20)
+    kw: dict[str, Any] = {"seconds": 40, "settle": 20}
+    runs = run_sessions(livekit, "browser-default", DEFAULT_REPEATS, **kw)
+    if abs(float(np.mean([s.diff_ms for ss in runs.values() for s in ss]))) > DEFAULT_TOL_MS:
+        # Six sessions' mean has a standard error of ~3 ms (one CI run: +19, +2, -0, +14, +20,
+        # +8 ms, mean 10.5): a mean past the bound is judged again over twice the sessions,
+        # where the failure this guards against (13-22 ms in every session) still fails
+        more = run_sessions(livekit, "browser-default-more", DEFAULT_REPEATS, **kw)
+        runs = {sent: runs[sent] + more[sent] for sent in runs}
     sessions = [s for ss in runs.values() for s in ss]
     # the browser measurement follows the sender's offset
     played = {sent: float(np.mean([s.browser_ms for s in ss])) for sent, ss in runs.items()}
