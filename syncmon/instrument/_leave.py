@@ -50,6 +50,9 @@ GAP_S = 0.03
 PHASE_MIN_CHUNKS = 60  # chunks seen before the timer's phase is estimated
 PHASE_HIT_S = 0.003
 PHASE_HIT_SHARE = 0.6  # of the chunks within PHASE_HIT_S after it (random phases: 0.3)
+PHASE_QUANTILE = 0.05  # of the pile, less the background: its leading edge
+PILE_BEFORE_S = 0.0015  # the pile spans this much around its densest ms's centre (the rest of
+PILE_AFTER_S = 0.0035  # the tick is the background)
 
 
 class AudioLeaveTap:
@@ -112,20 +115,30 @@ class AudioLeaveTap:
     def timer_phase(self) -> float | None:
         """The phase (sender time modulo 10 ms) of the source's timer, or None while unknown.
 
-        A stretch of audio starts on a tick, and every chunk's arrival is late by some delay
-        >= 0: the phases the arrivals imply pile up just after the true one. The estimate is
-        the 2nd percentile of the pile around its densest millisecond; ``None`` unless most
-        chunks sit within a few ms of it (no such timer, e.g. a source without a queue).
+        A stretch of audio starts on a tick, and every chunk's arrival is late by some delay:
+        the phases the arrivals imply pile up within a few tenths of a ms after the true one,
+        over a background of chunks the loop delivered late by anything (a busy host: 30-40 %
+        of them, spread over the whole tick). The estimate is the 2nd percentile of the pile
+        around its densest millisecond, less that background (a plain percentile of the
+        chunks within half a tick of the pile landed in the background, ms before it);
+        ``None`` unless most chunks sit within a few ms of it (no such timer, e.g. a source
+        without a queue).
         """
         if len(self._phases) < PHASE_MIN_CHUNKS:
             return None
         ph = np.asarray(self._phases)
         bins = np.histogram(ph, bins=100, range=(0.0, TICK_S))[0]
         dens = np.convolve(np.concatenate([bins, bins[:10]]), np.ones(10), mode="valid")[:100]
-        mode = (int(np.argmax(dens)) + 5) * TICK_S / 100  # centre of the densest 1 ms
-        # unwrap around the mode: (mode - 5 ms, mode + 5 ms]
-        un = (ph - mode + TICK_S / 2) % TICK_S - TICK_S / 2 + mode
-        phase = float(np.percentile(un, 2))
+        centre = (int(np.argmax(dens)) + 5) * TICK_S / 100  # centre of the densest 1 ms
+        # unwrap around it: (centre - 5 ms, centre + 5 ms]
+        un = (ph - centre + TICK_S / 2) % TICK_S - TICK_S / 2 + centre
+        lo, hi = centre - PILE_BEFORE_S, centre + PILE_AFTER_S
+        pile = np.sort(un[(un >= lo) & (un <= hi)])
+        rate = (un.size - pile.size) / (TICK_S - (hi - lo))  # background chunks per second
+        # chunks of the pile up to each one, less the background's share of the span
+        excess = np.arange(1, pile.size + 1) - rate * (pile - lo)
+        total = pile.size - rate * (hi - lo)
+        phase = float(pile[int(np.argmax(excess >= PHASE_QUANTILE * total))])
         hits = float(np.mean((un >= phase) & (un <= phase + PHASE_HIT_S)))
         self.phase_hits = hits
         if hits < PHASE_HIT_SHARE:

@@ -580,6 +580,12 @@ class RunnerTracker:
         if model is not None and abs(model - snapped) < PHASE_SPREAD_S / 2:
             self._agree += 1
         else:
+            log.debug(
+                "audio tap: the utterance left %s",
+                "with a tick falling as it went in"
+                if model is None
+                else f"{1e3 * (snapped - model):+.1f} ms from its modelled leave",
+            )
             self._agree = 0
         if self._agree >= CALIBRATION_MARKS:
             self.tick_phase = phase
