@@ -118,7 +118,7 @@ class AudioLeaveTap:
         A stretch of audio starts on a tick, and every chunk's arrival is late by some delay:
         the phases the arrivals imply pile up within a few tenths of a ms after the true one,
         over a background of chunks the loop delivered late by anything (a busy host: 30-40 %
-        of them, spread over the whole tick). The estimate is the 2nd percentile of the pile
+        of them, spread over the whole tick). The estimate is the 5th percentile of the pile
         around its densest millisecond, less that background (a plain percentile of the
         chunks within half a tick of the pile landed in the background, ms before it);
         ``None`` unless most chunks sit within a few ms of it (no such timer, e.g. a source
