@@ -31,14 +31,21 @@ def test_timecode_read_at_the_probes_is_the_slot(w: int, h: int) -> None:
 
 
 def browser_like(
-    played_ms: float, sent_ms: float, *, lag_s: float, seconds: float, stretch_at_s: float
+    played_ms: float,
+    sent_ms: float,
+    *,
+    lag_s: float,
+    seconds: float,
+    stretch_at_s: float,
+    skip_s: float = 0.01,
 ) -> tuple[Recording, np.ndarray]:
     """What a browser would record if it played the avatar at ``played_ms``: its player pulls
-    10 ms blocks of the source from ``lag_s`` on (with noise, and 10 ms of the sound skipped at
-    ``stretch_at_s`` as NetEq's acceleration does), and shows each picture when the sound
-    playing is ``played_ms`` ahead of the speech the picture shows."""
+    10 ms blocks of the source from ``lag_s`` on (with noise, and ``skip_s`` of the sound
+    skipped at ``stretch_at_s``: 10 ms as NetEq's acceleration does, a second or more as a
+    starved player flushes), and shows each picture when the sound playing is ``played_ms``
+    ahead of the speech the picture shows."""
     sr = 48000
-    src = source_audio(sent_ms, lag_s + seconds + 5)
+    src = source_audio(sent_ms, lag_s + seconds + skip_s + 5)
     rng = np.random.default_rng(5)
     rec = Recording(sample_rate=sr)
     t0 = 1000.0
@@ -47,7 +54,7 @@ def browser_like(
     for i in range(int(seconds * 100)):
         t = t0 + 10.0 * i
         if abs(t - t0 - stretch_at_s * 1e3) < 5:
-            pos += 480  # 10 ms of sound removed: everything after plays 10 ms earlier
+            pos += int(skip_s * sr)  # sound removed: everything after plays that much earlier
         block = src[pos : pos + 480] + rng.normal(0, 0.002, 480).astype(np.float32)
         heard.append((t, pos / sr * 1e3))
         rec.audio_t.append(t + float(rng.uniform(0, 3)))
@@ -69,10 +76,29 @@ def test_played_offset_is_the_truth(played: float, sent: float) -> None:
     rec, src = browser_like(played, sent, lag_s=3.21, seconds=20, stretch_at_s=11.0)
     p = played_offsets(rec, src, fps=FPS, sent_ms=sent)
     assert p.aligned_windows >= 0.8 * p.windows
+    assert p.followed(1000.0, 21_000.0) >= 0.9
     # away from the skipped 10 ms (the windows around it see both alignments)
     calm = np.abs(p.t_ms - 1000.0 - 11_000.0) > 2500
     err = p.offset_ms[calm] - played
     assert np.percentile(np.abs(err), 95) <= 1.0, np.percentile(err, [0, 50, 100])
+
+
+@pytest.mark.parametrize("skip_s", [0.7, 1.5])
+def test_a_player_that_jumps_is_followed_on_both_sides(skip_s: float) -> None:
+    # a starved player (a loaded host's fake audio sink) jumps by a second or more at once
+    rec, src = browser_like(103.5, 120.0, lag_s=2.0, seconds=24, stretch_at_s=11.37, skip_s=skip_s)
+    p = played_offsets(rec, src, fps=FPS, sent_ms=120.0)
+    jump = 1000.0 + 11_370.0
+    for t0, t1 in ((1000.0 + 1500, jump - 2000), (jump + 2000, 1000.0 + 23_000)):
+        assert p.followed(t0, t1) == 1.0
+        err = p.between(t0, t1) - 103.5
+        assert np.percentile(np.abs(err), 95) <= 1.0, (t0, np.percentile(err, [0, 50, 100]))
+    # a window across the jump matched nothing (the other may match its larger part): no
+    # picture of the second around it is taken as followed, nor any off by the jump
+    assert p.aligned_windows < p.windows
+    assert p.followed(1000.0 + 11_050, 1000.0 + 11_950) == 0.0
+    bad = np.abs(p.offset_ms[p.valid] - 103.5) > 5.0
+    assert not bad.any(), p.t_ms[p.valid][bad] - jump
 
 
 def test_no_sound_or_no_pictures_is_an_error() -> None:
@@ -104,6 +130,15 @@ def test_a_session_is_compared_over_its_longest_steady_stretch() -> None:
     jumpy = BrowserDelays(t, np.arange(20, dtype=float) * 10.0, np.zeros_like(t))
     w = steady_window(jumpy, t_start, 20.0, 40.0)
     assert w == (20.0, 40.0) and jumpy.audio_range(t_start + 20e3, t_start + 40e3) > 15.0
+    # steady delays, but the played sound not followed from 33 s on (a stretch the harness
+    # could not align): only 20-33 s counts; not followed after 27 s as well: no stretch of 10 s
+    rec, src = browser_like(0.0, 0.0, lag_s=1.0, seconds=45, stretch_at_s=99)
+    p = played_offsets(rec, src, fps=FPS, sent_ms=0.0)
+    assert p.followed(t_start + 20e3, t_start + 40e3) == 1.0
+    p.valid[p.t_ms >= t_start + 33e3] = False
+    assert steady_window(flat, t_start, 20.0, 40.0, p) == (20.0, 33.0)
+    p.valid[p.t_ms >= t_start + 27e3] = False
+    assert steady_window(flat, t_start, 20.0, 40.0, p) == (20.0, 40.0)
 
 
 def test_stream_level_takes_each_receivers_own_buffers_out() -> None:
