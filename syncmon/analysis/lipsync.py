@@ -308,7 +308,15 @@ def _moving_onset(
         if np.count_nonzero(h) < 3 or np.std(m[w]) == 0 or np.std(e[w]) == 0:
             return None
         r = float(np.corrcoef(m[w], e[w])[0, 1])
-        return r >= MOVING_FOLLOW and _gain(m, e, h) >= MOVING_RISE * gain
+        g = _gain(m, e, h) / gain
+        log.debug(
+            "moving onset: from %.2f s after the first picture%s: r %.2f, gain %.2f of the located",
+            c0 - t[0],
+            " (a stretch's onset)" if onset else "",
+            r,
+            g,
+        )
+        return r >= MOVING_FOLLOW and g >= MOVING_RISE
 
     first = True
     for s0, s1 in stretches:
@@ -579,6 +587,12 @@ class ContentOffsetEstimator:
         its own motion)."""
         self._moving_tries += 1
         self.moving_at = self._moving_onset_kept(lag)
+        log.debug(
+            "first moving picture at %s (try %d, lag %.3f s)",
+            self.moving_at,
+            self._moving_tries,
+            lag,
+        )
         if self.moving_at is not None or self._moving_tries >= MOVING_TRIES:
             self._moving_open = False
             self._early_v.clear()

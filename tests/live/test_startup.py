@@ -74,7 +74,8 @@ def test_start_up_stages_match_what_the_avatar_logged(
     first moving picture comes seconds after the first picture."""
     room = f"startup-{audio_s}-{video_s}"
     still = ["--lip-still", f"0:{onset_after(5.0) - 0.05:.2f}"] if frozen else []
-    mon = start_monitor(procs, livekit, room)
+    # (-v: a stage missed shows the monitor's trace of its moving-onset judgement in the log)
+    mon = start_monitor(procs, livekit, room, extra=("-v",))
     wait_for(lambda: sample(scrape(mon.metrics_url), "syncmon_room_connected") == 1, timeout=30)
     pub = start_publisher(
         procs,
