@@ -171,7 +171,8 @@ class BrowserViewer:
 
 # Headless Chrome plays into a fake audio sink driven by an ordinary thread: on a host whose
 # cores something else keeps busy it falls behind, and what it plays jumps by up to seconds
-# (two busy loops on this 2-core host: 0 of 6 sessions with a steady stretch). The viewer is
+# (two busy loops on this 2-core host: 0 of 7 sessions with a steady stretch; 1 of 3 with
+# the priority below, the publisher and server starving too there). The viewer is
 # the yardstick here, not what is measured: where the host allows it, its processes run ahead of
 # a busy neighbour, as a desktop's audio would.
 BROWSER_NICE = -10
