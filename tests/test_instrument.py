@@ -162,11 +162,15 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     assert skew and skew[0].count > 10
     assert 0.095 <= skew[0].sum / skew[0].count <= 0.160
     signed = [p.value for p in otel.every_point("syncmon.agent.sender_av_skew")]
-    assert signed and all(0.095 <= v <= 0.160 for v in signed), signed
     # beside each reading, how far it may be off: whole ticks of the audio source's timer
     unc = [p.value for p in otel.every_point("syncmon.agent.sender_av_skew_uncertainty")]
-    assert len(unc) == len(signed), (unc, signed)
+    assert signed and len(unc) == len(signed), (unc, signed)
     assert all(v >= 0 and abs(v / 0.01 - round(v / 0.01)) < 1e-6 for v in unc), unc
+    # each reading holds the truth within the uncertainty it states: a chunk the estimate
+    # placed a tick late (a tick fell while it went in, and took it) reads a tick short
+    # (one CI run: a reading of 93.6 ms among 103-105)
+    off = [(v, u) for v, u in zip(signed, unc, strict=True) if not 0.095 - u <= v <= 0.160 + u]
+    assert not off, off
     proc = otel.points("syncmon.agent.processing_time")
     assert proc and proc[0].count > 10 and proc[0].min >= 0.0
     caps = {

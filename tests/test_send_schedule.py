@@ -5,6 +5,7 @@ checked against a tap on its track."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 
@@ -259,7 +260,15 @@ def test_the_real_audio_source_held_up_mid_utterance(hold: float) -> None:
     est = sched.estimate(later)
     missed = np.floor((hold - 0.015) / TICK_S + 1e-6) * TICK_S  # at least
     assert est is not None and est[0] - earliest >= missed - 1e-6, (est, earliest)
-    assert abs(res[0] - est[0]) <= est[1] - TICK_S + TAP_READ_LATE_S, (res[0] - est[0], est)
+    # the held chunk's own ticks are counted exactly unless a tick fell while it went in: then
+    # that tick may have taken it or not, its tick of uncertainty as real as the others'
+    hc, phase = sched.captures[held], sched.phase
+    assert phase is not None
+    straddled = math.floor((hc.t_done + CAPTURE_GUARD_S - phase) / TICK_S) > math.floor(
+        (hc.t_call - CAPTURE_GUARD_S - phase) / TICK_S
+    )
+    bound = est[1] - (0.0 if straddled else TICK_S) + TAP_READ_LATE_S
+    assert abs(res[0] - est[0]) <= bound, (res[0] - est[0], est, straddled, hc)
 
 
 @pytest.mark.parametrize(
