@@ -11,10 +11,15 @@ filtered=$(($# > 0))
 status=0
 phase() {
   local rc=0
-  python -m pytest -q -ra "$@" || rc=$?
+  python -m pytest -q -raR "$@" || rc=$?
   if [ "$rc" = 5 ] && [ "$filtered" = 1 ]; then rc=0; fi
   if [ "$rc" != 0 ]; then status=$rc; fi
 }
 phase -n "$workers" -m "not serial" "$@"
-phase -m serial "$@"
+# each test that times real media through the real server on a shared host has a rare miss
+# of its own (a starved browser, a busy moment, a chunk a tick off: across ~70 of them, about
+# one full run in two missed somewhere on the CI host); one that lands outside its tolerance
+# (an AssertionError only: an error, a crash fail at once) runs once more, and the summary
+# lists every rerun (R) with what it asserted, so that a miss is seen without blocking
+phase -m serial --reruns 1 --only-rerun AssertionError "$@"
 exit "$status"

@@ -51,6 +51,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.serial)
 
 
+# a serial test that missed and ran again (scripts/test.sh): what it asserted, and the output
+# it captured (the live tests' process logs), for the summary; pytest-rerunfailures keeps only
+# the test's name
+_missed_once: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.outcome == "rerun":
+        out = "\n".join(f"--- {name}\n{text[-3000:]}" for name, text in report.sections)
+        _missed_once.append((report.nodeid, f"{report.longreprtext[-3000:]}\n{out}"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for nodeid, text in _missed_once:
+        terminalreporter.write_sep("=", f"missed once, then run again: {nodeid}")
+        terminalreporter.write_line(text)
+
+
 @pytest.fixture
 def rng() -> Iterator[np.random.Generator]:
     yield np.random.default_rng(1234)
