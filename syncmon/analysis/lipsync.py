@@ -241,6 +241,9 @@ MOVING_CONTEXT_S = 0.3  # and before a stretch's onset too (a mouth opening is i
 MOVING_GAIN_S = 0.5  # from a step: the mouth's gain on the voice over this
 MOVING_RISE = 0.25  # ... at least this share of the gain where the mouth was located
 MOVING_POWER_S = 0.2  # the onset: where the mouth's power over this after steps up most
+# against its power over this before: the mouth's state before it (a freeze, a rest), in which
+# a frame or two of the first motion, anticipated or blurred by the high-pass, weighs little
+MOVING_BEFORE_S = 0.4
 MOVING_ONSET_SLACK_S = 0.005  # the envelope's onset is placed to its 10 ms hop
 
 
@@ -284,11 +287,12 @@ def _moving_onset(
     least MOVING_FOLLOW) and move with it (its gain on the voice over MOVING_GAIN_S at least
     MOVING_RISE of its gain where it was located). Around the first step that does, the
     onset is the frame where the mouth's power over MOVING_POWER_S after it steps up most
-    against the same span before, on the causally high-passed mouth: a zero-phase filter
-    shows a step a filter's width before it happens. At a stretch's onset that is searched
-    from the voice's onset on (the mouth at rest before it), inside a stretch from a step
-    earlier (where a freeze ended). ``cut``: frames were dropped from the stream's start, so
-    a mouth already moving with the first speech kept began at an unknown time."""
+    against its power over MOVING_BEFORE_S before, on the causally high-passed mouth: a
+    zero-phase filter shows a step a filter's width before it happens. At a stretch's onset
+    that is searched from the voice's onset on (the mouth at rest before it), inside a
+    stretch from a step earlier (where a freeze ended). ``cut``: frames were dropped from the
+    stream's start, so a mouth already moving with the first speech kept began at an unknown
+    time."""
     m, e = zero_phase
     # (the mouth signal's sign is as the cleaned cells had it; the located window tells which)
     gain = _gain(m, e, known)
@@ -337,7 +341,8 @@ def _moving_onset(
                 return None
             # where the mouth's motion steps up most: its mean power after against before
             n = max(3, int(round(MOVING_POWER_S / frame)))
-            hi, lo_ = np.minimum(ks + n, t.size), np.maximum(ks - n, 0)
+            nb = max(3, int(round(MOVING_BEFORE_S / frame)))
+            hi, lo_ = np.minimum(ks + n, t.size), np.maximum(ks - nb, 0)
             after = (power[hi] - power[ks]) / np.maximum(hi - ks, 1)
             before = (power[ks] - power[lo_]) / np.maximum(ks - lo_, 1)
             score = np.where(ks > 0, np.log((after + 1e-9) / (before + 1e-9)), np.inf)
