@@ -17,9 +17,9 @@ phase() {
 }
 phase -n "$workers" -m "not serial" "$@"
 # each test that times real media through the real server on a shared host has a rare miss
-# of its own (a starved browser, a busy moment, a chunk a tick off: across ~70 of them, about
-# one full run in two missed somewhere on the CI host); one that lands outside its tolerance
-# (an AssertionError only: an error, a crash fail at once) runs once more, and the summary
-# lists every rerun (R) with what it asserted, so that a miss is seen without blocking
+# of its own (a starved browser, a busy moment, a chunk a tick off), and there are ~70 of
+# them: one that lands outside its tolerance (an AssertionError only: an error, a crash fail
+# at once) runs once more, and the summary lists every rerun (R) with what it asserted
+# (tests/conftest.py), so that a miss is seen without blocking
 phase -m serial --reruns 1 --only-rerun AssertionError "$@"
 exit "$status"

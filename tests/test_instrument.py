@@ -168,7 +168,6 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     assert all(v >= 0 and abs(v / 0.01 - round(v / 0.01)) < 1e-6 for v in unc), unc
     # each reading holds the truth within the uncertainty it states: a chunk the estimate
     # placed a tick late (a tick fell while it went in, and took it) reads a tick short
-    # (one CI run: a reading of 93.6 ms among 103-105)
     off = [(v, u) for v, u in zip(signed, unc, strict=True) if not 0.095 - u <= v <= 0.160 + u]
     assert not off, off
     proc = otel.points("syncmon.agent.processing_time")
