@@ -85,6 +85,24 @@ def test_luma_grid_is_cell_means() -> None:
         luma_grid(np.zeros((4, 4, 3), np.uint8))
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (640, 360), (854, 480), (1920, 1080), (33, 17)])
+def test_luma_grid_cells_cover_the_whole_frame(size: tuple[int, int]) -> None:
+    """Each cell (its edges at i * height / rows and j * width / cols, so the last row and
+    column of cells reach the frame's edge) reads its own pixels only, whatever the rows it
+    samples: a plane of constant cells gives back each cell's value exactly."""
+    w, h = size
+    rng = np.random.default_rng(w)
+    truth = rng.integers(0, 256, (16, 16))
+    rows = np.arange(h) * 16 // h  # the cell row of each pixel row: edges at floor(i * h / 16)
+    cols = np.arange(w) * 16 // w
+    y = truth[rows[:, None], cols[None, :]].astype(np.uint8)
+    assert luma_grid(y).tolist() == truth.astype(np.float32).tolist()
+    # a view with a row stride wider than the picture (a decoder's padded plane) reads the same
+    padded = np.zeros((h, w + 64), np.uint8)
+    padded[:, :w] = y
+    assert luma_grid(padded[:, :w]).tolist() == truth.astype(np.float32).tolist()
+
+
 @pytest.mark.parametrize("hop_s", [1.0, 2.0])
 def test_estimates_come_every_hop_and_stay_on_the_truth(hop_s: float) -> None:
     """The live monitor estimates every 2 s (``--content-every``), a recording every 1 s: once
