@@ -9,7 +9,8 @@ warm-up) per stream, the bare subscriber's, their ratio, and both RSS. Goal (iss
 <= 1.15 at 720p25, <= 1.30 at 360p25.
 ``--soak-minutes`` then runs one 720p stream that long and prints RSS at each minute.
 
-Run: python benchmarks/bench_monitor.py [--window 40] [--streams 1,4] [--soak-minutes 10]
+Run: python benchmarks/bench_monitor.py [--window 40] [--streams 1,4] [--repeat 4]
+     python benchmarks/bench_monitor.py --streams 1 --sizes 1280x720 --soak-minutes 10
      python benchmarks/bench_monitor.py --worker-processes 2 --streams 8 --sizes 640x360
 (the worker's CPU and RSS are those of all its processes; the split per process is printed)
 The publishers run on the same 2 cores, so the figures include some contention.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,6 +203,17 @@ def frames(url: str, tries: int = 10, name: str = "syncmon_video_frames_total") 
     raise RuntimeError(f"{url}: a worker process did not answer {tries} scrapes in a row")
 
 
+def spread(name: str, values: list[float], fmt: str) -> str:
+    """``name`` median (min .. max) of ``values``."""
+    if not values:
+        return f"{name}: none"
+    v = sorted(values)
+    return (
+        f"{name} median {format(statistics.median(v), fmt)} "
+        f"({format(v[0], fmt)} .. {format(v[-1], fmt)})"
+    )
+
+
 def measure(
     srv: LocalServer,
     width: int,
@@ -214,13 +227,16 @@ def measure(
     threads: bool = False,
     bare_floor: bool = True,
     replay: bool = False,
+    repeat: int = 1,
 ) -> None:
     """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
     checkout whose monitor watches the same streams beside this one's (watch only);
     ``threads``: print the monitor's and the bare subscriber's CPU per thread too (watch);
     ``bare_floor``: False leaves the bare subscriber out (the cores for more rooms: how far a
     worker goes past one core, not its ratio); ``replay``: publishers that send a recording
-    without encoding it (``replay_publishers``)."""
+    without encoding it (``replay_publishers``); ``repeat``: that many measuring windows in a
+    row on the same processes, each printed, then the median and range of the ratio (and of
+    the baseline's difference)."""
     env = server_env(srv)
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
@@ -296,55 +312,66 @@ def measure(
         b = None if bare is None else psutil.Process(bare.pid)
         tree = [p, *p.children(recursive=True)]  # a worker's processes
         q = None if base is None else psutil.Process(base.pid)
-        host0 = psutil.cpu_times()
-        c0, f0, t0 = tree_cpu_s(tree), frames(url), time.monotonic()
-        b0 = 0.0 if b is None else cpu_s(b)
-        q0 = 0.0 if q is None else cpu_s(q)
-        per0 = [cpu_s(x) for x in tree]
-        th0 = (thread_cpu_s(p.pid), thread_cpu_s(b.pid)) if threads and b is not None else None
-        time.sleep(window)
-        c1, f1, t1 = tree_cpu_s(tree), frames(url), time.monotonic()
-        b1 = 0.0 if b is None else cpu_s(b)
-        host1 = psutil.cpu_times()
-        q1 = 0.0 if q is None else cpu_s(q)
-        per = [(cpu_s(x) - a) / (t1 - t0) * 100 for x, a in zip(tree, per0, strict=True)]
-        cpu = (c1 - c0) / (t1 - t0) * 100
-        floor = (b1 - b0) / (t1 - t0) * 100
-        fps = (f1 - f0) / (t1 - t0)
-        shed = frames(url, name="syncmon_monitor_frames_shed_total")
-        rss = sum(x.memory_info().rss for x in tree) / 2**20
-        what = f"worker --processes {worker_processes}" if worker_processes else "watch"
-        split = " + ".join(f"{x:.0f}" for x in per) if len(tree) > 1 else ""
-        # how busy the whole host was: a monitor short of frames on a saturated host is
-        # the host's limit, not the monitor's
-        idle = (host1.idle - host0.idle) / (t1 - t0) * 100
-        floor_text = (
-            ""
-            if b is None
-            else f"bare subscriber {floor:.1f} %, ratio {cpu / max(floor, 1e-9):.2f}; "
-        )
-        bare_rss = "" if b is None else f"; bare {b.memory_info().rss / 2**20:.0f} MiB"
-        print(
-            f"{width}x{height}@25 x{streams} ({what}): monitor CPU {cpu:.1f} % of a core"
-            f"{f' ({split})' if split else ''} "
-            f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
-            f"per frame), {floor_text}"
-            f"{fps / streams:.1f} fps per stream timed, {shed:.0f} frames shed, RSS {rss:.0f} MiB "
-            f"({rss / streams:.0f} MiB per room{bare_rss}); host idle {idle:.0f} % of a core "
-            f"({psutil.cpu_count()} cores)",
-            flush=True,
-        )
-        if th0 is not None:
-            for who, pid, before in (("monitor", p.pid, th0[0]), ("bare", b.pid, th0[1])):
-                print(f"  {who} per thread: {per_thread(before, thread_cpu_s(pid), t1 - t0)}")
-        if q is not None:
-            qc = (q1 - q0) / (t1 - t0) * 100
+        ratios: list[float] = []
+        gains: list[float] = []
+        for _ in range(repeat):
+            host0 = psutil.cpu_times()
+            c0, f0, t0 = tree_cpu_s(tree), frames(url), time.monotonic()
+            b0 = 0.0 if b is None else cpu_s(b)
+            q0 = 0.0 if q is None else cpu_s(q)
+            per0 = [cpu_s(x) for x in tree]
+            th0 = (thread_cpu_s(p.pid), thread_cpu_s(b.pid)) if threads and b is not None else None
+            time.sleep(window)
+            c1, f1, t1 = tree_cpu_s(tree), frames(url), time.monotonic()
+            b1 = 0.0 if b is None else cpu_s(b)
+            host1 = psutil.cpu_times()
+            q1 = 0.0 if q is None else cpu_s(q)
+            per = [(cpu_s(x) - a) / (t1 - t0) * 100 for x, a in zip(tree, per0, strict=True)]
+            cpu = (c1 - c0) / (t1 - t0) * 100
+            floor = (b1 - b0) / (t1 - t0) * 100
+            fps = (f1 - f0) / (t1 - t0)
+            shed = frames(url, name="syncmon_monitor_frames_shed_total")
+            rss = sum(x.memory_info().rss for x in tree) / 2**20
+            what = f"worker --processes {worker_processes}" if worker_processes else "watch"
+            split = " + ".join(f"{x:.0f}" for x in per) if len(tree) > 1 else ""
+            # how busy the whole host was: a monitor short of frames on a saturated host is
+            # the host's limit, not the monitor's
+            idle = (host1.idle - host0.idle) / (t1 - t0) * 100
+            if b is not None:
+                ratios.append(cpu / max(floor, 1e-9))
+            floor_text = (
+                ""
+                if b is None
+                else f"bare subscriber {floor:.1f} %, ratio {cpu / max(floor, 1e-9):.2f}; "
+            )
+            bare_rss = "" if b is None else f"; bare {b.memory_info().rss / 2**20:.0f} MiB"
             print(
-                f"  baseline {baseline} beside it: CPU {qc:.1f} % of a core, ratio "
-                f"{qc / max(floor, 1e-9):.2f}, RSS {q.memory_info().rss / 2**20:.0f} MiB; "
-                f"this code {cpu - qc:+.1f} points",
+                f"{width}x{height}@25 x{streams} ({what}): monitor CPU {cpu:.1f} % of a core"
+                f"{f' ({split})' if split else ''} "
+                f"({cpu / streams:.1f} % per stream, {(c1 - c0) * 1000 / max(f1 - f0, 1):.2f} ms "
+                f"per frame), {floor_text}"
+                f"{fps / streams:.1f} fps per stream timed, {shed:.0f} frames shed, "
+                f"RSS {rss:.0f} MiB "
+                f"({rss / streams:.0f} MiB per room{bare_rss}); host idle {idle:.0f} % of a core "
+                f"({psutil.cpu_count()} cores)",
                 flush=True,
             )
+            if th0 is not None:
+                for who, pid, before in (("monitor", p.pid, th0[0]), ("bare", b.pid, th0[1])):
+                    print(f"  {who} per thread: {per_thread(before, thread_cpu_s(pid), t1 - t0)}")
+            if q is not None:
+                qc = (q1 - q0) / (t1 - t0) * 100
+                gains.append(cpu - qc)
+                print(
+                    f"  baseline {baseline} beside it: CPU {qc:.1f} % of a core, ratio "
+                    f"{qc / max(floor, 1e-9):.2f}, RSS {q.memory_info().rss / 2**20:.0f} MiB; "
+                    f"this code {cpu - qc:+.1f} points",
+                    flush=True,
+                )
+        if repeat > 1:
+            vs = spread("this code against the baseline", gains, "+.1f") + " points"
+            summary = spread("ratio", ratios, ".2f") + (f"; {vs}" if gains else "")
+            print(f"  over {repeat} windows: {summary}", flush=True)
         for m in range(int(soak_minutes)):
             time.sleep(60)
             print(
@@ -367,6 +394,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--window", type=float, default=40.0, help="measuring window (s)")
     ap.add_argument("--streams", default="1,2,4")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measuring windows in a row on the same processes (the ratio's median and range "
+        "printed after them: one window reads a few points of a core apart from the next)",
+    )
     ap.add_argument(
         "--soak-minutes",
         type=float,
@@ -436,6 +470,7 @@ def main() -> int:
                     threads=args.threads,
                     bare_floor=not args.no_bare,
                     replay=args.publisher == "replay",
+                    repeat=args.repeat,
                 )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)
