@@ -76,9 +76,11 @@ class Case:
     ext: str = ".mp4"
     bitrate: int = 350_000
 
+    tag: str = ""  # a drawn clip's variant (``--freezes``): its render's name
+
     @property
     def name(self) -> str:
-        return f"{self.renderer}{self.seed}"
+        return f"{self.renderer}{self.seed}{self.tag}"
 
 
 def random_cases(n: int, seed: int, seconds: float) -> list[Case]:
@@ -116,6 +118,22 @@ def random_cases(n: int, seed: int, seconds: float) -> list[Case]:
     return out
 
 
+def parse_freezes(ap: argparse.ArgumentParser, text: str) -> tuple[tuple[float, float], ...]:
+    if text == "none":
+        return ()
+    if text == "start":
+        return ((0.0, 1e9),)
+    try:
+        spans = tuple(
+            (float(a), float(b)) for a, b in (part.split(":") for part in text.split(","))
+        )
+    except ValueError:
+        ap.error(f"--freezes {text!r}: expected start:duration[,start:duration...] in seconds")
+    if any(a < 0 or b <= 0 for a, b in spans):
+        ap.error(f"--freezes {text!r}: a start must be >= 0 and a duration > 0")
+    return spans
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=None)
@@ -129,12 +147,35 @@ def main() -> None:
         choices=sorted(PORTRAITS),
         help="the portrait of the photographic clips (same draw; hopper: never tuned on)",
     )
+    ap.add_argument(
+        "--clip",
+        type=int,
+        default=None,
+        metavar="K",
+        help="only the K-th clip of the draw (from 0; with --random)",
+    )
+    ap.add_argument(
+        "--freezes",
+        default=None,
+        metavar="SPANS",
+        help="with --clip: the same avatar, picture and codec with these freezes instead "
+        "(start:duration,...; 'none'; 'start': frozen from the start)",
+    )
     args = ap.parse_args()
+    if (args.clip is not None and not args.random) or (args.freezes and args.clip is None):
+        ap.error("--clip needs --random, and --freezes needs --clip")
     cases = (
         random_cases(args.random, args.seed, args.seconds)
         if args.random
         else [Case(r, seed, spans) for r, seed, spans in CASES]
     )
+    if args.clip is not None:
+        if not 0 <= args.clip < len(cases):
+            ap.error(f"--clip {args.clip}: the draw has clips 0-{len(cases) - 1}")
+        cases = [cases[args.clip]]
+        if args.freezes is not None:
+            cases[0].spans = parse_freezes(ap, args.freezes)
+            cases[0].tag = "-" + args.freezes.replace(":", "_").replace(",", "-")
     for c in cases:
         if c.renderer == "photo":
             c.renderer = args.portrait
