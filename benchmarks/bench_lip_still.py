@@ -134,6 +134,68 @@ def parse_freezes(ap: argparse.ArgumentParser, text: str) -> tuple[tuple[float, 
     return spans
 
 
+def spy_trace(span: tuple[float, float]) -> None:
+    """Print each frame judged within ``span`` as it is judged (wraps the estimator's own
+    methods: the face's motion and level are the window's that judged the frame)."""
+    est_cls = lipsync.ContentOffsetEstimator
+    real_still, real_frozen, real_face_still = (
+        est_cls._still,
+        est_cls._face_frozen,
+        est_cls._face_still,
+    )
+    face: dict[float, tuple[float, float]] = {}  # frame time: (motion, level) of this window
+
+    def face_still(self: Any, f: Any, at: Any, env: Any, wenv: Any, final: bool = False) -> None:
+        tf, motion, _ = f
+        level = max(
+            10 ** (lipsync.SPEECH_DBFS / 20),
+            lipsync.SPEECH_RELATIVE * float(np.percentile(wenv, 95)),
+        )
+        lv = lipsync.window_still_level(motion, lipsync._speaking(tf, at, env, level))
+        face.clear()
+        face.update({float(t): (float(m), lv) for t, m in zip(tf, motion, strict=True)})
+        real_face_still(self, f, at, env, wenv, final)
+
+    def face_frozen(self: Any, f: Any, tk: np.ndarray) -> Any:
+        face.clear()
+        if f is not None and self._face_usual is not None:
+            lv = lipsync.FACE_STILL * self._face_usual
+            face.update({float(t): (float(m), lv) for t, m in zip(f[0], f[1], strict=True)})
+        return real_frozen(self, f, tk)
+
+    def still(
+        self: Any, tk: np.ndarray, st: np.ndarray, edge: Any, sp: np.ndarray, *a: Any, **kw: Any
+    ) -> None:
+        before = self._still_until
+        real_still(self, tk, st, edge, sp, *a, **kw)
+        change = kw.get("change", a[1] if len(a) > 1 else None)
+        for i in np.nonzero((tk > before) & (tk <= self._still_until))[0]:
+            t = float(tk[i])
+            if not span[0] <= t <= span[1]:
+                continue
+            m, lv = face.get(t, (np.nan, np.nan))
+            c = np.nan if change is None else float(change[i])
+            where = "located" if self._model is not None else "window"
+            print(
+                f"  t {t:7.3f}  speaking {int(sp[i])}  still {int(st[i])}  motion {m:8.1f}  "
+                f"level {lv:7.1f} ({where})  change {c:8.1f}"
+            )
+
+    est_cls._face_still = face_still  # type: ignore[method-assign]
+    est_cls._face_frozen = face_frozen  # type: ignore[method-assign]
+    est_cls._still = still  # type: ignore[method-assign]
+
+
+def parse_trace(ap: argparse.ArgumentParser, text: str) -> tuple[float, float]:
+    try:
+        t0, t1 = (float(x) for x in text.split(":"))
+    except ValueError:
+        ap.error(f"--trace {text!r}: expected T0:T1 in seconds")
+    if not t1 > t0:
+        ap.error(f"--trace {text!r}: T1 must be after T0")
+    return t0, t1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=None)
@@ -161,9 +223,19 @@ def main() -> None:
         help="with --clip: the same avatar, picture and codec with these freezes instead "
         "(start:duration,...; 'none'; 'start': frozen from the start)",
     )
+    ap.add_argument(
+        "--trace",
+        default=None,
+        metavar="T0:T1",
+        help="with --clip: each frame judged between T0 and T1 s, as judged: speaking, still, "
+        "the face's mouth motion and the level it was judged against, the mouth's change",
+    )
     args = ap.parse_args()
-    if (args.clip is not None and not args.random) or (args.freezes and args.clip is None):
-        ap.error("--clip needs --random, and --freezes needs --clip")
+    if (args.clip is not None and not args.random) or (
+        (args.freezes or args.trace) and args.clip is None
+    ):
+        ap.error("--clip needs --random, and --freezes and --trace need --clip")
+    trace = parse_trace(ap, args.trace) if args.trace else None
     cases = (
         random_cases(args.random, args.seed, args.seconds)
         if args.random
@@ -202,6 +274,8 @@ def main() -> None:
             judged[float(tk[i])] = (bool(still[i]), bool(speaking[i]))
 
     lipsync.ContentOffsetEstimator._still = spy  # type: ignore[method-assign,assignment]
+    if trace is not None:
+        spy_trace(trace)
     print(
         "clip          picture              freezes (start:dur s)   truth s  counted s  "
         "episodes  judged from s"

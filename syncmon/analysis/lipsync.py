@@ -415,6 +415,15 @@ def _without_blips(
     return out
 
 
+def window_still_level(motion: np.ndarray, speaking: np.ndarray) -> float:
+    """The face's motion (``face.mouth_motion``) below which a window's speaking frame is
+    still, before the mouth is located: below a fixed level, or well below how the mouth moves
+    in this window's speech when it does (FACE_STILL of the upper quartile over its speaking
+    frames; a cartoon's mouth moves ten times a photo's in these units)."""
+    usual = float(np.percentile(motion[speaking], 75)) if speaking.sum() >= 10 else 0.0
+    return max(MOVING_LEVEL, FACE_STILL * usual)
+
+
 def _local_corr(
     m: np.ndarray, e: np.ndarray, t: np.ndarray, span_s: float = STILL_SPAN_S
 ) -> np.ndarray:
@@ -954,10 +963,7 @@ class ContentOffsetEstimator:
         tf, motion, change = face
         level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
         speech_at = _speaking(tf, at, env, level)
-        # still: below a fixed level, or well below how the mouth moves in this window's
-        # speech when it does (a cartoon's mouth moves ten times a photo's in these units)
-        usual = float(np.percentile(motion[speech_at], 75)) if speech_at.sum() >= 10 else 0.0
-        moving = max(MOVING_LEVEL, FACE_STILL * usual)
+        moving = window_still_level(motion, speech_at)
         still = _without_blips(tf, motion, motion < moving, moving)
         # the face's measure is local (MOTION_SPAN_S), not a correlation span, and so is the
         # margin a frame needs from the window's ends; the edges are the change's (_lead_in)
