@@ -229,3 +229,21 @@ def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_
     slow[after:] = 1.0
     beyond = (t > t[after - 1] + 1e-9) & (t <= 3.72 + FACE_EDGE_S + 1e-9)
     assert counted(slow)[0] == pytest.approx(truth + 0.04 * np.count_nonzero(beyond))
+
+
+def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> None:
+    from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
+
+    c = LipSyncConfig(calibration_s=0.05)
+    est = ContentOffsetEstimator(c)
+    # nothing before it: the full search
+    assert not est._region_holds((0.07, 0.6, 0.5), 10.0)
+    est._prev = (10.0, 0.02)  # the estimate a second before: +20 ms published (lag 70 ms)
+    # confident enough to publish, at the same lag within agree_s: the region holds
+    assert est._region_holds((0.07 + c.agree_s * 0.9, 0.6, c.min_confidence + 0.01), 11.0)
+    # another lag (a syllable off, the head), too little confidence, no estimate, or an
+    # estimate before it too long ago to compare with: every candidate is searched
+    assert not est._region_holds((0.07 + c.agree_s * 1.1, 0.6, 0.9), 11.0)
+    assert not est._region_holds((0.07, 0.6, c.min_confidence - 0.01), 11.0)
+    assert not est._region_holds(None, 11.0)
+    assert not est._region_holds((0.07, 0.6, 0.9), 10.0 + 3.6 * c.hop_s)

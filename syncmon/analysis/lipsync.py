@@ -112,7 +112,7 @@ class LipSyncConfig:
     calibration_s: float = 0.0
     candidates: int = 3  # candidate mouth regions tried per window, per way of ranking cells
     # the whole candidate search every this many estimates (and whenever the last mouth's
-    # region alone does not give a confident estimate); in between, that region only
+    # region alone does not hold its lag: _region_holds); in between, that region only
     full_search_every: int = 4
     exclusion: int = 1  # cells (Chebyshev) around a candidate kept out of its nuisance basis
     nuisance_rank: int = 12  # common time courses taken out to rank the cells (and half as many)
@@ -1020,6 +1020,23 @@ class ContentOffsetEstimator:
             return None
         return max(FACE_EDGE_MIN, FACE_EDGE_CHANGE * float(np.median(known)))
 
+    def _region_holds(self, judged: tuple[float, float, float] | None, end: float) -> bool:
+        """Whether the last mouth's region alone (``judged``: its lag, peak, confidence) says
+        enough to skip the full search this window: confident enough to publish, at the lag of
+        the estimate before it (within ``agree_s``, within three hops). A region that lost the
+        mouth (a turn, a cut) or locked onto another lag is searched again from every
+        candidate. (It used to take a confidence of ``confirm_confidence``: on clean speech
+        the region reads 0.35-0.6 window after window and the full search found the same lag
+        at the same confidence nine times in ten, at ~40 % of the estimator's cost.)"""
+        c = self.config
+        if judged is None or judged[2] < c.min_confidence or self._prev is None:
+            return False
+        prev_end, prev_offset = self._prev
+        return (
+            end - prev_end <= 3.5 * c.hop_s
+            and abs(judged[0] - c.calibration_s - prev_offset) <= c.agree_s
+        )
+
     def _decide(
         self, a_n: np.ndarray, found: _Mouth | None, classic: np.ndarray | None
     ) -> tuple[float, float, float] | None:
@@ -1149,7 +1166,7 @@ class ContentOffsetEstimator:
         pic = self._picture(v_n, v_ok)
         found, model_q, classic = self._find_mouth(a_n, pic, full)
         judged = self._decide(a_n, found, classic)
-        if not full and (judged is None or judged[2] < c.confirm_confidence):
+        if not full and not self._region_holds(judged, end):
             full = True  # the last mouth's region alone is not sure: search them all
             found, model_q, classic = self._find_mouth(a_n, pic, full)
             judged = self._decide(a_n, found, classic)
