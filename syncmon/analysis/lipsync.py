@@ -1023,11 +1023,11 @@ class ContentOffsetEstimator:
     def _region_holds(self, judged: tuple[float, float, float] | None, end: float) -> bool:
         """Whether the last mouth's region alone (``judged``: its lag, peak, confidence) says
         enough to skip the full search this window: confident enough to publish, at the lag of
-        the estimate before it (within ``agree_s``, within three hops). A region that lost the
-        mouth (a turn, a cut) or locked onto another lag is searched again from every
-        candidate. (It used to take a confidence of ``confirm_confidence``: on clean speech
-        the region reads 0.35-0.6 window after window and the full search found the same lag
-        at the same confidence nine times in ten, at ~40 % of the estimator's cost.)"""
+        the estimate before it (within ``agree_s``, that estimate within 3.5 hops, as ``poll``
+        confirms). A region that lost the mouth (a turn, a cut) or locked onto another lag is
+        searched again from every candidate. Not ``confirm_confidence``: a viseme mouth on a
+        nodding head reads 0.35-0.6 window after window, and searching every candidate each
+        time found the same lag at the same confidence nine times in ten (docs/performance.md)."""
         c = self.config
         if judged is None or judged[2] < c.min_confidence or self._prev is None:
             return False
