@@ -147,10 +147,7 @@ def spy_trace(span: tuple[float, float]) -> None:
 
     def face_still(self: Any, f: Any, at: Any, env: Any, wenv: Any, final: bool = False) -> None:
         tf, motion, _ = f
-        level = max(
-            10 ** (lipsync.SPEECH_DBFS / 20),
-            lipsync.SPEECH_RELATIVE * float(np.percentile(wenv, 95)),
-        )
+        level = lipsync.speech_level(wenv)
         lv = lipsync.window_still_level(motion, lipsync._speaking(tf, at, env, level))
         face.clear()
         face.update({float(t): (float(m), lv) for t, m in zip(tf, motion, strict=True)})

@@ -415,6 +415,12 @@ def _without_blips(
     return out
 
 
+def speech_level(wenv: np.ndarray) -> float:
+    """The envelope level above which a window speaks: SPEECH_RELATIVE of its loud speech (the
+    95th percentile of ``wenv``, the window's raw envelope), at least SPEECH_DBFS."""
+    return max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
+
+
 def window_still_level(motion: np.ndarray, speaking: np.ndarray) -> float:
     """The face's motion (``face.mouth_motion``) below which a window's speaking frame is
     still, before the mouth is located: below a fixed level, or well below how the mouth moves
@@ -591,12 +597,8 @@ class ContentOffsetEstimator:
         est = self.estimate(end)
         if est.offset_s is None:
             return est
-        prev, self._prev = self._prev, (end, est.offset_s)
-        agrees = (
-            prev is not None
-            and end - prev[0] <= 3.5 * c.hop_s
-            and abs(est.offset_s - prev[1]) <= c.agree_s
-        )
+        agrees = self._agrees(end, est.offset_s)
+        self._prev = (end, est.offset_s)
         if not agrees and est.confidence < c.confirm_confidence:
             return replace(est, offset_s=None)  # not confirmed yet
         if self._moving_open and self._model is not None:
@@ -961,7 +963,7 @@ class ContentOffsetEstimator:
         """Judge the window's new frames on the face: ``face`` from _face_motion. ``final``:
         up to the last frame (the stream ended)."""
         tf, motion, change = face
-        level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
+        level = speech_level(wenv)
         speech_at = _speaking(tf, at, env, level)
         moving = window_still_level(motion, speech_at)
         still = _without_blips(tf, motion, motion < moving, moving)
@@ -1023,18 +1025,24 @@ class ContentOffsetEstimator:
     def _region_holds(self, judged: tuple[float, float, float] | None, end: float) -> bool:
         """Whether the last mouth's region alone (``judged``: its lag, peak, confidence) says
         enough to skip the full search this window: confident enough to publish, at the lag of
-        the estimate before it (within ``agree_s``, that estimate within 3.5 hops, as ``poll``
-        confirms). A region that lost the mouth (a turn, a cut) or locked onto another lag is
-        searched again from every candidate. Not ``confirm_confidence``: a viseme mouth on a
-        nodding head reads 0.35-0.6 window after window, and searching every candidate each
-        time found the same lag at the same confidence nine times in ten (docs/performance.md)."""
+        the estimate before it (``_agrees``, as ``poll`` confirms). A region that lost the
+        mouth (a turn, a cut) or locked onto another lag is searched again from every
+        candidate. Not ``confirm_confidence``: a viseme mouth on a nodding head reads 0.35-0.6
+        window after window, and searching every candidate each time found the same lag at the
+        same confidence nine times in ten (docs/performance.md)."""
         c = self.config
-        if judged is None or judged[2] < c.min_confidence or self._prev is None:
+        if judged is None or judged[2] < c.min_confidence:
             return False
-        prev_end, prev_offset = self._prev
+        return self._agrees(end, judged[0] - c.calibration_s)
+
+    def _agrees(self, end: float, offset: float) -> bool:
+        """Whether the last raw estimate (within 3.5 hops of ``end``) gave ``offset`` too,
+        within ``agree_s``."""
+        c = self.config
         return (
-            end - prev_end <= 3.5 * c.hop_s
-            and abs(judged[0] - c.calibration_s - prev_offset) <= c.agree_s
+            self._prev is not None
+            and end - self._prev[0] <= 3.5 * c.hop_s
+            and abs(offset - self._prev[1]) <= c.agree_s
         )
 
     def _decide(
@@ -1149,7 +1157,7 @@ class ContentOffsetEstimator:
         if at[0] > tk[0] - c.max_lag_s - 0.1:
             return none  # audio does not reach back far enough yet
         # speech gate over the window's audio
-        level = max(10 ** (SPEECH_DBFS / 20), SPEECH_RELATIVE * float(np.percentile(wenv, 95)))
+        level = speech_level(wenv)
         speech = float(np.mean(wenv > level)) if np.max(wenv) > 10 ** (SPEECH_DBFS / 20) else 0.0
         if speech < c.min_speech_fraction:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
