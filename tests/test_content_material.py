@@ -253,3 +253,36 @@ def test_soft_speech_in_a_streams_first_windows_is_not_read_as_still(tmp_path: P
     render(avatar, path, RenderOptions(duration_s=22.0, video_bitrate=150_000))
     rep = analyze_file(path)
     assert rep["lip_still"] == {"seconds": 0.0, "episodes": 0}
+
+
+def test_a_soft_mouth_on_a_head_nodding_with_it_is_not_still_and_the_same_mouth_frozen_is(
+    tmp_path: Path,
+) -> None:
+    # The lip-still bench's seed 13, clip 15: the astronaut at 720p15, VP8 at 150 kbps, whose
+    # mouth swings between half and fully open through a second of loud speech while the head
+    # nods with the same speech. The pose's fit over the window's quiet frames took half of
+    # that mouth's motion as the head's and counted 1.33 s on a mouth that never froze; frozen
+    # at the same frames, the fit put the pose's motion into it (see face.without_pose)
+    articulation = ArticulationConfig(
+        tau_s=0.0532, anticipation_s=0.0239, head_px=3.10, head_roll_deg=0.785, head_lead_s=0.280
+    )
+
+    def analysed(lip_still: tuple[tuple[float, float], ...]) -> dict[str, Any]:
+        avatar = ReferenceAvatar(
+            width=1280,
+            height=720,
+            fps=15.0,
+            impairments=Impairments(seed=13015, lip_still=lip_still, exposure_step_s=7.0),
+            speech=speech(13015),
+            articulation=articulation,
+            renderer="photo",
+        )
+        path = tmp_path / f"soft{len(lip_still)}.webm"
+        render(avatar, path, RenderOptions(duration_s=22.0, video_bitrate=150_000))
+        return analyze_file(path)
+
+    assert analysed(())["lip_still"] == {"seconds": 0.0, "episodes": 0}
+    frozen = ((6.5, 2.5),)
+    truth = speaking_seconds(speech(13015), frozen)
+    ls = analysed(frozen)["lip_still"]
+    assert ls["episodes"] == 1 and abs(ls["seconds"] - truth) <= 0.3, (ls, truth)

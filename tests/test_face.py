@@ -14,6 +14,7 @@ from syncmon.analysis.face import (
     LOST_AFTER,
     MOUTH_CELLS,
     MOVING_LEVEL,
+    POSE_CHECK_MIN,
     REG_SIZE,
     SEARCH_EVERY_S,
     SEARCH_MAX_S,
@@ -24,6 +25,7 @@ from syncmon.analysis.face import (
     face_crop,
     mouth_change,
     mouth_motion,
+    without_pose,
 )
 from syncmon.analysis.filters import Highpass
 from syncmon.analysis.lipsync import (
@@ -277,3 +279,41 @@ def test_a_face_that_moves_far_from_its_box_is_found_where_it_went() -> None:
             found_at = t
     assert found_at is not None, (track.box, first, shift)
     assert abs(track.box[1] - first[1]) < 0.2 * first[3]  # type: ignore[index]
+
+
+def _pose_and_speech(n: int = 400, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A head's pose (frames x 3) moving throughout, in speech and in its pauses, and which
+    frames speak (1.6 s of speech, 0.8 s of pause, at 25 fps)."""
+    rng = np.random.default_rng(seed)
+    hp = Highpass(np.arange(n) / 25.0, 0.08)
+    pose = np.asarray(hp @ np.cumsum(rng.standard_normal((n, 3)), axis=0))
+    speaking = (np.arange(n) % 60) < 40
+    return pose, speaking
+
+
+def test_the_poses_fit_cleans_the_heads_leak_and_leaves_a_mouth_that_follows_the_pose() -> None:
+    rng = np.random.default_rng(5)
+    pose, speaking = _pose_and_speech()
+    pauses = ~speaking
+    cells = 12
+    noise = 0.05 * rng.standard_normal((pose.shape[0], cells))
+    # a frozen mouth on a nodding head: its cells hold the head's leak alone, in speech and in
+    # pauses alike; cleaned, the noise is left
+    leak = pose @ rng.standard_normal((3, cells))
+    cleaned = without_pose(leak + noise, pose, 5, pauses)
+    assert np.sum(cleaned**2) < 2 * np.sum(noise**2), (np.sum(cleaned**2), np.sum(noise**2))
+    # a mouth that moves while the voice speaks, partly with the head (both follow the
+    # speech), still in the pauses, and no leak: the fit over the quiet frames takes part of
+    # its own motion (so it does unchecked) and puts the pose's into its pauses; checked on
+    # them, the cells are left as they are
+    own = np.where(speaking[:, None], pose[:, :1] * rng.standard_normal(cells), 0.0)
+    own += np.where(speaking[:, None], 0.5 * rng.standard_normal((pose.shape[0], cells)), 0.0)
+    x = own + noise
+    unchecked = without_pose(x, pose, 5)
+    assert np.sum(unchecked[speaking] ** 2) < 0.9 * np.sum(x[speaking] ** 2)
+    assert np.sum(unchecked[pauses] ** 2) > 2 * np.sum(x[pauses] ** 2)
+    assert np.array_equal(without_pose(x, pose, 5, pauses), x)
+    # too few pauses to check on: the fit is kept
+    few = np.zeros(pose.shape[0], bool)
+    few[: POSE_CHECK_MIN - 1] = True
+    assert np.array_equal(without_pose(x, pose, 5, few), unchecked)

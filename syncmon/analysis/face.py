@@ -134,6 +134,16 @@ JUDGE_RANK = 5
 # bench's seed 6: a cartoon freeze of 2.85 s counted 0); on the quiet frames it is the head's.
 # The hopper portrait's mouth frozen from the start: 3.88 -> 14.60 of 14.57 s counted.
 POSE_FIT_SHARE = 0.7
+# Quiet frames are not always the head's: a mouth that speaks softly for a second, on a head
+# nodding with the same speech, is among them, and its own motion follows the pose too; fitted
+# in, the fit took half of it away (luma levels squared 15-30 instead of 30-70: a false
+# lip-still episode on the lip-still bench's seed 13, astronaut 720p15) and put the pose's
+# motion into a mouth frozen there (1-9 instead of 0.2-0.7). So the fit is checked where every
+# mouth is still, moving or frozen: the voice's pauses (``still`` frames, lipsync). Where the
+# head leaks into the mouth's cells, cleaning takes motion out of them there as everywhere;
+# where the fit holds the mouth's own motion instead, it adds the pose's motion there, and the
+# cells are left as they are. Too few pause frames (under POSE_CHECK_MIN): the fit is kept.
+POSE_CHECK_MIN = 15
 MOUTH_ACTIVE = 8  # the mouth zone's cells that move most over a window
 TOP_CELLS = 3  # of those, the ones that move most at each frame
 MOTION_SPAN_S = 0.28
@@ -536,28 +546,42 @@ def leading_time_courses(x: np.ndarray, rank: int) -> np.ndarray:
     return np.asarray(q @ vecs[:, ::-1][:, :rank])
 
 
-def without_pose(x: np.ndarray, pose: np.ndarray, span: int) -> np.ndarray:
+def without_pose(
+    x: np.ndarray, pose: np.ndarray, span: int, still: np.ndarray | None = None
+) -> np.ndarray:
     """``x`` (frames x mouth cells, high-passed) less what follows the registration's ``pose``
     (frames x 3, high-passed alike), fitted on the frames where the mouth's cells move least
-    over ``span`` frames (``POSE_FIT_SHARE``: see there)."""
+    over ``span`` frames (``POSE_FIT_SHARE``: see there); ``x`` as it is when the fit adds to
+    the cells' motion on the ``still`` frames (a mask: the voice's pauses, POSE_CHECK_MIN of
+    them or more)."""
     quiet = uniform_filter_nearest(np.sum(x * x, axis=1), span)
     fit = quiet <= np.quantile(quiet, POSE_FIT_SHARE)
     if np.count_nonzero(fit) <= 4 * pose.shape[1]:
         return x
     coef = np.linalg.lstsq(pose[fit], x[fit], rcond=None)[0]
-    return np.asarray(x - pose @ coef)
+    cleaned = np.asarray(x - pose @ coef)
+    if still is not None and np.count_nonzero(still) >= POSE_CHECK_MIN:
+        if np.sum(cleaned[still] ** 2) > np.sum(x[still] ** 2):
+            return x
+    return cleaned
 
 
-def _mouth_cells(sig_grids: np.ndarray, sig_pose: np.ndarray | None, span: int) -> np.ndarray:
+def _mouth_cells(
+    sig_grids: np.ndarray,
+    sig_pose: np.ndarray | None,
+    span: int,
+    still: np.ndarray | None = None,
+) -> np.ndarray:
     """The mouth zone's cells of ``sig_grids`` (frames x FACE_GRID**2, high-passed or
     differenced) less what the upper face still shares and what follows the pose
-    (``sig_pose``, the same filter): what is left is the mouth's own."""
+    (``sig_pose``, the same filter; ``still``: see ``without_pose``): what is left is the
+    mouth's own."""
     n = sig_grids.shape[0]
     q = leading_time_courses(sig_grids[:, UPPER_CELLS], min(HEAD_RANK, max(1, n // 8)))
     x = sig_grids[:, MOUTH_CELLS]
     x = x - q @ (q.T @ x)
     if sig_pose is not None:
-        x = without_pose(x, sig_pose - q @ (q.T @ sig_pose), span)
+        x = without_pose(x, sig_pose - q @ (q.T @ sig_pose), span, still)
     return np.asarray(x)
 
 
@@ -570,25 +594,39 @@ def _mouth_level(e: np.ndarray) -> np.ndarray:
     return np.asarray(np.mean(np.sort(e, axis=1)[:, -TOP_CELLS:], axis=1))
 
 
-def mouth_motion(hp_grids: np.ndarray, fps: float, hp_pose: np.ndarray | None = None) -> np.ndarray:
+def mouth_motion(
+    hp_grids: np.ndarray,
+    fps: float,
+    hp_pose: np.ndarray | None = None,
+    still: np.ndarray | None = None,
+) -> np.ndarray:
     """Per frame, the mouth's own motion (mean square, luma levels squared; see the module's
     docstring); ``hp_grids`` is frames x FACE_GRID**2 of registered face grids and
-    ``hp_pose`` frames x 3 of their poses (``FaceFrame``), both already high-passed."""
+    ``hp_pose`` frames x 3 of their poses (``FaceFrame``), both already high-passed;
+    ``still``: the frames where any mouth is still (the voice's pauses), if known, which
+    check the pose's fit (``without_pose``)."""
     span = max(3, int(round(MOTION_SPAN_S * fps)))
-    x = _mouth_cells(hp_grids, hp_pose, span)
+    x = _mouth_cells(hp_grids, hp_pose, span, still)
     # (a running sum can leave a rounding error below zero)
     return _mouth_level(np.maximum(uniform_filter_nearest(x * x, span, axis=0), 0.0))
 
 
-def mouth_change(grids: np.ndarray, fps: float, pose: np.ndarray | None = None) -> np.ndarray:
+def mouth_change(
+    grids: np.ndarray,
+    fps: float,
+    pose: np.ndarray | None = None,
+    still: np.ndarray | None = None,
+) -> np.ndarray:
     """Per frame, how much the mouth changed since the frame before (square, luma levels
     squared; the first frame 0): ``mouth_motion`` on frame differences instead of a high-pass
     and a span, so that it is local to a frame. A frozen mouth's frames read the picture's
     noise from the second frame of a freeze to its last, where ``mouth_motion`` still carries
     the motion around them for its high-pass and span (0.15-0.3 s into a freeze at either
     end); a speaking mouth's read that noise now and then too (it holds a vowel, a closure),
-    so it places a freeze's edges but cannot find one (``lipsync``: the episode's edges)."""
+    so it places a freeze's edges but cannot find one (``lipsync``: the episode's edges).
+    ``still``: as ``mouth_motion``'s."""
     span = max(3, int(round(MOTION_SPAN_S * fps)))
     d = np.diff(grids, axis=0, prepend=grids[:1])
-    x = _mouth_cells(d, None if pose is None else np.diff(pose, axis=0, prepend=pose[:1]), span)
+    dp = None if pose is None else np.diff(pose, axis=0, prepend=pose[:1])
+    x = _mouth_cells(d, dp, span, still)
     return _mouth_level(x * x)

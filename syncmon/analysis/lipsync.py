@@ -233,6 +233,9 @@ STILL_EDGE_CORR = 0.5
 # speech, for the lip-still account on the face: the estimator's own speech level, widened by
 # 60 ms (a stop's closure, a vowel's decay)
 STILL_SPEECH_WIDEN_S = 0.06
+# a pause, for the pose's fit (face.without_pose): no speech this near (the mouth closes after
+# the voice stops and opens before it starts: its time constant, its anticipation)
+PAUSE_MARGIN_S = 0.15
 FACE_STILL = 0.35  # of the mouth's usual speaking motion: see _face_frozen and _face_still
 # where the face is seen, an episode's edges extend over the frames within FACE_EDGE_S of it
 # in which the mouth changes less than FACE_EDGE_CHANGE times its median change over the
@@ -365,16 +368,30 @@ def _moving_onset(
     return None
 
 
-def _speaking(t: np.ndarray, at: np.ndarray, env: np.ndarray, level: float) -> np.ndarray:
+def _speaking(
+    t: np.ndarray,
+    at: np.ndarray,
+    env: np.ndarray,
+    level: float,
+    widen: float = STILL_SPEECH_WIDEN_S,
+) -> np.ndarray:
     """Whether the voice speaks at each of the times ``t``: its envelope (``at``, ``env``) above
-    ``level``, widened by STILL_SPEECH_WIDEN_S either side (the closure of a stop, the decay of
+    ``level``, widened by ``widen`` seconds either side (the closure of a stop, the decay of
     a vowel are still speech)."""
     hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
-    k = 2 * int(round(STILL_SPEECH_WIDEN_S / hop)) + 1
+    k = 2 * int(round(widen / hop)) + 1
     active = np.convolve((env > level).astype(float), np.ones(k), mode="same") > 0
     i = np.clip(np.searchsorted(at, t), 0, at.size - 1)
     # no voice is known before the audio begins or after it ends
     return np.asarray(active[i] & (t >= at[0]) & (t <= at[-1]))
+
+
+def _pauses(t: np.ndarray, at: np.ndarray, env: np.ndarray, level: float) -> np.ndarray:
+    """Whether each of the times ``t`` lies in a pause of the voice: no speech (``_speaking``)
+    within PAUSE_MARGIN_S either side, and the audio known there. There every mouth is still,
+    a frozen one and one that moves with the voice alike (see ``face.without_pose``)."""
+    quiet = ~_speaking(t, at, env, level, PAUSE_MARGIN_S)
+    return np.asarray(quiet & (t >= at[0]) & (t <= at[-1]))
 
 
 def _without_blips(
@@ -880,7 +897,8 @@ class ContentOffsetEstimator:
         vt = np.fromiter(self._vt, dtype=np.float64, count=len(self._vt))
         idx = np.nonzero(vt > vt[-1] - self.config.window_s)[0]
         at, env, wenv = self._audio(vt[idx])
-        face, _ = self._face_motion(self._face_window(idx, vt[idx]), vt[idx])
+        voice = (at, env, speech_level(wenv))
+        face, _ = self._face_motion(self._face_window(idx, vt[idx]), vt[idx], voice)
         if wenv.size and face is not None:
             self._face_still(face, at, env, wenv, final=True)
 
@@ -905,23 +923,28 @@ class ContentOffsetEstimator:
         self,
         window: tuple[np.ndarray, np.ndarray] | None,
         tk: np.ndarray,
+        voice: tuple[np.ndarray, np.ndarray, float],
         hp_all: Highpass | None = None,
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, np.ndarray | None]:
         """The face's frames (``_face_window``), the mouth's own motion in each
         (``face.mouth_motion``) and its change from the frame before (``face.mouth_change``),
         or None; and the face grids high-passed when they cover the
-        whole window (for the content estimate: ``_face_judge``), else None. ``hp_all``: the
-        window's high-pass, used when the face is on all its frames."""
+        whole window (for the content estimate: ``_face_judge``), else None. ``voice``: the
+        envelope's times, values (smoothed) and speech level, whose pauses check the pose's
+        fit (at the located mouth's lag, 0 before). ``hp_all``: the window's high-pass, used
+        when the face is on all its frames."""
         if window is None:
             return None, None
         tf, grids = window
         whole = hp_all is not None and tf.size == tk.size
         hp = hp_all if whole else Highpass(tf, self.config.highpass_sigma_s)
         hpf = np.asarray(hp @ grids)
+        lag = 0.0 if self._model is None else self._model.lag
+        pauses = _pauses(tf - lag, *voice)
         try:
             fps = 1.0 / float(np.median(np.diff(tf)))
-            motion = mouth_motion(hpf[:, :FACE_CELLS], fps, hpf[:, FACE_CELLS:])
-            change = mouth_change(grids[:, :FACE_CELLS], fps, grids[:, FACE_CELLS:])
+            motion = mouth_motion(hpf[:, :FACE_CELLS], fps, hpf[:, FACE_CELLS:], pauses)
+            change = mouth_change(grids[:, :FACE_CELLS], fps, grids[:, FACE_CELLS:], pauses)
         except np.linalg.LinAlgError as e:  # a window the face cannot judge, not a dead stream
             self.face_errors += 1
             log.warning(
@@ -1146,10 +1169,11 @@ class ContentOffsetEstimator:
         at, env, wenv = self._audio(tk)
         if wenv.size == 0:
             return none
+        level = speech_level(wenv)
         # until the mouth has been located by what follows the voice, its stillness is judged
         # on the face (see face.py): a mouth frozen from the start is never located
         hp = Highpass(tk, c.highpass_sigma_s)
-        face, face_hp = self._face_motion(self._face_window(idx, tk), tk, hp)
+        face, face_hp = self._face_motion(self._face_window(idx, tk), tk, (at, env, level), hp)
         face_judged = self._model is None and face is not None
         if face_judged:
             assert face is not None
@@ -1157,7 +1181,6 @@ class ContentOffsetEstimator:
         if at[0] > tk[0] - c.max_lag_s - 0.1:
             return none  # audio does not reach back far enough yet
         # speech gate over the window's audio
-        level = speech_level(wenv)
         speech = float(np.mean(wenv > level)) if np.max(wenv) > 10 ** (SPEECH_DBFS / 20) else 0.0
         if speech < c.min_speech_fraction:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
