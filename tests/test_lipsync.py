@@ -247,3 +247,52 @@ def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> No
     assert not est._region_holds((0.07, 0.6, c.min_confidence - 0.01), 11.0)
     assert not est._region_holds(None, 11.0)
     assert not est._region_holds((0.07, 0.6, 0.9), 10.0 + 3.6 * c.hop_s)
+
+
+def test_between_full_searches_the_last_mouths_region_is_the_only_candidate() -> None:
+    # a viseme mouth on a head nodding with the speech: its edges follow the speech too (the
+    # plain ranking's best cells), and between full searches they are not tried again
+    from syncmon.analysis.lipsync import ContentOffsetEstimator
+    from syncmon.reference.articulation import ArticulationConfig
+
+    tried: list[tuple[bool, int, bool]] = []  # (full, regions tried, found in the last zone)
+    real_seeds, real_find = ContentOffsetEstimator._seeds, ContentOffsetEstimator._find_mouth
+
+    def seeds(self: ContentOffsetEstimator, *a: object) -> tuple[list[int], object]:
+        out = real_seeds(self, *a)  # type: ignore[arg-type]
+        self._spy_seeds = len(out[0])  # type: ignore[attr-defined]
+        return out
+
+    def find(self: ContentOffsetEstimator, a_n: object, pic: object, full: bool = True) -> object:
+        model = self._model
+        out = real_find(self, a_n, pic, full)  # type: ignore[arg-type]
+        found = out[0]
+        regions = self._spy_seeds + int(model is not None)  # type: ignore[attr-defined]
+        inside = (
+            found is not None
+            and model is not None
+            and bool(np.all(np.isin(found.cells, model.zone(self._shape))))
+        )
+        tried.append((full, regions, inside))
+        return out
+
+    avatar = ReferenceAvatar(
+        impairments=Impairments(offset_ms=40),
+        articulation=ArticulationConfig(head_px=4.0, head_roll_deg=2.0, head_lead_s=0.2),
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ContentOffsetEstimator, "_seeds", seeds)
+    mp.setattr(ContentOffsetEstimator, "_find_mouth", find)
+    try:
+        an = feed_avatar(avatar, 24.0)
+    finally:
+        mp.undo()
+    full = [t for t in tried if t[0]]
+    region = [t for t in tried if not t[0]]
+    assert full and region, tried
+    # a full search tries the candidates of three rankings; between them, the one region
+    assert all(n > 1 for _, n, _ in full), full
+    assert all(n <= 1 for _, n, _ in region), region
+    assert sum(inside for _, _, inside in region) >= len(region) - 1, region
+    content = an.report(summary=True)["offset_ms"]["content"]
+    assert content is not None and abs(content - 40) <= 5, content
