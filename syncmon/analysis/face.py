@@ -138,7 +138,7 @@ POSE_FIT_SHARE = 0.7
 # nodding with the same speech, is among them, and its own motion follows the pose too; fitted
 # in, the fit took half of it away (luma levels squared 15-30 instead of 30-70: a false
 # lip-still episode on the lip-still bench's seed 13, astronaut 720p15) and put the pose's
-# motion into a mouth frozen there (1-9 instead of 0.2-0.7). So the fit is checked where every
+# motion into a mouth frozen there (1-9 instead of 0.2-0.5). So the fit is checked where every
 # mouth is still, moving or frozen: the voice's pauses (``still`` frames, lipsync). Where the
 # head leaks into the mouth's cells, cleaning takes motion out of them there as everywhere;
 # where the fit holds the mouth's own motion instead, it adds the pose's motion there, and the
