@@ -10,6 +10,8 @@ window that located the mouth; frames before it are never judged).
     python benchmarks/bench_lip_still.py --random 16 --seed 5 --frames  # and frame by frame
     python benchmarks/bench_lip_still.py --random 16 --seed 5 --portrait hopper
         # the same draw, its photographic clips on a portrait nothing was tuned on
+    python benchmarks/bench_lip_still.py --random 16 --seed 5 --offset 200
+        # the same draw with every picture 200 ms late (its own renders)
 
 ``--frames`` also judges each speaking frame against the freezes: those inside one that read
 as moving, those outside that read as still, near an edge (0.2 s) or not. A clip's seconds
@@ -77,10 +79,12 @@ class Case:
     bitrate: int = 350_000
 
     tag: str = ""  # a drawn clip's variant (``--freezes``): its render's name
+    offset_ms: float = 0.0  # the picture this late against the voice (``--offset``)
 
     @property
     def name(self) -> str:
-        return f"{self.renderer}{self.seed}{self.tag}"
+        late = f"-late{self.offset_ms:+g}ms" if self.offset_ms else ""
+        return f"{self.renderer}{self.seed}{self.tag}{late}"
 
 
 def random_cases(n: int, seed: int, seconds: float) -> list[Case]:
@@ -227,6 +231,14 @@ def main() -> None:
         help="with --clip: each frame judged between T0 and T1 s, as judged: speaking, still, "
         "the face's mouth motion and the level it was judged against, the mouth's change",
     )
+    ap.add_argument(
+        "--offset",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="every clip's picture this many ms late against its voice (negative: early); "
+        "the freezes and their truth stay on the voice's time",
+    )
     args = ap.parse_args()
     if (args.clip is not None and not args.random) or (
         (args.freezes or args.trace) and args.clip is None
@@ -248,6 +260,7 @@ def main() -> None:
     for c in cases:
         if c.renderer == "photo":
             c.renderer = args.portrait
+        c.offset_ms = args.offset
     out = args.out or Path(tempfile.mkdtemp(prefix="syncmon-lipstill-"))
     out.mkdir(parents=True, exist_ok=True)
     judged_from: list[float] = []
@@ -288,7 +301,9 @@ def main() -> None:
             width=case.size[0],
             height=case.size[1],
             fps=case.fps,
-            impairments=Impairments(seed=seed, lip_still=spans, exposure_step_s=7.0),
+            impairments=Impairments(
+                seed=seed, lip_still=spans, exposure_step_s=7.0, offset_ms=case.offset_ms
+            ),
             speech=speech(seed),
             articulation=case.articulation,
             renderer=case.renderer,
