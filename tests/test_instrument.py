@@ -138,8 +138,17 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
     assert attrs["reference.output_buffer"] == 2
     assert attrs["reference.input_buffer"] == 4
     assert attrs["syncmon.frames"] > 10
-    # the injected pacing skew: pictures leave 100 ms late (no network here: nothing else)
-    assert 95.0 <= attrs["syncmon.sender_av_skew_ms"] <= 100.0 + 60.0
+    # the injected pacing skew: pictures leave 100 ms late (no network here: nothing else), on
+    # every utterance whose audio's leave is known (an utterance before the tap has learned the
+    # source's tick, or whose chunk came late for its tick on a loaded host, reports none:
+    # absent rather than rough)
+    skews = [
+        float((sp.attributes or {})["syncmon.sender_av_skew_ms"])
+        for sp in spans
+        if "syncmon.sender_av_skew_ms" in (sp.attributes or {})
+    ]
+    assert skews, f"no utterance of {len(spans)} reported its skew"
+    assert all(95.0 <= x <= 100.0 + 60.0 for x in skews), skews
     events = [e for e in s.events if e.name == "avatar.frame"]
     assert events and all("syncmon.processing_time_ms" in dict(e.attributes or {}) for e in events)
     # the turn's inside view: audio into the avatar (the span's start) -> its first picture
