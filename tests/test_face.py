@@ -11,6 +11,7 @@ import pytest
 
 from syncmon.analysis.face import (
     FACE_GRID,
+    GROW,
     LOST_AFTER,
     MOUTH_CELLS,
     MOVING_LEVEL,
@@ -21,6 +22,7 @@ from syncmon.analysis.face import (
     TRACK_EVERY_S,
     UPPER_CELLS,
     FaceTrack,
+    _cells,
     _Registration,
     face_crop,
     mouth_change,
@@ -226,6 +228,74 @@ def test_registration_takes_out_the_heads_turn_and_shift_and_the_lights_gain() -
         assert np.median(err) < 1.5 and np.max(err) < 6.0, (dx, dy, deg, gain, err.max())
     assert min(unregistered) > 15.0, unregistered
     assert reg.resets == 0
+
+
+@pytest.mark.parametrize("side", [60, 100, 127, 128, 163, 255, 256, 600])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_the_face_crop_is_the_grown_box_resampled_whatever_its_size(side: int, axis: int) -> None:
+    # a luma ramp along one axis: the square's pixels read the ramp where they sample it, so
+    # a line fitted to them gives where each of the square's pixels lies in the frame
+    h = w = 3 * side
+    slope = 200.0 / (1.2 * side)  # luma levels a pixel: 20-220 across the grown box
+    at = np.mgrid[0:h, 0:w][axis].astype(np.float64)
+    lo = side - (GROW[1] if axis == 0 else GROW[0]) * side  # the grown box's first pixel
+    luma = np.clip(np.rint(20.0 + slope * (at - lo)), 0, 255).astype(np.uint8)
+    box = np.array([side, side, side, side], np.float64)
+    got = face_crop(luma, box).astype(np.float64)
+    assert got.shape == (REG_SIZE, REG_SIZE)
+    line = got.mean(axis=1 - axis)[2:-2]  # (the border's samples clamp at the box's edge)
+    j = np.arange(2, REG_SIZE - 2)
+    per_px, first = np.polyfit(j, line, 1)
+    residual = line - (first + per_px * j)
+    # where the square's pixel j lies: the grown box's [a, b) cut in REG_SIZE, j's centre
+    a = int(lo)
+    b = int(side + (1 + (GROW[3] if axis == 0 else GROW[2])) * side)
+    pixel = (b - a) / REG_SIZE
+    assert per_px / slope == pytest.approx(pixel, rel=0.02)
+    want_first = a + 0.5 * pixel - 0.5
+    assert abs((first - 20.0) / slope + lo - want_first) < 0.5 * pixel
+    assert np.max(np.abs(residual)) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("deg", "dx", "dy"),
+    [(0.0, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 1.3, -2.7), (2.0, 0.4, 0.2), (-5.0, 2.0, 1.0)],
+)
+def test_the_registered_cells_are_the_means_of_the_square_seen_through_the_warp(
+    deg: float, dx: float, dy: float
+) -> None:
+    import cv2
+
+    crop = np.asarray(
+        cv2.resize(_textured(), (REG_SIZE, REG_SIZE), interpolation=cv2.INTER_AREA), np.float32
+    )
+    a = math.radians(deg)
+    warp = np.array([[math.cos(a), -math.sin(a), dx], [math.sin(a), math.cos(a), dy], [0, 0, 1.0]])
+    seen = cv2.warpAffine(
+        crop,
+        warp[:2].astype(np.float32),
+        (REG_SIZE, REG_SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    want = seen.reshape(FACE_GRID, REG_SIZE // FACE_GRID, FACE_GRID, -1).mean(axis=(1, 3))
+    got = _cells(crop, warp)
+    # (a cell whose box the warp takes past the square's edge reads what each clamps there)
+    cell = REG_SIZE // FACE_GRID
+    centres = (np.arange(FACE_GRID) + 0.5) * cell - 0.5
+    cx, cy = np.meshgrid(centres, centres)
+    x = warp[0, 0] * cx + warp[0, 1] * cy + warp[0, 2]
+    y = warp[1, 0] * cx + warp[1, 1] * cy + warp[1, 2]
+    inside = (np.minimum(x, y) >= cell) & (np.maximum(x, y) <= REG_SIZE - 1 - cell)
+    err = np.abs(got - want)[inside]
+    assert inside.sum() > FACE_GRID * FACE_GRID // 2
+    # a shift: the same means (linear interpolation and a box commute); a turn: within the
+    # interpolation's smoothing, a small part of the cells' own spread
+    if deg == 0.0:
+        assert np.max(err) < 1e-3, np.max(err)
+    else:
+        assert np.max(err) < 0.1 * float(np.std(want)), (np.max(err), np.std(want))
+        assert np.median(err) < 0.02 * float(np.std(want)), (np.median(err), np.std(want))
 
 
 def test_a_registration_that_loses_the_face_starts_again_and_is_counted() -> None:
