@@ -528,16 +528,16 @@ def _varies(img: np.ndarray) -> bool:
     return bool(hi > lo)
 
 
-def _aligned(img: np.ndarray, warp: np.ndarray, rows: int) -> np.ndarray:
-    """The first ``rows`` rows of ``img`` (a REG_SIZE square) seen through ``warp`` (3x3,
-    template to frame): each template pixel sampled where the warp puts it."""
+def _aligned(img: np.ndarray, warp: np.ndarray, rows: int, cols: int = REG_SIZE) -> np.ndarray:
+    """The first ``rows`` rows and ``cols`` columns of the template seen in ``img`` through
+    ``warp`` (3x3, template to frame): each template pixel sampled where the warp puts it."""
     import cv2
 
     return np.asarray(
         cv2.warpAffine(
             img,
             warp[:2].astype(np.float32),
-            (REG_SIZE, rows),
+            (cols, rows),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
         )
@@ -565,16 +565,7 @@ def _cells(crop: np.ndarray, warp: np.ndarray) -> np.ndarray:
     boxed = cv2.boxFilter(crop, -1, (_CELL, _CELL), borderType=cv2.BORDER_REPLICATE)
     to_box = warp @ _CELL_CENTRES
     to_box[:2, 2] += 0.5
-    return np.asarray(
-        cv2.warpAffine(
-            boxed,
-            to_box[:2].astype(np.float32),
-            (G, G),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        ),
-        np.float64,
-    )
+    return np.asarray(_aligned(boxed, to_box, G, G), np.float64)
 
 
 def leading_time_courses(x: np.ndarray, rank: int) -> np.ndarray:
