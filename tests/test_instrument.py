@@ -74,6 +74,7 @@ async def drive(
     utterances: int = 1,
     until: Callable[[], bool] | None = None,
     each: Callable[[], None] | None = None,
+    poll: float = 0.5,
 ) -> list[Any]:
     """The runner's own loops, without publishing: audio in, generator out to the sync --
     for ``seconds``, or less once ``until()`` holds; ``each()`` runs at every poll."""
@@ -93,7 +94,7 @@ async def drive(
     tasks = [asyncio.create_task(forward()), asyncio.create_task(feed())]
     end = time.monotonic() + seconds
     while time.monotonic() < end and not (until is not None and until()):
-        await asyncio.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        await asyncio.sleep(min(poll, max(0.0, end - time.monotonic())))
         if each is not None:
             each()
     for t in tasks:
@@ -197,6 +198,7 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
 def test_uninstrument_leaves_no_wrapper_and_reinstrument_works() -> None:
     targets = [
         (AvatarRunner, "__init__"),
+        (AvatarRunner, "aclose"),
         (rtc.VideoSource, "capture_frame"),
         (rtc.LocalParticipant, "publish_track"),
     ]
@@ -216,6 +218,90 @@ def test_uninstrument_leaves_no_wrapper_and_reinstrument_works() -> None:
         assert {t: vars(t[0])[t[1]] for t in targets} == before
         for name in ("push_audio", "__aiter__"):
             assert not hasattr(vars(ReferenceGenerator)[name], "__syncmon_wrapper__")
+
+
+def test_every_mark_is_an_event_of_its_utterance_span_even_after_it_ended_or_the_runner_closed(
+    otel: Otel,
+) -> None:
+    """A mark whose audio had not left when its utterance ended (an interruption ends it at
+    once) is still an event of its own span, which ends when its marks are out, stamped with
+    the utterance's end; a runner closed mid-utterance ends that utterance's span. Every mark
+    the tracker sent is checked against the exported spans."""
+    sent: list[tuple[int, float, bool]] = []  # (utterance, skew ms, sent after it ended)
+    cut: list[int] = []  # utterances ended here with a point still waiting for its leave
+
+    async def main() -> RunnerTracker:
+        runner = await make_runner(rtc.Room(), PROFILE)
+        tracker = AvatarInstrumentor().trackers()[-1]
+        tracker.attach_audio_track(
+            rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
+        )
+        original = tracker._send
+
+        def send(p: Any, s_a: float, exact: bool = True) -> None:
+            ended = p.seq != tracker._mark_seq or not tracker._out_active
+            sent.append((p.seq, 1e3 * (p.s_v - s_a), ended))
+            original(p, s_a, exact)
+
+        tracker._send = send  # type: ignore[method-assign]
+
+        def step() -> None:
+            # as an interruption does: the utterance ends while a point's audio, all out of
+            # the generator, has not all left the source (its mark resolves after the end)
+            if len(cut) < 2 and tracker._out_active and tracker._mark_seq not in cut:
+                seq = tracker._mark_seq
+                if any(p.seq == seq and p.template is not None for p in tracker._points):
+                    tracker._end_utterance()
+                    cut.append(seq)
+
+        def closing_time() -> bool:
+            # two cut utterances, then one going out with a mark sent: the runner closes now
+            return (
+                len(cut) == 2
+                and tracker._out_active
+                and tracker._mark_seq not in cut
+                and any(seq == tracker._mark_seq for seq, _, _ in sent)
+            )
+
+        await drive(runner, 90.0, until=closing_time, each=step, poll=0.02)
+        assert closing_time(), (cut, sent)
+        runner._read_audio_atask = None  # (set by start(): its loops ran here, in drive)
+        await runner.aclose()
+        return tracker
+
+    tracker = asyncio.run(main())
+    spans = {
+        int((sp.attributes or {})["syncmon.utterance"]): sp
+        for sp in otel.spans.get_finished_spans()
+        if sp.name == "avatar.utterance"
+    }
+    last = tracker._mark_seq
+    # every utterance's span was exported, the one going out when the runner closed too
+    assert sorted(spans) == list(range(1, last + 1)), (sorted(spans), last)
+    assert (spans[last].attributes or {}).get("syncmon.runner_closed") is True
+    assert not any(
+        (spans[k].attributes or {}).get("syncmon.runner_closed") for k in spans if k != last
+    )
+    assert tracker._span is None and tracker._ending == []
+    # marks sent after their utterance had ended: of the cut ones at least
+    assert any(ended and seq in cut for seq, _, ended in sent), (cut, sent)
+    for seq, skew_ms, _ in sent:
+        marks = [
+            float((e.attributes or {})["syncmon.sender_av_skew_ms"])
+            for e in spans[seq].events
+            if e.name == "avatar.timing_mark"
+        ]
+        assert any(abs(m - skew_ms) < 1e-6 for m in marks), (seq, skew_ms, marks)
+    for sp in spans.values():
+        assert sp.end_time is not None and sp.start_time is not None
+        assert sp.end_time >= sp.start_time
+        marks = [e for e in sp.events if e.name == "avatar.timing_mark"]
+        # a span ends when its utterance did, not when its last mark came in
+        assert all(e.timestamp >= sp.start_time for e in marks)
+    # a cut utterance's span ended where it was cut: before its late marks were added
+    for seq in cut:
+        late = [e.timestamp for e in spans[seq].events if e.name == "avatar.timing_mark"]
+        assert spans[seq].end_time is not None and max(late) > spans[seq].end_time, seq
 
 
 def test_an_error_in_the_instrumentation_never_breaks_the_avatar(

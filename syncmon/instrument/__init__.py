@@ -150,6 +150,7 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._observe_gauges(meter)
 
         self._wrap(AvatarRunner, "__init__", self._runner_init)
+        self._wrap(AvatarRunner, "aclose", self._runner_aclose)
         self._wrap(rtc.VideoSource, "capture_frame", self._capture_frame)
         self._wrap(rtc.AudioSource, "capture_frame", self._capture_audio)
         self._wrap(rtc.LocalParticipant, "publish_track", self._publish_track)
@@ -261,6 +262,23 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 inst._fail("AvatarRunner.__init__", e)
 
         return __init__
+
+    def _runner_aclose(self, original: Any) -> Any:
+        inst = self
+
+        async def aclose(runner: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await original(runner, *args, **kwargs)
+            finally:
+                # its tasks are stopped: the utterance it was sending ends here, and the spans
+                # that waited for marks end with what they have (else never exported)
+                for t in [x for x in inst._live if x._runner() is runner]:
+                    try:
+                        t.close()
+                    except Exception as e:
+                        inst._fail("AvatarRunner.aclose", e)
+
+        return aclose
 
     def _push_audio(self, original: Any) -> Any:
         inst = self

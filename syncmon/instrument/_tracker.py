@@ -60,6 +60,8 @@ MAX_OPEN_POINTS = 8
 # reopens (~3.5 % of a core while open) rather than most marks be lost
 RISKY_STARTS, RISK_OF = 3, 5
 SKEW_HOLD_S = 2.0  # points waiting for their frame, audio or schedule
+# ended utterances whose spans wait for their last marks (the oldest ends first beyond this)
+MAX_ENDING_SPANS = 4
 ATTR_ROOM = "lk.room_name"
 ATTR_IDENTITY = "lk.participant_identity"
 ATTR_TRACK = "lk.track_sid"
@@ -105,6 +107,19 @@ class MarkPoint:
     estimate: float | None = None  # its audio's push time plus the queued duration
 
 
+@dataclass(eq=False)
+class UtteranceSpan:
+    """An utterance's span. It ends (stamped with its utterance's end) once its utterance has
+    ended and each of its mark points has been sent or given up: a mark resolved after the
+    last of its audio went out is still an event of its own utterance. The runner's close ends
+    every span still open."""
+
+    span: Span
+    seq: int
+    skew_s: float | None = None  # its latest exact mark's sender skew
+    end_ns: int | None = None  # when its utterance ended (None: still going out)
+
+
 @dataclass
 class Instruments:
     tracer: Tracer
@@ -141,7 +156,8 @@ class RunnerTracker:
         self._leave_at: list[float] = []
         self._last_video: FrameInfo | None = None
         self._pending: collections.OrderedDict[int, FrameInfo] = collections.OrderedDict()
-        self._span: Span | None = None
+        self._span: UtteranceSpan | None = None  # the utterance going out
+        self._ending: list[UtteranceSpan] = []  # ended, waiting for their last marks
         self._frames_in_span = 0
         self._proc_sum = 0.0
         self._proc_n = 0
@@ -179,7 +195,6 @@ class RunnerTracker:
         self.last_skew_s: float | None = None
         self.last_skew_unc_s: float | None = None
         self._unknown_since: float | None = None  # sender clock
-        self.last_utterance_skew_s: float | None = None
         # the utterance's audio first pushed into the generator (monotonic), and whether its
         # first picture has left yet
         self._audio_in_t: float | None = None
@@ -264,6 +279,8 @@ class RunnerTracker:
                 self._pending.popitem(last=False)
             self._last_video = info
             self.ins.frames.add(1, self.attributes())
+            if self._ending:  # (an idle avatar sends no audio: its frames run the give-ups)
+                self._resolve_points()
         elif kind == "audio":
             if not self._out_active:
                 self._start_utterance(now)
@@ -375,11 +392,10 @@ class RunnerTracker:
         attrs = self.attributes()
         attrs["syncmon.utterance"] = self._mark_seq
         start = _wall_ns(now if self._audio_in_t is None else min(now, self._audio_in_t))
-        self._span = self.ins.tracer.start_span(
-            "avatar.utterance", attributes=attrs, start_time=start
-        )
+        span = self.ins.tracer.start_span("avatar.utterance", attributes=attrs, start_time=start)
+        self._span = UtteranceSpan(span, self._mark_seq)
         if self._audio_in_t is not None:
-            self._span.add_event("avatar.audio_in", {}, timestamp=start)
+            span.add_event("avatar.audio_in", {}, timestamp=start)
         self._queued_at_first = self.audio_source_queued_s()
         self._sched = SendSchedule(self.tick_phase, self._queued_at_first)
         self._mark_audio = []
@@ -466,6 +482,8 @@ class RunnerTracker:
             except Exception as e:  # one point's failure never stops the others
                 self._drop_point(p, f"failed: {e}")
                 self.marks_unresolved += 1
+        if self._ending:
+            self._end_spans()
 
     def _resolve(self, p: MarkPoint) -> None:
         now = self.ins.clock()
@@ -618,19 +636,19 @@ class RunnerTracker:
             "" if exact else "<= ",
             1e3 * skew,
         )
-        if p.seq == self._mark_seq and self._out_active:
+        us = self._span_of(p.seq)
+        if us is not None:
             if exact:
-                self.last_utterance_skew_s = skew
-            if self._span is not None:
-                self._span.add_event(
-                    "avatar.timing_mark",
-                    {
-                        "syncmon.media_time_ms": round(1000.0 * p.offset, 1),
-                        "syncmon.frame_id": p.frame_id,
-                        "syncmon.sender_av_skew_ms": 1000.0 * skew,
-                        "syncmon.leave_exact": exact,
-                    },
-                )
+                us.skew_s = skew
+            us.span.add_event(
+                "avatar.timing_mark",
+                {
+                    "syncmon.media_time_ms": round(1000.0 * p.offset, 1),
+                    "syncmon.frame_id": p.frame_id,
+                    "syncmon.sender_av_skew_ms": 1000.0 * skew,
+                    "syncmon.leave_exact": exact,
+                },
+            )
         mark = TimingMark(
             seq=p.seq,
             t_audio_us=int(round(s_a * 1e6)),
@@ -662,28 +680,54 @@ class RunnerTracker:
         self._mark_audio = []
         self._resolve_points()
         log.debug("utterance %d ended: %.3f s of audio", self._mark_seq, self._out_audio_s)
-        span, self._span = self._span, None
-        if span is not None:
-            span.set_attribute("syncmon.frames", self._out_frames)
-            span.set_attribute("syncmon.audio_seconds", round(self._out_audio_s, 4))
+        us, self._span = self._span, None
+        if us is not None:
+            us.end_ns = time.time_ns()
+            us.span.set_attribute("syncmon.frames", self._out_frames)
+            us.span.set_attribute("syncmon.audio_seconds", round(self._out_audio_s, 4))
             if self._proc_n:
-                span.set_attribute(
+                us.span.set_attribute(
                     "syncmon.processing_time_ms_mean", 1000.0 * self._proc_sum / self._proc_n
                 )
-            if self.last_utterance_skew_s is not None:
-                span.set_attribute("syncmon.sender_av_skew_ms", 1000.0 * self.last_utterance_skew_s)
-            span.end()
+            self._ending.append(us)
+            self._end_spans()
+
+    def _end_spans(self, closing: bool = False) -> None:
+        """End the ended utterances' spans that wait for no mark (all of them when closing,
+        the oldest beyond MAX_ENDING_SPANS)."""
+        waiting = {p.seq for p in self._points}
+        keep = [u for u in self._ending if not closing and u.seq in waiting]
+        for us in [u for u in self._ending if u not in keep] + keep[:-MAX_ENDING_SPANS]:
+            if us.skew_s is not None:
+                us.span.set_attribute("syncmon.sender_av_skew_ms", 1000.0 * us.skew_s)
+            us.span.end(end_time=us.end_ns)
+        self._ending = keep[-MAX_ENDING_SPANS:]
+
+    def close(self) -> None:
+        """The runner closes: the utterance going out ends here (``syncmon.runner_closed``),
+        and every span still waiting for marks ends with the marks it has."""
+        if self._span is not None:
+            self._span.span.set_attribute("syncmon.runner_closed", True)
+            self._end_utterance()
+        self._end_spans(closing=True)
+        self._close_tap()
+
+    def _span_of(self, seq: int) -> UtteranceSpan | None:
+        """Utterance ``seq``'s span, if it is still open."""
+        open_ = [self._span, *self._ending] if self._span is not None else self._ending
+        return next((u for u in open_ if u.seq == seq), None)
 
     def _event(self, name: str, t_mono: float, attrs: dict[str, Any] | None = None) -> None:
         """An event on the utterance's span at ``t_mono`` (monotonic)."""
         if self._span is not None:
-            self._span.add_event(name, attrs or {}, timestamp=_wall_ns(t_mono))
+            self._span.span.add_event(name, attrs or {}, timestamp=_wall_ns(t_mono))
 
     def _frame_event(self, frame_id: int, info: FrameInfo, skew: float) -> None:
         self._frames_in_span += 1
-        span = self._span
-        if span is None or (self._frames_in_span - 1) % self.ins.frame_event_every:
+        us = self._span_of(info.seq)  # (a late picture leaves after its utterance ended)
+        if us is None or (self._frames_in_span - 1) % self.ins.frame_event_every:
             return
+        span = us.span
         attrs: dict[str, Any] = {
             "syncmon.frame_id": frame_id,
             "syncmon.media_time_ms": round(1000.0 * (info.media_t or 0.0), 1),
