@@ -20,6 +20,7 @@ phase -n "$workers" -m "not serial" "$@"
 # of its own (a starved browser, a busy moment, a chunk a tick off), and there are ~70 of
 # them: one that lands outside its tolerance (an AssertionError only: an error, a crash fail
 # at once) runs once more, and the summary lists every rerun (R) with what it asserted
-# (tests/conftest.py), so that a miss is seen without blocking
+# (tests/conftest.py), so that a miss is seen without blocking; a test marked `flaky` says
+# itself how often it runs again, and why
 phase -m serial --reruns 1 --only-rerun AssertionError "$@"
 exit "$status"

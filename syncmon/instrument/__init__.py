@@ -274,7 +274,7 @@ class AvatarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 # that waited for marks end with what they have (else never exported)
                 for t in [x for x in inst._live if x._runner() is runner]:
                     try:
-                        t.close()
+                        await t.aclose()
                     except Exception as e:
                         inst._fail("AvatarRunner.aclose", e)
 

@@ -280,7 +280,7 @@ class RunnerTracker:
             self._last_video = info
             self.ins.frames.add(1, self.attributes())
             if self._ending:  # (an idle avatar sends no audio: its frames run the give-ups)
-                self._resolve_points()
+                self._resolve_points(ended_only=True)
         elif kind == "audio":
             if not self._out_active:
                 self._start_utterance(now)
@@ -474,9 +474,13 @@ class RunnerTracker:
         env = envelope(x[max(0, i) : i + int(round(ENV_LEN_S * rate))], rate)
         return env[:n]
 
-    def _resolve_points(self) -> None:
-        """Called as audio, captures and frames go out: which mark points can be sent now?"""
+    def _resolve_points(self, ended_only: bool = False) -> None:
+        """Called as audio, captures and frames go out: which mark points can be sent now?
+        (``ended_only``: those of ended utterances; the one going out waits for its captures,
+        which place its audio on the source's ticks.)"""
         for p in list(self._points):
+            if ended_only and p.seq == self._mark_seq and self._out_active:
+                continue
             try:
                 self._resolve(p)
             except Exception as e:  # one point's failure never stops the others
@@ -703,14 +707,16 @@ class RunnerTracker:
             us.span.end(end_time=us.end_ns)
         self._ending = keep[-MAX_ENDING_SPANS:]
 
-    def close(self) -> None:
-        """The runner closes: the utterance going out ends here (``syncmon.runner_closed``),
-        and every span still waiting for marks ends with the marks it has."""
+    async def aclose(self) -> None:
+        """The runner closed: the utterance going out ends here (``syncmon.runner_closed``),
+        every span still waiting for marks ends with the marks it has, and the tap closes."""
         if self._span is not None:
             self._span.span.set_attribute("syncmon.runner_closed", True)
             self._end_utterance()
         self._end_spans(closing=True)
-        self._close_tap()
+        tap, self.tap = self.tap, None
+        if tap is not None:
+            await tap.aclose()
 
     def _span_of(self, seq: int) -> UtteranceSpan | None:
         """Utterance ``seq``'s span, if it is still open."""

@@ -29,7 +29,12 @@ from tests.browser.driver import (
     page_ready,
 )
 
-pytestmark = pytest.mark.slow
+# Two receivers of one stream, each with its own jitter buffers, on a shared 2-core host: a
+# session's truth is the browser's own playout, which a busy moment moves (NetEq steps of
+# 20-70 ms in either receiver), and each test holds several sessions to bounds a few ms wide.
+# A miss (an assertion) runs the test again, twice at most, where the other serial tests run
+# once more (scripts/test.sh); the summary lists every rerun with what it asserted.
+pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])]
 
 # sessions per offset before the browser's own instability fails the test: a loaded host's
 # headless Chrome was unsteady in 3 sessions in a row once (audio delay moved 39 and 17 ms, its
@@ -84,9 +89,11 @@ def synced_server() -> Iterator[LocalServer]:
         srv.stop()
 
 
-def stable_session(srv: LocalServer, room: str, sent_ms: float, **kw: Any) -> Session:
+def stable_session(
+    srv: LocalServer, room: str, sent_ms: float, tries: int = TRIES, **kw: Any
+) -> Session:
     unstable: list[str] = []
-    for i in range(TRIES):
+    for i in range(tries):
         with browser_viewer() as v:
             try:
                 s = compare_session(srv, v, f"{room}-{i}", sent_ms=sent_ms, **kw)
@@ -159,7 +166,9 @@ def test_sync_streams_content_is_what_the_browser_plays_once_converged(
 ) -> None:
     # Chrome takes 30-100 s to converge: each session runs until it has (at most 150 s; a
     # session where it did not is run again, as one where its audio delay moved)
-    runs = run_sessions(synced_server, "browser-synced", 1, seconds=150, wait_sync=True)
+    # (3 tries per run: a session may wait 150 s, and a host too busy for the browser's sync
+    # to settle in 3 sessions did not in 5 either)
+    runs = run_sessions(synced_server, "browser-synced", 1, seconds=150, wait_sync=True, tries=3)
     sessions = [s for ss in runs.values() for s in ss]
     for s in sessions:
         # the browser lip-synced the pair: it plays the sender's offset, within its deadband
