@@ -102,3 +102,105 @@ def test_audio_still_late_when_it_ends_is_reported_to_its_end(
     assert start == 0.0
     assert end == pytest.approx(0.2)
     assert worst_ms >= behind_s * 1e3
+
+
+def test_speech_read_from_two_threads_is_the_speech_read_from_one() -> None:
+    """The publisher's render thread reads ahead (the articulator's filters, the mouth) while
+    the event loop reads and releases the audio: every read gets the samples a lone reader of
+    the same seed gets, and phrases are synthesized once each, in order."""
+    import threading
+
+    sr, n, seconds = 48000, 480, 20
+    shared, alone = SpeechSource(seed=5), SpeechSource(seed=5)
+    audio: list[np.ndarray] = []
+    mouth: list[float] = []
+    errors: list[BaseException] = []
+    read_to = [0]  # the renderer's progress: neither thread waits for the other, but what
+    # the renderer still reads is never released (the publisher keeps a second behind the audio)
+
+    def read_audio() -> None:
+        try:
+            for pos in range(0, seconds * sr, n):
+                audio.append(shared.samples(pos, n))
+                shared.release_before(min(pos, read_to[0]) - sr)
+        except BaseException as e:  # the test's failure, reported on the main thread
+            errors.append(e)
+
+    def read_ahead() -> None:
+        try:
+            for k in range(seconds * 25):
+                # the renderer reads around each picture's speech instant, ahead of the audio
+                shared.samples(int((k / 25 + 0.4) * sr), sr // 100)
+                mouth.append(shared.mouth_open(k / 25 + 0.2))
+                read_to[0] = int(k / 25 * sr)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=read_audio), threading.Thread(target=read_ahead)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert np.array_equal(np.concatenate(audio), alone.samples(0, seconds * sr))
+    assert mouth == [alone.mouth_open(k / 25 + 0.2) for k in range(seconds * 25)]
+
+
+def test_pictures_are_rendered_off_the_event_loop_and_sent_as_rendered() -> None:
+    """A viseme mouth on a nodding head costs milliseconds a picture: rendered on the loop that
+    paces the audio, it sent the audio late. The publisher renders in a thread of its own,
+    ahead of time, and sends the frames a lone render gives, in order, each on its time."""
+    import asyncio
+    import threading
+    import time
+
+    from livekit import rtc
+
+    from syncmon.reference.articulation import ArticulationConfig
+    from syncmon.reference.publisher import ReferencePublisher
+
+    def avatar() -> ReferenceAvatar:
+        art = ArticulationConfig(head_px=4.0, head_roll_deg=2.0)
+        imp = Impairments(drop_rate=0.05, seed=3)
+        return ReferenceAvatar(width=160, height=96, impairments=imp, articulation=art)
+
+    av, twin = avatar(), avatar()
+    rendered_on: set[int] = set()
+    render = av._render
+
+    def spy(k: int, speech_t: float):  # type: ignore[no-untyped-def]
+        rendered_on.add(threading.get_ident())
+        return render(k, speech_t)
+
+    av._render = spy  # type: ignore[method-assign]
+    pub = ReferencePublisher(av, url="ws://127.0.0.1:1", token="unused", video_start_s=0.2)
+    sent: list[tuple[int, bytes, float]] = []
+
+    class Source:  # the real VideoSource, and what reached it
+        def __init__(self) -> None:
+            self.real = rtc.VideoSource(160, 96)
+
+        def capture_frame(self, frame: rtc.VideoFrame, **kw: object) -> None:
+            md = kw["metadata"]
+            sent.append((md.frame_id, bytes(frame.data), time.monotonic()))  # type: ignore[attr-defined]
+            self.real.capture_frame(frame, **kw)  # type: ignore[arg-type]
+
+    loop_thread: list[int] = []
+    duration = 1.2
+
+    async def run() -> float:
+        loop_thread.append(threading.get_ident())
+        t0 = time.monotonic() + 0.1
+        await pub._video(Source(), t0, duration)  # type: ignore[arg-type]
+        return t0
+
+    t0 = asyncio.run(run())
+    want = [f for f in twin.frames(duration) if f.pts >= 0.2]
+    assert [fid for fid, _, _ in sent] == [f.frame_id for f in want]
+    assert all(
+        data == f.frame.to_i420().tobytes() for (_, data, _), f in zip(sent, want, strict=True)
+    )
+    assert rendered_on and loop_thread[0] not in rendered_on
+    # none before its time (rendering ahead never sends ahead)
+    assert all(at >= t0 + f.pts for (_, _, at), f in zip(sent, want, strict=True))
+    assert pub.frames_sent == len(want)

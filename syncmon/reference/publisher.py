@@ -14,6 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from livekit import rtc
@@ -21,13 +24,14 @@ from livekit.rtc._proto import track_pb2
 from livekit.rtc._proto import video_frame_pb2 as proto_video
 
 from ..errors import ConnectError
-from .avatar import ReferenceAvatar
+from .avatar import ReferenceAvatar, VideoOut
 
 log = logging.getLogger(__name__)
 
 AUDIO_FRAME_S = 0.010
 START_DELAY_S = 0.5
 LATE_AUDIO_S = 0.010  # a frame this late leaves the receiver's buffer short (see _audio)
+RENDER_AHEAD = 4  # pictures rendered before they are due (see _video)
 
 
 class ReferencePublisher:
@@ -176,25 +180,69 @@ class ReferencePublisher:
                 _log_late(late, pos / sr, who)
 
     async def _video(self, src: rtc.VideoSource, t0: float, duration_s: float | None) -> None:
-        av = self.avatar
-        for f in av.frames(duration_s):
-            if f.pts < self.start_s["video"]:
+        # pictures are rendered in a thread of their own, up to RENDER_AHEAD frames before they
+        # are due: a viseme mouth on a nodding head costs 5-25 ms a frame and a phrase of speech
+        # synthesized for it more, which on this loop sent the audio frames late (the receiver's
+        # jitter buffer then stretches, and what a viewer plays drifts from what is sent)
+        loop = asyncio.get_running_loop()
+        render = _Renderer(self.avatar, duration_s, self.start_s["video"])
+        pool = ThreadPoolExecutor(1, thread_name_prefix="syncmon-render")
+        ahead: deque[asyncio.Future[_Picture | None]] = deque(
+            loop.run_in_executor(pool, render.next) for _ in range(RENDER_AHEAD)
+        )
+        try:
+            while (p := await ahead.popleft()) is not None:
+                ahead.append(loop.run_in_executor(pool, render.next))
+                wait = t0 + p.out.pts - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                frame = rtc.VideoFrame(
+                    p.out.frame.width, p.out.frame.height, proto_video.VideoBufferType.I420, p.i420
+                )
+                sent_us = int((time.time() + self.clock_shift_s) * 1e6)
+                md = proto_video.FrameMetadata(frame_id=p.out.frame_id, user_timestamp=sent_us)
+                src.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6), metadata=md)
+                self.frames_sent += 1
+                self._sent("video", t0 + p.out.pts)
+                if p.moving:
+                    self._sent("moving", t0 + p.out.pts)
+        finally:
+            render.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _Picture:
+    out: VideoOut
+    i420: bytes  # the frame as the VideoSource takes it
+    moving: bool  # the first frame to show the mouth moving with the speech (start-up's truth)
+
+
+class _Renderer:
+    """The avatar's frames one by one, from ``start_s`` on, for the render thread."""
+
+    def __init__(self, avatar: ReferenceAvatar, duration_s: float | None, start_s: float):
+        self._avatar = avatar
+        self._frames = avatar.frames(duration_s)
+        self._start_s = start_s
+        self._stopped = False
+        self._moved = False  # a frame showed the mouth moving (start-up needs only the first)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def next(self) -> _Picture | None:
+        av = self._avatar
+        while not self._stopped:
+            f = next(self._frames, None)
+            if f is None:
+                return None
+            if f.pts < self._start_s:
                 continue
-            wait = t0 + f.pts - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            i420 = f.frame.to_i420()
-            frame = rtc.VideoFrame(
-                f.frame.width, f.frame.height, proto_video.VideoBufferType.I420, i420.tobytes()
-            )
-            sent_us = int((time.time() + self.clock_shift_s) * 1e6)
-            md = proto_video.FrameMetadata(frame_id=f.frame_id, user_timestamp=sent_us)
-            src.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6), metadata=md)
-            self.frames_sent += 1
-            self._sent("video", t0 + f.pts)
-            moving = self.joined is not None and "moving" not in self.first_sent
-            if moving and av.mouth_moves(f.speech_t):
-                self._sent("moving", t0 + f.pts)
+            moving = not self._moved and av.mouth_moves(f.speech_t)
+            self._moved = self._moved or moving
+            return _Picture(f, f.frame.to_i420().tobytes(), moving)
+        return None
 
 
 def _log_late(late: tuple[float, float], until_s: float, who: str) -> None:

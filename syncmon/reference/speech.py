@@ -13,6 +13,7 @@ truth is exactly the offset that is injected.
 
 from __future__ import annotations
 
+import threading
 import wave
 from pathlib import Path
 
@@ -110,6 +111,10 @@ class SpeechSource:
     ``samples(start, n)`` reads any stretch; phrases are generated on demand and forgotten once
     read past, so memory stays bounded for a live avatar that runs for hours. A WAV file given
     by the user is used instead of the synthesizer and loops; a ``script`` is spoken once.
+
+    Thread-safe: a live publisher renders its pictures in a thread of their own while its audio
+    is paced on the event loop, both reading this speech. A phrase is synthesized outside the
+    lock that reads take, so a reader of what is already there never waits for a synthesis.
     """
 
     def __init__(
@@ -135,6 +140,12 @@ class SpeechSource:
         self._script = None if script is None else np.asarray(script, np.float32)
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = 0  # absolute sample index of _buf[0]
+        self._lock = threading.Lock()  # _buf and _buf_start change together under it
+        self._gen_lock = threading.Lock()  # one synthesis at a time, in the rng's order
+
+    def _end(self) -> int:
+        with self._lock:
+            return self._buf_start + self._buf.size
 
     def _extend(self) -> None:
         if self._script is not None:
@@ -144,29 +155,42 @@ class SpeechSource:
         else:
             pause = np.zeros(int(float(self._rng.uniform(*self._pause)) * self.sample_rate))
             chunk = np.concatenate([self._synth(self._rng, self.sample_rate), pause])
-        self._buf = np.concatenate([self._buf, chunk.astype(np.float32) * self._level])
+        chunk = chunk.astype(np.float32) * self._level
+        with self._lock:
+            self._buf = np.concatenate([self._buf, chunk])
 
     def _ensure(self, end: int) -> None:
-        while self._buf_start + self._buf.size < end:
-            self._extend()
+        while self._end() < end:
+            with self._gen_lock:
+                if self._end() < end:  # another thread may have synthesized it meanwhile
+                    self._extend()
+
+    def _read(self, start: int, end: int, *, clip: bool = False) -> tuple[int, np.ndarray]:
+        """``(first, samples[first:end])``: ``first`` is ``start``, or with ``clip`` the oldest
+        sample kept if ``start`` was released."""
+        self._ensure(end)
+        with self._lock:
+            if clip:
+                start = max(start, self._buf_start)
+            elif start < self._buf_start:
+                raise ValueError(
+                    f"sample {start} was already released (oldest kept: {self._buf_start})"
+                )
+            i = start - self._buf_start
+            return start, self._buf[i : i + max(0, end - start)].copy()
 
     def samples(self, start: int, n: int) -> np.ndarray:
         """Samples ``[start, start + n)`` in [-1, 1] (float32)."""
-        if start < self._buf_start:
-            raise ValueError(
-                f"sample {start} was already released (oldest kept: {self._buf_start})"
-            )
-        self._ensure(start + n)
-        i = start - self._buf_start
-        return self._buf[i : i + n].copy()
+        return self._read(start, start + n)[1]
 
     def release_before(self, sample: int) -> None:
         """Forget samples before ``sample`` (keeping a margin for the mouth window)."""
         keep_from = sample - int(0.5 * self.sample_rate)
-        drop = keep_from - self._buf_start
-        if drop > 0:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
+        with self._lock:
+            drop = keep_from - self._buf_start
+            if drop > 0:
+                self._buf = self._buf[drop:]
+                self._buf_start += drop
 
     def mouth_open(self, t: float) -> float:
         """Mouth opening in [0, 1] for speech instant ``t`` (s), from a window centred on ``t``."""
@@ -175,8 +199,8 @@ class SpeechSource:
         sr = self.sample_rate
         half = int(4 * MOUTH_SIGMA_S * sr)
         centre = int(round(t * sr))
-        start = max(centre - half, self._buf_start)
-        x = self.samples(start, centre + half - start).astype(np.float64)
+        start, x32 = self._read(centre - half, centre + half, clip=True)
+        x = x32.astype(np.float64)
         w = np.exp(-0.5 * ((np.arange(start, centre + half) - centre) / (MOUTH_SIGMA_S * sr)) ** 2)
         rms = float(np.sqrt(np.sum(w * x * x) / np.sum(w)))
         return float(np.clip(rms / 0.12, 0.0, 1.0) ** 0.8)
