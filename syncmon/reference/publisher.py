@@ -208,6 +208,8 @@ class ReferencePublisher:
                     self._sent("moving", t0 + p.out.pts)
         finally:
             render.stop()
+            for f in ahead:  # renders nobody will send (a stop, a failure)
+                f.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
 
 
