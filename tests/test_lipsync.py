@@ -296,3 +296,37 @@ def test_between_full_searches_the_last_mouths_region_is_the_only_candidate() ->
     assert sum(inside for _, _, inside in region) >= len(region) - 1, region
     content = an.report(summary=True)["offset_ms"]["content"]
     assert content is not None and abs(content - 40) <= 5, content
+
+
+def test_before_the_mouths_cells_are_learned_the_face_judges_at_the_published_lag() -> None:
+    """A viseme mouth on a nodding head is often published by the face's own judge without
+    the picture's cells ever being learned: the face then judges stillness, and the voice a
+    picture shows is the published lag before it. Judged at lag 0, a picture 200 ms late had
+    each freeze that ends mid-speech counted with the 0.2 s of speech after it."""
+    from syncmon.analysis.lipsync import ContentOffsetEstimator
+
+    lag = 0.2
+    tf = np.arange(0.0, 8.0, 1 / 15)
+    at = np.arange(0.0, 8.5, 0.01)
+    # the voice speaks over [1, 7) s (speech time) and pauses after; the mouth is frozen over
+    # [5.0, 7.4) of speech time, which the late picture shows over [5.2, 7.6)
+    env = np.where((at >= 1.0) & (at < 7.0), 0.2, 0.0)
+    frozen = (tf - lag >= 5.0) & (tf - lag < 7.4)
+    motion = np.where(frozen | (tf - lag >= 7.0), 2.0, 300.0)
+    change = np.where(frozen, 1.0, 500.0)
+
+    def counted(published: float | None) -> float:
+        est = ContentOffsetEstimator()
+        est._published_lag = published
+        est._face_still((tf, motion, change), at, env, env, final=True)
+        return est.lip_still.seconds
+
+    # the truth: the speech the frozen frames show, [5.0, 7.0) widened by the 60 ms after
+    # the voice stops, in whole frames
+    shows = tf - lag
+    truth = float(np.count_nonzero(frozen & (shows < 7.0 + 0.06))) / 15
+    assert counted(lag) == pytest.approx(truth, abs=1.5 / 15)
+    # judged at lag 0, the voice placed against the frozen frames stops 0.2 s early: the
+    # freeze's last 0.2 s of speech are lost (where speech follows a freeze instead, as many
+    # seconds of it are added)
+    assert counted(None) == pytest.approx(truth - lag, abs=1.5 / 15)
