@@ -20,6 +20,9 @@ from .otlp import OtlpReceiver
 
 LAGS_MS = (0, 160)  # taken in turn, 10 s each: the sender skew changes under the monitor
 MIN_EACH = 8  # estimates collected at either lag (about 3 of each 10 s with marks every second)
+# the stream's seconds before estimates are collected: where the first estimates came before
+# (the first, ~10 s in, and 20 s more)
+SETTLE_S = 30.0
 
 
 @pytest.fixture
@@ -74,12 +77,18 @@ def test_timestamp_offset_with_sender_clock_3s_off_and_spans_over_otlp(
         a = avatar_report(mon.metrics_url, room, identity)
         return 0 if a is None else int(a["timestamp_estimates"])
 
+    def received_s() -> float:
+        a = avatar_report(mon.metrics_url, room, identity)
+        v = None if a is None else a["video"]
+        return 0.0 if not v or not v["fps"] else float(v["frames"]) / float(v["fps"])
+
     wait_for(estimates, timeout=45)
     # the receiver's jitter buffers settle over the first seconds (its audio delay is anchored
-    # on 8 s of stats): then one estimate per mark point (an utterance's start and each second
-    # of it; none for a point whose audio did not play out as sent), each new one collected
-    # until MIN_EACH have been taken at either lag (at most 90 s)
-    time.sleep(20)
+    # on 8 s of stats), and the transport over the first half-minute (above): once the monitor
+    # has received SETTLE_S of the avatar's video, one estimate per mark point (an utterance's
+    # start and each second of it; none for a point whose audio did not play out as sent),
+    # each new one collected until MIN_EACH have been taken at either lag (at most 90 s)
+    wait_for(lambda: received_s() >= SETTLE_S, timeout=SETTLE_S + 45)
     pairs: dict[int, tuple[float, float]] = {}
 
     def at_each_lag() -> int:

@@ -84,7 +84,12 @@ def test_freezes_and_drops_counted_from_frame_ids(
         impairments=Impairments(freezes=((6, 0.6), (14, 0.6)), drop_rate=0.05, seed=5)
     ).truth(22.0)
     assert pub.proc.wait(timeout=60) == 0
-    time.sleep(1.5)
+    # the counters are final once the monitor has seen the avatar's video go (its series stay
+    # for the linger)
+    wait_for(
+        lambda: sample(scrape(mon.metrics_url), "syncmon_track_up", room=room, kind="video") == 0,
+        timeout=15,
+    )
     s = scrape(mon.metrics_url)
     assert sample(s, "syncmon_video_freezes_total", room=room) == 2
     assert sample(s, "syncmon_video_freeze_seconds_total", room=room) == pytest.approx(1.2, abs=0.1)
