@@ -204,6 +204,24 @@ def test_two_freezes_spoken_across_are_counted_to_their_edges(
     assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
 
+@pytest.mark.parametrize(
+    ("renderer", "seed", "span"),
+    [("photo", 63, (6.0, 1.2)), ("synthetic", 41, (9.0, 1.8)), ("hopper", 63, (12.0, 1.2))],
+)
+def test_a_freeze_with_a_little_over_a_second_of_speech_is_counted(
+    tmp_path: Path, renderer: str, seed: int, span: tuple[float, float]
+) -> None:
+    # 1.10-1.19 s of speech frozen: the face's motion (a mean over 0.28 s) blurs 0.1-0.25 s
+    # of either edge into the speaking mouth around it, so the still run reads under the
+    # counter's 1 s minimum, and these counted nothing before a short run's edges were
+    # walked as an episode's (the lip-still bench's misses of this kind: seed 5's 5012)
+    rep = clip(tmp_path, "short", renderer=renderer, seed=seed, lip_still=(span,), duration=18)
+    truth = speaking_seconds(speech(seed), (span,))
+    still = rep["lip_still"]
+    assert 1.0 < truth < 1.25 and isinstance(still, dict), (truth, still)
+    assert still["episodes"] == 1 and abs(still["seconds"] - truth) <= 0.3, (still, truth)
+
+
 @pytest.mark.parametrize("renderer", ["photo", "synthetic"])
 def test_four_freezes_at_15fps_count_the_speech_they_hold(tmp_path: Path, renderer: str) -> None:
     # each freeze's speaking seconds as the truth defines them (60 ms either side of the

@@ -231,6 +231,41 @@ def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_
     assert counted(slow)[0] == pytest.approx(truth + 0.04 * np.count_nonzero(beyond))
 
 
+def test_a_freeze_just_over_the_minimum_that_its_blurred_motion_reads_under_it_is_counted() -> None:
+    from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
+
+    # 25 fps of speech throughout, the mouth frozen over [2.0, end): its motion reads still
+    # 0.24 s inside either edge (as in the test above), so a freeze with a little over the
+    # counter's minimum of speech reads as a still run under it
+    t = np.arange(0.0, 6.0, 0.04)
+    speaking = np.ones(t.size, bool)
+    rng = np.random.default_rng(4)
+    minimum = LipSyncConfig().still_min_s
+
+    def counted(end: float, frozen_change: bool = True) -> tuple[float, int, float]:
+        frozen = (t >= 2.0 - 1e-9) & (t < end - 1e-9)
+        noise = rng.uniform(0.5, 2.0, t.size)
+        change = np.where(frozen & frozen_change, noise, rng.uniform(40.0, 400.0, t.size))
+        first, after = int(np.argmax(frozen)), int(np.flatnonzero(frozen)[-1]) + 1
+        change[first] = change[after] = 900.0
+        still = (t >= 2.24 - 1e-9) & (t < end - 0.24 - 1e-9)
+        assert float(t[np.flatnonzero(still)[-1]] - t[np.argmax(still)]) < minimum
+        est = ContentOffsetEstimator()
+        est._still(t, still, still, speaking, (0.0, 0.0), change)
+        return est.lip_still.seconds, est.lip_still.episodes, float(t[after - 1] - t[first])
+
+    # 1.16 s of speech frozen, 0.64 s of it read still: counted to the truth with its edges
+    seconds, episodes, truth = counted(3.2)
+    assert truth > minimum and episodes == 1 and seconds == pytest.approx(truth)
+    # 0.88 s frozen: under the minimum with its edges too, nothing
+    seconds, episodes, truth = counted(2.9)
+    assert truth < minimum and (seconds, episodes) == (0.0, 0)
+    # the same still run where the mouth goes on changing as a speaking one does around it
+    # (a soft syllable read still): no edges, nothing
+    seconds, episodes, _ = counted(3.2, frozen_change=False)
+    assert (seconds, episodes) == (0.0, 0)
+
+
 def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> None:
     from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
 
