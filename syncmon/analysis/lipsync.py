@@ -183,6 +183,20 @@ class _Picture(NamedTuple):
     gram: np.ndarray
     sub: np.ndarray
     g_sub: np.ndarray
+    # the window's searches share these too: a region-only search that does not hold is
+    # followed by a full one (the nuisance bases by the zone's rows; the plain ranking)
+    bases: dict[bytes, np.ndarray]
+    plain: dict[str, np.ndarray]
+
+    def basis(self, zone: np.ndarray) -> np.ndarray:
+        """``_downdated_basis`` of the cells outside ``zone`` (rows of ``vv``)."""
+        key = zone.tobytes()
+        q = self.bases.get(key)
+        if q is None:
+            q = self.bases[key] = _downdated_basis(
+                self.gram, self.sub, self.g_sub, self.vv[zone], self.rank
+            )
+        return q
 
 
 @dataclass(frozen=True)
@@ -705,7 +719,15 @@ class ContentOffsetEstimator:
         gram = vv.T @ vv
         sub = _leading_subspace(gram, min(frames, rank + 12))
         return _Picture(
-            idx, vv, np.stack([idx // cols, idx % cols], axis=1), rank, gram, sub, gram @ sub
+            idx,
+            vv,
+            np.stack([idx // cols, idx % cols], axis=1),
+            rank,
+            gram,
+            sub,
+            gram @ sub,
+            {},
+            {},
         )
 
     def _find_mouth(
@@ -730,9 +752,8 @@ class ContentOffsetEstimator:
         iteration per candidate; a mouth rarely moves between windows).
         """
         c = self.config
-        idx, vv, cell_rc, rank = pic.idx, pic.vv, pic.cell_rc, pic.rank
-        gram, sub, g_sub = pic.gram, pic.sub, pic.g_sub
-        seeds, classic = self._seeds(a_n, vv, cell_rc, sub, g_sub, rank, full)
+        idx, vv, cell_rc = pic.idx, pic.vv, pic.cell_rc
+        seeds, classic = self._seeds(a_n, pic, full)
         if self._model is not None:  # where the mouth was: it rarely moves between windows
             at = np.nonzero(idx == int(self._model.cells[0]))[0]
             if at.size and int(at[0]) not in seeds:
@@ -743,7 +764,7 @@ class ContentOffsetEstimator:
             zone = np.nonzero(d <= c.exclusion)[0]
             region = np.nonzero(d <= 1)[0]
             x = vv[region]
-            q = _downdated_basis(gram, sub, g_sub, vv[zone], rank)
+            q = pic.basis(zone)
             x = x - (x @ q) @ q.T
             xn, ok = _normalize_rows(x)
             if not ok.any():
@@ -764,40 +785,37 @@ class ContentOffsetEstimator:
         if self._model is not None:
             near = np.isin(idx, self._model.zone(self._shape))
             if near.any() and not near.all():
-                model_q = _downdated_basis(gram, sub, g_sub, vv[near], rank)
+                model_q = pic.basis(np.flatnonzero(near))
         return best, model_q, classic
 
     def _seeds(
-        self,
-        a_n: np.ndarray,
-        vv: np.ndarray,
-        cell_rc: np.ndarray,
-        sub: np.ndarray,
-        g_sub: np.ndarray,
-        rank: int,
-        full: bool,
+        self, a_n: np.ndarray, pic: _Picture, full: bool
     ) -> tuple[list[int], np.ndarray | None]:
         """The candidate mouth cells (rows of ``vv``): per way of ranking the cells -- as they
         are, and cleaned of the picture's strongest few common time courses -- the
         ``candidates`` best-correlated cells that are not neighbours; and the plain signal of
         the cells that follow the speech best. Not ``full``: the plain ranking only."""
         c = self.config
+        vv, cell_rc, rank = pic.vv, pic.cell_rc, pic.rank
         seeds: list[int] = []
         classic = None
         ranks = sorted({0, min(c.nuisance_rank // 2, rank), min(c.nuisance_rank, rank)})
         if full:
-            _, vecs = np.linalg.eigh(sub.T @ g_sub)
-            glob = sub @ vecs[:, ::-1]
+            _, vecs = np.linalg.eigh(pic.sub.T @ pic.g_sub)
+            glob = pic.sub @ vecs[:, ::-1]
         else:
             ranks = [0]
         for k in ranks:
-            x = vv
             if k:
                 q = glob[:, :k]
                 x, _ = _normalize_rows(vv - (vv @ q) @ q.T)
-            r = a_n @ x.T
-            peaks = np.max(np.abs(r), axis=0)
-            if not k:
+                r = a_n @ x.T
+                peaks = np.max(np.abs(r), axis=0)
+            else:
+                if "r" not in pic.plain:
+                    pic.plain["r"] = a_n @ vv.T
+                    pic.plain["peaks"] = np.max(np.abs(pic.plain["r"]), axis=0)
+                r, peaks = pic.plain["r"], pic.plain["peaks"]
                 classic = _combine(vv, r, peaks, c.top_cells)
                 if not full:
                     break
