@@ -926,9 +926,10 @@ class ContentOffsetEstimator:
         """``_edge_limit`` of the still run going on, where the face shows it frozen: its
         median change under SHORT_FROZEN_RATIO of the speaking frames' before it (a frozen
         mouth's frames change by the picture's noise, 0.7-25 luma levels squared on the
-        lip-still bench, a speaking mouth's by 100-300 at their median); else None. A soft
-        syllable read still changes as speech does, and its edges, walked against its own
-        change, would take in the speaking frames around it."""
+        lip-still bench, a speaking mouth's by 50-1000 at their median: frozen runs read
+        0.002-0.14 of the speech before them there, speaking runs read still 0.15-1.4); else
+        None. A soft syllable read still changes as speech does, and its edges, walked against
+        its own change, would take in the speaking frames around it (docs/lip-still.md)."""
         limit = self._edge_limit()
         if limit is None:
             return None
