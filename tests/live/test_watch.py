@@ -184,6 +184,11 @@ def test_server_restart_reconnects_and_measures_again(procs: Callable[..., Proc]
         srv.stop()
 
 
+# the most what a viewer played may move over an estimate's window for the estimate to be judged
+# against it (the judged error's bound is 25 ms)
+TRUTH_SPAN_MS = 30.0
+
+
 def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
     livekit: LocalServer, procs: Callable[..., Proc]
 ) -> None:
@@ -227,18 +232,26 @@ def test_content_offset_follows_the_mouth_of_a_nodding_viseme_avatar(
     # what a viewer plays of the 80 ms sent (this server: each track as it arrives) moves with
     # the receiver's jitter buffers, by 20-30 ms within seconds at times: an estimate over an
     # 8 s window is judged against what the viewer played over that window, the mean of the
-    # last 8 readings (one per estimate; the first 7 only read it)
+    # last 8 readings (one per estimate; the first 7 only read it). Where those moved by more
+    # than TRUTH_SPAN_MS, the viewer played no one offset over the window and the estimate is
+    # not judged: the monitor's NetEq now and then grows its audio delay by ~90 ms within
+    # seconds (docs/live-tests.md), and one CI run's six readings all fell in such a slide
     played: list[float] = []
-    for k in range(13):
+    moving: list[tuple[float, float]] = []  # (lowest, highest) of the windows not judged
+    deadline = time.monotonic() + 30.0  # the publisher runs 55 s
+    while len(readings) < 6 and time.monotonic() < deadline:
         played.append(viewer_truth_ms(mon.metrics_url, room, "avatar", 80))
-        if k >= 7:
-            truth = sum(played[-8:]) / 8
-            readings.append((content_offset(mon.metrics_url, room), truth))
+        if len(played) >= 8:
+            window = played[-8:]
+            if max(window) - min(window) <= TRUTH_SPAN_MS:
+                readings.append((content_offset(mon.metrics_url, room), sum(window) / 8))
+            else:
+                moving.append((min(window), max(window)))
         n, until = estimates(), time.monotonic() + 3.0
         while estimates() <= n and time.monotonic() < until:  # the next estimate (1 s hop)
             time.sleep(0.2)
     errs = [r * 1000 - natural - truth for r, truth in readings if r is not None]
-    assert len(errs) >= 4, readings
+    assert len(errs) >= 4, (readings, f"windows whose truth moved: {moving}")
     assert max(abs(e) for e in errs) <= 25, f"{readings} (natural phase {natural} ms)"
     # a mouth that moves, with a head that nods, is never counted still
     assert lip_still(mon.metrics_url, room) == 0.0
