@@ -931,17 +931,24 @@ class ContentOffsetEstimator:
         None. A soft syllable read still changes as speech does, and its edges, walked against
         its own change, would take in the speaking frames around it (docs/lip-still.md)."""
         limit = self._edge_limit()
-        if limit is None:
+        before = self._run_changes(before=True)
+        if limit is None or before.size < 3:
             return None
-        run = [chg for t, _, _, _, chg in self._recent if t >= self._run_start]
-        before = [chg for t, _, spk, _, chg in self._recent if t < self._run_start and spk]
-        run_k = np.array([x for x in run if not np.isnan(x)])
-        before_k = np.array([x for x in before if not np.isnan(x)])
-        if before_k.size < 3:
-            return None
-        if float(np.median(run_k)) > SHORT_FROZEN_RATIO * float(np.median(before_k)):
+        if float(np.median(self._run_changes())) > SHORT_FROZEN_RATIO * float(np.median(before)):
             return None
         return limit
+
+    def _run_changes(self, before: bool = False) -> np.ndarray:
+        """The known changes (where the face showed the mouth) of the still run going on's
+        frames, or ``before``: of the speaking frames before it (as far as ``_recent`` goes)."""
+        return np.array(
+            [
+                chg
+                for t, _, speaking, _, chg in self._recent
+                if not np.isnan(chg)
+                and ((t < self._run_start and speaking) if before else t >= self._run_start)
+            ]
+        )
 
     def _short_done(self) -> None:
         """A still run short of the minimum, its edges walked (as an episode's: the frames
@@ -1127,8 +1134,7 @@ class ContentOffsetEstimator:
         FACE_EDGE_S. (Eight times the median counted +0.37 and +0.35 s on two clips of the
         bench's seeds 6 and 7 where four times did +0.23 and +0.31, and 0.04-0.10 s more on
         two clips that four times leaves 0.28-0.34 s short; the same elsewhere.)"""
-        run = [chg for t, _, _, _, chg in self._recent if t >= self._run_start]
-        known = np.array([x for x in run if not np.isnan(x)])
+        known = self._run_changes()
         if known.size < 3:
             return None
         return max(FACE_EDGE_MIN, FACE_EDGE_CHANGE * float(np.median(known)))
