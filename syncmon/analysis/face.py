@@ -476,29 +476,31 @@ class _Registration:
         """This frame's warp (3x3, template to frame), or None when the face is lost."""
 
         assert self._descent is not None and self._template is not None
-        m = self._warp.copy()
+        # the warp's two rows as plain floats: numpy's per-call cost on 2x3 numbers was most of
+        # an iteration's (each iteration is one small warp and one product)
+        (a, b, e), (d, f, g) = self._warp[:2].tolist()
+        template, descent = self._template, self._descent
         for _ in range(_REG_ITERATIONS):
-            seen = _aligned(smooth, m, _UPPER_PX).ravel()
-            th, tx, ty = (self._descent @ (seen - self._template)).tolist()
-            if not all(math.isfinite(v) for v in (th, tx, ty)):
+            seen = _warped(smooth, ((a, b, e), (d, f, g)), _UPPER_PX).ravel()
+            th, tx, ty = (descent @ (seen - template)).tolist()
+            if not (math.isfinite(th) and math.isfinite(tx) and math.isfinite(ty)):
                 return None
-            # compose with the step's inverse (plain floats: numpy's per-call cost on 3x3
-            # matrices is most of an iteration's)
+            # compose with the step's inverse
             c, s = math.cos(th), math.sin(th)
             ix, iy = -(c * tx + s * ty), s * tx - c * ty
-            a, b, e = m[0]
-            d, f, g = m[1]
-            m[0] = (a * c - b * s, a * s + b * c, a * ix + b * iy + e)
-            m[1] = (d * c - f * s, d * s + f * c, d * ix + f * iy + g)
-            ang = math.atan2(m[1, 0], m[0, 0])  # (kept a rotation: no drift into scale)
-            m[0, 0], m[0, 1], m[1, 0], m[1, 1] = (
-                math.cos(ang),
-                -math.sin(ang),
-                math.sin(ang),
-                math.cos(ang),
+            a, b, e, d, f, g = (
+                a * c - b * s,
+                a * s + b * c,
+                a * ix + b * iy + e,
+                d * c - f * s,
+                d * s + f * c,
+                d * ix + f * iy + g,
             )
+            ang = math.atan2(d, a)  # (kept a rotation: no drift into scale)
+            a, b, d, f = math.cos(ang), -math.sin(ang), math.sin(ang), math.cos(ang)
             if abs(th) * REG_SIZE + abs(tx) + abs(ty) < _REG_TOL_PX:
                 break
+        m = np.array(((a, b, e), (d, f, g), (0.0, 0.0, 1.0)))
         if not self._plausible(m):
             return None
         # the aligned upper face must still look like the first frame's: a cut or another
@@ -532,12 +534,17 @@ def _varies(img: np.ndarray) -> bool:
 def _aligned(img: np.ndarray, warp: np.ndarray, rows: int, cols: int = REG_SIZE) -> np.ndarray:
     """The first ``rows`` rows and ``cols`` columns of the template seen in ``img`` through
     ``warp`` (3x3, template to frame): each template pixel sampled where the warp puts it."""
+    return _warped(img, warp[:2], rows, cols)
+
+
+def _warped(img: np.ndarray, rows2x3: Any, rows: int, cols: int = REG_SIZE) -> np.ndarray:
+    """``_aligned`` through the warp's first two rows (an array or nested sequences)."""
     import cv2
 
     return np.asarray(
         cv2.warpAffine(
             img,
-            warp[:2].astype(np.float32),
+            np.array(rows2x3, dtype=np.float32),
             (cols, rows),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
