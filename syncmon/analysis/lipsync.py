@@ -160,8 +160,12 @@ class LipSyncEstimate:
 
 def _normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = x - x.mean(axis=-1, keepdims=True)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    # (np.linalg.norm's sum of squares, without its copy of a real array's conjugate)
+    norm = np.sqrt(np.add.reduce(x * x, axis=-1, keepdims=True))
     ok = norm[..., 0] > 1e-9
+    if ok.all():  # (the usual case: a plain division, not a masked one)
+        x /= norm
+        return x, ok
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-9), ok
 
 
@@ -682,7 +686,7 @@ class ContentOffsetEstimator:
         if model is None or len(early_v) < 10 or not early_a:
             return None
         t = np.fromiter((x[0] for x in early_v), dtype=np.float64, count=len(early_v))
-        grids = np.stack([x[1] for x in early_v]).astype(np.float64)
+        grids = np.array([x[1] for x in early_v], dtype=np.float64)
         at = np.concatenate([x[0] for x in early_a])
         av = np.concatenate([x[1] for x in early_a]).astype(np.float64)
         hop = float(np.median(np.diff(at))) if at.size > 1 else 0.01
@@ -1006,7 +1010,7 @@ class ContentOffsetEstimator:
         tf = tk[keep]
         if keep.size < 10 or tf[-1] - tf[0] < FACE_MIN_S:
             return None
-        grids = np.stack([faces[int(k)][1] for k in keep]).astype(np.float64)  # type: ignore[index]
+        grids = np.array([faces[int(k)][1] for k in keep], dtype=np.float64)  # type: ignore[index]
         return tf, grids
 
     def _face_motion(
@@ -1263,7 +1267,7 @@ class ContentOffsetEstimator:
             return none
         idx = np.nonzero(sel)[0]
         tk = vt[idx]
-        grids = np.stack([self._vg[i] for i in idx]).astype(np.float64)
+        grids = np.array([self._vg[i] for i in idx], dtype=np.float64)
         at, env, wenv = self._audio(tk)
         if wenv.size == 0:
             return none
