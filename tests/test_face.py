@@ -23,6 +23,7 @@ from syncmon.analysis.face import (
     UPPER_CELLS,
     FaceTrack,
     _cells,
+    _quantile,
     _Registration,
     face_crop,
     mouth_change,
@@ -391,3 +392,16 @@ def test_the_poses_fit_cleans_the_heads_leak_and_leaves_a_mouth_that_follows_the
     few = np.zeros(pose.shape[0], bool)
     few[: POSE_CHECK_MIN - 1] = True
     assert np.array_equal(without_pose(x, pose, 5, few), unchecked)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.25, 0.5, 0.7, 0.93, 1.0])
+def test_the_pose_fits_quantile_is_numpys_to_the_bit(q: float) -> None:
+    """``_quantile`` stands in for ``np.quantile`` (linear) in the pose's fit: any difference
+    would move which frames are fitted. Sizes from one value to a window's, ties included."""
+    rng = np.random.default_rng(int(q * 100))
+    for n in [*range(1, 40), 199, 200, 201]:
+        for k in range(6):
+            x = rng.standard_normal(n) ** 2 * 10.0 ** rng.uniform(-3, 3)
+            if k % 2:
+                x = np.round(x, 1)  # ties
+            assert _quantile(x, q) == float(np.quantile(x, q)), (n, k)

@@ -101,6 +101,8 @@ def test_luma_grid_cells_cover_the_whole_frame(size: tuple[int, int]) -> None:
     padded = np.zeros((h, w + 64), np.uint8)
     padded[:, :w] = y
     assert luma_grid(padded[:, :w]).tolist() == truth.astype(np.float32).tolist()
+    # the brightest plane: a cell's rows are summed in 16 bits, which must not wrap
+    assert luma_grid(np.full((h, w), 255, np.uint8)).tolist() == [[255.0] * 16] * 16
 
 
 @pytest.mark.parametrize("hop_s", [1.0, 2.0])
