@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syncmon.analysis import lipsync  # noqa: E402
+from syncmon.analysis import lipstill, lipsync  # noqa: E402
 from syncmon.media import analyze_file  # noqa: E402
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource  # noqa: E402
 from syncmon.reference.articulation import ArticulationConfig  # noqa: E402
@@ -143,11 +143,14 @@ def spy_trace(span: tuple[float, float]) -> None:
     methods: the face's motion and level are the window's that judged the frame)."""
     est_cls = lipsync.ContentOffsetEstimator
     real_still, real_frozen, real_face_still = (
-        est_cls._still,
+        lipstill.StillAccount.judge,
         est_cls._face_frozen,
         est_cls._face_still,
     )
     face: dict[float, tuple[float, float]] = {}  # frame time: (motion, level) of this window
+    # where the frames being judged were judged: on the window's own face (before the mouth
+    # is located) or at the located mouth
+    where = ["window"]
 
     def face_still(self: Any, f: Any, at: Any, env: Any, wenv: Any, final: bool = False) -> None:
         tf, motion, _ = f
@@ -155,6 +158,7 @@ def spy_trace(span: tuple[float, float]) -> None:
         lv = lipsync.window_still_level(motion, lipsync._speaking(tf, at, env, level))
         face.clear()
         face.update({float(t): (float(m), lv) for t, m in zip(tf, motion, strict=True)})
+        where[0] = "window"
         real_face_still(self, f, at, env, wenv, final)
 
     def face_frozen(self: Any, f: Any, tk: np.ndarray) -> Any:
@@ -162,29 +166,29 @@ def spy_trace(span: tuple[float, float]) -> None:
         if f is not None and self._face_usual is not None:
             lv = lipsync.FACE_STILL * self._face_usual
             face.update({float(t): (float(m), lv) for t, m in zip(f[0], f[1], strict=True)})
+        where[0] = "located"
         return real_frozen(self, f, tk)
 
     def still(
         self: Any, tk: np.ndarray, st: np.ndarray, edge: Any, sp: np.ndarray, *a: Any, **kw: Any
     ) -> None:
-        before = self._still_until
+        before = self.judged_until
         real_still(self, tk, st, edge, sp, *a, **kw)
         change = kw.get("change", a[1] if len(a) > 1 else None)
-        for i in np.nonzero((tk > before) & (tk <= self._still_until))[0]:
+        for i in np.nonzero((tk > before) & (tk <= self.judged_until))[0]:
             t = float(tk[i])
             if not span[0] <= t <= span[1]:
                 continue
             m, lv = face.get(t, (np.nan, np.nan))
             c = np.nan if change is None else float(change[i])
-            where = "located" if self._model is not None else "window"
             print(
                 f"  t {t:7.3f}  speaking {int(sp[i])}  still {int(st[i])}  motion {m:8.1f}  "
-                f"level {lv:7.1f} ({where})  change {c:8.1f}"
+                f"level {lv:7.1f} ({where[0]})  change {c:8.1f}"
             )
 
     est_cls._face_still = face_still  # type: ignore[method-assign]
     est_cls._face_frozen = face_frozen  # type: ignore[method-assign]
-    est_cls._still = still  # type: ignore[method-assign]
+    lipstill.StillAccount.judge = still  # type: ignore[method-assign]
 
 
 def parse_trace(ap: argparse.ArgumentParser, text: str) -> tuple[float, float]:
@@ -265,10 +269,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     judged_from: list[float] = []
     judged: dict[float, tuple[bool, bool]] = {}  # a frame's time: (still, speaking)
-    real_still = lipsync.ContentOffsetEstimator._still
+    real_still = lipstill.StillAccount.judge
 
     def spy(
-        self: lipsync.ContentOffsetEstimator,
+        self: lipstill.StillAccount,
         tk: np.ndarray,
         still: np.ndarray,
         edge: np.ndarray,
@@ -276,14 +280,14 @@ def main() -> None:
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        before = self._still_until
+        before = self.judged_until
         real_still(self, tk, still, edge, speaking, *args, **kwargs)
-        if self._still_until > before and not judged_from:
+        if self.judged_until > before and not judged_from:
             judged_from.append(float(tk[tk > before][0]))
-        for i in np.nonzero((tk > before) & (tk <= self._still_until))[0]:
+        for i in np.nonzero((tk > before) & (tk <= self.judged_until))[0]:
             judged[float(tk[i])] = (bool(still[i]), bool(speaking[i]))
 
-    lipsync.ContentOffsetEstimator._still = spy  # type: ignore[method-assign,assignment]
+    lipstill.StillAccount.judge = spy  # type: ignore[method-assign]
     if trace is not None:
         spy_trace(trace)
     print(

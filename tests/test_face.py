@@ -31,7 +31,7 @@ from syncmon.analysis.face import (
     without_pose,
 )
 from syncmon.analysis.filters import Highpass
-from syncmon.analysis.lipsync import (
+from syncmon.analysis.lipstill import (
     FACE_EDGE_CHANGE,
     FACE_EDGE_MIN,
 )

@@ -192,7 +192,8 @@ def test_against_the_speaking_level_a_frame_is_a_blip_and_a_soft_syllable_is_not
 
 
 def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_them() -> None:
-    from syncmon.analysis.lipsync import FACE_EDGE_CHANGE, FACE_EDGE_S, ContentOffsetEstimator
+    from syncmon.analysis.lipstill import FACE_EDGE_CHANGE, FACE_EDGE_S, StillAccount
+    from syncmon.analysis.lipsync import LipSyncConfig
 
     # 25 fps of speech throughout; the mouth frozen over [2.0, 4.0): its frames from the
     # second on change by the picture's noise only, the first and the one after it by the
@@ -209,9 +210,9 @@ def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_
     speaking = np.ones(t.size, bool)
 
     def counted(change: np.ndarray | None) -> tuple[float, int]:
-        est = ContentOffsetEstimator()
-        est._still(t, still, still, speaking, (0.0, 0.0), change)
-        return est.lip_still.seconds, est.lip_still.episodes
+        account = StillAccount(LipSyncConfig().still_min_s, LipSyncConfig().still_bridge_s)
+        account.judge(t, still, still, speaking, (0.0, 0.0), change)
+        return account.counts.seconds, account.counts.episodes
 
     # each frame counts the interval before it, and the mouth is still between the frames that
     # show it frozen: (t[first], t[after - 1]], 1.96 s
@@ -234,7 +235,8 @@ def test_a_freezes_edges_are_placed_by_the_mouths_change_where_its_motion_blurs_
 
 
 def test_a_freeze_just_over_the_minimum_that_its_blurred_motion_reads_under_it_is_counted() -> None:
-    from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
+    from syncmon.analysis.lipstill import StillAccount
+    from syncmon.analysis.lipsync import LipSyncConfig
 
     # 25 fps of speech throughout, the mouth frozen over [2.0, end): its motion reads still
     # 0.24 s inside either edge (as in the test above), so a freeze with a little over the
@@ -252,9 +254,9 @@ def test_a_freeze_just_over_the_minimum_that_its_blurred_motion_reads_under_it_i
         change[first] = change[after] = 900.0
         still = (t >= 2.24 - 1e-9) & (t < end - 0.24 - 1e-9)
         assert float(t[np.flatnonzero(still)[-1]] - t[np.argmax(still)]) < minimum
-        est = ContentOffsetEstimator()
-        est._still(t, still, still, speaking, (0.0, 0.0), change)
-        return est.lip_still.seconds, est.lip_still.episodes, float(t[after - 1] - t[first])
+        account = StillAccount(minimum, LipSyncConfig().still_bridge_s)
+        account.judge(t, still, still, speaking, (0.0, 0.0), change)
+        return account.counts.seconds, account.counts.episodes, float(t[after - 1] - t[first])
 
     # 1.16 s of speech frozen, 0.64 s of it read still: counted to the truth with its edges
     seconds, episodes, truth = counted(3.2)

@@ -50,6 +50,7 @@ from .face import (
     without_pose,
 )
 from .filters import Highpass, gaussian_filter_nearest
+from .lipstill import STILL_SPAN_S, LipStill, StillAccount
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +170,6 @@ def _normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-9), ok
 
 
-@dataclass
-class LipStill:
-    """A mouth that does not move while the voice speaks: episodes longer than the threshold
-    and their speaking seconds (counters), and the run going on now."""
-
-    episodes: int = 0
-    seconds: float = 0.0
-    run_s: float = 0.0
-    last_still_t: float = -np.inf
-
-
 class _Picture(NamedTuple):
     """A window's cells that vary (``idx``; their normalized time courses ``vv``, their row
     and column ``cell_rc``), the nuisance rank, and what every mouth search in the window
@@ -248,10 +238,8 @@ class _MouthModel:
 
 
 FACE_CELLS = FACE_GRID * FACE_GRID
-STILL_SPAN_S = 1.2  # the window over which the mouth must follow the voice, moment by moment
-# an episode's edges extend over the speaking frames within this of it whose correlation
-# stays below STILL_EDGE_CORR (see _lead_in)
-STILL_EDGE_S = STILL_SPAN_S
+# an episode's edges extend over the speaking frames whose correlation stays below this
+# (lipstill.StillAccount._lead_in)
 STILL_EDGE_CORR = 0.5
 # speech, for the lip-still account on the face: the estimator's own speech level, widened by
 # 60 ms (a stop's closure, a vowel's decay)
@@ -260,16 +248,6 @@ STILL_SPEECH_WIDEN_S = 0.06
 # the voice stops and opens before it starts: its time constant, its anticipation)
 PAUSE_MARGIN_S = 0.15
 FACE_STILL = 0.35  # of the mouth's usual speaking motion: see _face_frozen and _face_still
-# where the face is seen, an episode's edges extend over the frames within FACE_EDGE_S of it
-# in which the mouth changes less than FACE_EDGE_CHANGE times its median change over the
-# episode (at least FACE_EDGE_MIN): see _edge_limit. FACE_EDGE_S is how far the face's motion
-# carries a movement: half its MOTION_SPAN_S and twice the high-pass's 80 ms
-FACE_EDGE_S = 0.3
-FACE_EDGE_CHANGE = 4.0
-FACE_EDGE_MIN = 5.0
-# a still run short of the counter's minimum is taken with its edges only where its median
-# change is under this share of the speaking frames' before it (``_frozen_limit``)
-SHORT_FROZEN_RATIO = 0.1
 FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
 
 
@@ -551,19 +529,7 @@ class ContentOffsetEstimator:
         self._face_usual: float | None = None  # see _face_frozen
         self.face_errors = 0
         self._since_full = 0  # estimates since the last full candidate search
-        self._still_until = -np.inf
-        self.lip_still = LipStill()
-        # the last judged frames (time, dt, speaking, may be an episode's edge, the mouth's
-        # change where the face is seen or NaN), the start of the still run going on, and until
-        # when an episode's trailing edge is still counted (where the face is seen: until when,
-        # and below what change)
-        self._recent: deque[tuple[float, float, bool, bool, float]] = deque()
-        self._run_start = -np.inf
-        self._tail_until = -np.inf
-        self._tail_face: tuple[float, float] | None = None
-        # a still run short of the minimum, while its trailing edge is walked: its seconds with
-        # its edges so far, until when the edge may go on, and below what change
-        self._short: list[float] | None = None
+        self._still = StillAccount(c.still_min_s, c.still_bridge_s)
         # when the first picture that moves with the speech arrived (the stream's time), once
         # the mouth has been located; frames and envelope kept from the start until then
         self.moving_at: float | None = None
@@ -572,6 +538,11 @@ class ContentOffsetEstimator:
         self._early_v: deque[tuple[float, np.ndarray]] = deque()
         self._early_a: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._early_cut = False  # the stream's first frames were dropped from it
+
+    @property
+    def lip_still(self) -> LipStill:
+        """The lip-still counters (``lipstill.StillAccount``)."""
+        return self._still.counts
 
     def clear(self) -> None:
         """Drop the buffered window (the streams were interrupted)."""
@@ -584,12 +555,7 @@ class ContentOffsetEstimator:
         self._next_t = None
         self._prev = None
         self._published_lag = None
-        self._still_until = -np.inf
-        self.lip_still.run_s = 0.0
-        self._recent.clear()
-        self._tail_until = -np.inf
-        self._tail_face = None
-        self._short = None
+        self._still.reset()
 
     def add_video(self, t: float, grid: np.ndarray, face: FaceFrame | None = None) -> None:
         """A frame's cell means (``luma_grid``: rows x cols) arriving at ``t``; ``face``: its
@@ -841,137 +807,6 @@ class ContentOffsetEstimator:
         """Keep the mouth of a confident window, for the lip-still check."""
         self._model = _MouthModel(found.cells, found.weights, lag)
 
-    def _still(
-        self,
-        tk: np.ndarray,
-        still: np.ndarray,
-        edge: np.ndarray,
-        speech: np.ndarray,
-        margin: tuple[float, float] = (STILL_SPAN_S / 2, STILL_SPAN_S / 2),
-        change: np.ndarray | None = None,
-    ) -> None:
-        """Account the window's new frames: speech (bridged over short pauses) while the
-        mouth is ``still``; ``edge``: frames an episode's edges may take in (see _lead_in);
-        ``change``: the mouth's change at each frame where the face shows it (NaN elsewhere;
-        ``face.mouth_change``), which decides there instead of ``edge``.
-        A frame is judged once it lies ``margin`` (from the start, from the end) inside the
-        window: the measures around it are one-sided nearer the ends."""
-        c = self.config
-        near = speech
-        # frames near a gap in the frames (a freeze, a stall: counted as such) are not judged:
-        # a picture that does not arrive is not a mouth that does not move
-        gaps = np.nonzero(np.diff(tk) > max(0.15, 2.5 * float(np.median(np.diff(tk)))))[0]
-        unjudged = np.zeros(tk.size, bool)
-        for g in gaps:
-            unjudged |= (tk >= tk[g] - STILL_SPAN_S / 2) & (tk <= tk[g + 1] + STILL_SPAN_S / 2)
-        inner = (tk >= tk[0] + margin[0]) & (tk <= tk[-1] - margin[1])
-        new = np.nonzero(inner & (tk > self._still_until))[0]
-        if new.size == 0:
-            return
-        self._still_until = float(tk[new[-1]])
-        st = self.lip_still
-        for i in new:
-            t = float(tk[i])
-            dt = float(tk[i] - tk[i - 1]) if i > 0 else 0.0
-            dt = min(dt, 0.2)  # a gap in the frames is not stillness
-            chg = np.nan if change is None else float(change[i])
-            if self._short is not None and (unjudged[i] or (near[i] and still[i])):
-                self._short_done()
-            if unjudged[i]:
-                st.run_s = 0.0
-                self._tail_until = -np.inf
-                self._tail_face = None
-                self._short = None
-            elif near[i] and still[i]:
-                if st.run_s == 0.0:
-                    self._run_start = t
-                if st.run_s < c.still_min_s <= st.run_s + dt:
-                    st.episodes += 1
-                    st.seconds += st.run_s + dt + self._lead_in()
-                elif st.run_s >= c.still_min_s:
-                    st.seconds += dt
-                st.run_s += dt
-                st.last_still_t = t
-                self._tail_until = -np.inf
-                self._tail_face = None
-            elif near[i] or (t - st.last_still_t > c.still_bridge_s and not still[i]):
-                if st.run_s >= c.still_min_s and near[i]:
-                    self._tail_until = st.last_still_t + STILL_EDGE_S
-                    limit = self._edge_limit()
-                    self._tail_face = (
-                        None if limit is None else (st.last_still_t + FACE_EDGE_S, limit)
-                    )
-                elif st.run_s > 0.0 and near[i] and (limit := self._frozen_limit()) is not None:
-                    # a run short of the minimum where the face showed the mouth frozen: its
-                    # edges, which the motion's span blurs into it, may make up the rest
-                    self._short = [st.run_s + self._lead_in(), st.last_still_t + FACE_EDGE_S, limit]
-                # the mouth moved while speaking, or it moved in a pause longer than a breath
-                # (a mouth that stays still through a pause is one episode across it)
-                st.run_s = 0.0
-            if self._short is not None and st.run_s == 0.0:
-                total, until, limit = self._short
-                if t <= until and not np.isnan(chg) and chg < limit:
-                    if near[i]:
-                        self._short[0] = total + dt
-                else:
-                    self._short_done()
-            if st.run_s == 0.0 and t <= self._tail_until:
-                # the episode's trailing edge: see _lead_in
-                if np.isnan(chg) or self._tail_face is None:
-                    on_edge = bool(edge[i])
-                else:
-                    on_edge = t <= self._tail_face[0] and chg < self._tail_face[1]
-                if not on_edge:
-                    self._tail_until = -np.inf
-                    self._tail_face = None
-                elif near[i]:
-                    st.seconds += dt
-            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i]), chg))
-        while self._recent and self._recent[0][0] < self._still_until - 2 * STILL_SPAN_S - 1.0:
-            self._recent.popleft()
-
-    def _frozen_limit(self) -> float | None:
-        """``_edge_limit`` of the still run going on, where the face shows it frozen: its
-        median change under SHORT_FROZEN_RATIO of the speaking frames' before it (a frozen
-        mouth's frames change by the picture's noise, 0.7-25 luma levels squared on the
-        lip-still bench, a speaking mouth's by 50-1000 at their median: frozen runs read
-        0.002-0.14 of the speech before them there, speaking runs read still 0.15-1.4); else
-        None. A soft syllable read still changes as speech does, and its edges, walked against
-        its own change, would take in the speaking frames around it (docs/lip-still.md)."""
-        limit = self._edge_limit()
-        before = self._run_changes(before=True)
-        if limit is None or before.size < 3:
-            return None
-        if float(np.median(self._run_changes())) > SHORT_FROZEN_RATIO * float(np.median(before)):
-            return None
-        return limit
-
-    def _run_changes(self, before: bool = False) -> np.ndarray:
-        """The known changes (where the face showed the mouth) of the still run going on's
-        frames, or ``before``: of the speaking frames before it (as far as ``_recent`` goes)."""
-        return np.array(
-            [
-                chg
-                for t, _, speaking, _, chg in self._recent
-                if not np.isnan(chg)
-                and ((t < self._run_start and speaking) if before else t >= self._run_start)
-            ]
-        )
-
-    def _short_done(self) -> None:
-        """A still run short of the minimum, its edges walked (as an episode's: the frames
-        within FACE_EDGE_S whose change stays at the run's own), is an episode if they make up
-        the minimum. Where the face shows the mouth, its motion is a mean over MOTION_SPAN_S
-        and carries the movement around a freeze 0.15-0.3 s into it, so a freeze with a
-        little over the minimum of speech read as a run under it and counted nothing (the
-        lip-still bench's seed 5, 5012: 0.93 s still of 1.13 s spoken)."""
-        assert self._short is not None
-        total = self._short[0]
-        self._short = None
-        if total >= self.config.still_min_s:
-            self.lip_still.episodes += 1
-            self.lip_still.seconds += total
-
     def _audio(self, tk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The buffered envelope's times, the envelope smoothed, and its raw values within the
         frames ``tk``."""
@@ -1084,9 +919,9 @@ class ContentOffsetEstimator:
         moving = window_still_level(motion, speech_at)
         still = _without_blips(tf, motion, motion < moving, moving)
         # the face's measure is local (MOTION_SPAN_S), not a correlation span, and so is the
-        # margin a frame needs from the window's ends; the edges are the change's (_lead_in)
+        # margin a frame needs from the window's ends; the edges are the change's (lipstill.py)
         margin = MOTION_SPAN_S / 2
-        self._still(tf, still, still, speech_at, (margin, 0.0 if final else margin), change)
+        self._still.judge(tf, still, still, speech_at, (margin, 0.0 if final else margin), change)
 
     def _lag(self) -> float:
         """How far the picture is behind the voice, as far as is known: the located mouth's
@@ -1097,55 +932,6 @@ class ContentOffsetEstimator:
         if self._model is not None:
             return self._model.lag
         return 0.0 if self._published_lag is None else self._published_lag
-
-    def _lead_in(self) -> float:
-        """The speaking seconds just before an episode that its detection missed.
-
-        A frame is still when its mouth does not follow the voice over the ``STILL_SPAN_S``
-        around it, which holds only once most of that span is frozen, and a frozen mouth on a
-        nodding head keeps some correlation (what is left of the head in its cells): a
-        detected episode starts after the mouth stopped and ends before it moves again. Those
-        edges are added back -- the speaking frames within ``STILL_EDGE_S`` of the run whose
-        correlation stays low (``STILL_EDGE_CORR``), up to the first that clearly follows the
-        voice. (On the lip-still bench, detected episodes went from ~half of their speaking
-        seconds to within 0.15-0.6 s of them; clean speech still counts nothing, since only
-        an episode already detected is widened.)
-
-        Where the face shows the mouth, its motion is a mean over MOTION_SPAN_S of the
-        high-passed picture, which carries the motion around a freeze 0.15-0.3 s into it at
-        either end; there the edges are the frames within FACE_EDGE_S whose frame-to-frame
-        change (``face.mouth_change``) stays at the episode's own (``_edge_limit``), up to the
-        first that changes more: the last movement before the mouth froze, the first after."""
-        out = 0.0
-        limit = self._edge_limit()
-        for t, dt, speaking, edge, chg in reversed(self._recent):
-            if t >= self._run_start:
-                continue
-            if np.isnan(chg) or limit is None:
-                if t < self._run_start - STILL_EDGE_S or not edge:
-                    break
-            elif t < self._run_start - FACE_EDGE_S or chg >= limit:
-                break
-            if speaking:
-                out += dt
-        return out
-
-    def _edge_limit(self) -> float | None:
-        """The change below which a frame next to the still run going on is one of its edges:
-        FACE_EDGE_CHANGE times the run's median change, at least FACE_EDGE_MIN; None where the
-        face has not shown the run's mouth. Between frozen frames the change is the picture's
-        noise (a median of 0.7-25 luma levels squared on the lip-still bench, now and then ten
-        times that where the head moves fast), the movement into and out of a freeze read
-        200-19000, and a speaking mouth reads less than the limit for a frame or two as it
-        holds a vowel or a closure: the walk stops at the first frame above it, so a noise
-        spike cuts an edge short and a slow mouth next to a freeze is taken in, up to
-        FACE_EDGE_S. (Eight times the median counted +0.37 and +0.35 s on two clips of the
-        bench's seeds 6 and 7 where four times did +0.23 and +0.31, and 0.04-0.10 s more on
-        two clips that four times leaves 0.28-0.34 s short; the same elsewhere.)"""
-        known = self._run_changes()
-        if known.size < 3:
-            return None
-        return max(FACE_EDGE_MIN, FACE_EDGE_CHANGE * float(np.median(known)))
 
     def _region_holds(self, judged: tuple[float, float, float] | None, end: float) -> bool:
         """Whether the last mouth's region alone (``judged``: its lag, peak, confidence) says
@@ -1345,7 +1131,7 @@ class ContentOffsetEstimator:
             if face is not None and known.any():
                 change[known] = face[2]
             edge = np.where(known, frozen, act < STILL_EDGE_CORR)
-            self._still(tk, still, edge, speech_at, change=change)
+            self._still.judge(tk, still, edge, speech_at, change=change)
         if judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged
@@ -1355,7 +1141,9 @@ class ContentOffsetEstimator:
             # window that found it counted a stream's first seconds as still on a clip whose
             # mouth moved throughout
             if self._model is None and not face_judged:
-                self._still_until = max(self._still_until, float(tk[-1]) - STILL_SPAN_S / 2)
+                self._still.judged_until = max(
+                    self._still.judged_until, float(tk[-1]) - STILL_SPAN_S / 2
+                )
             self._learn_mouth(found, lag)
         if offset is not None:
             if face is not None:
