@@ -405,3 +405,8 @@ def test_the_pose_fits_quantile_is_numpys_to_the_bit(q: float) -> None:
             if k % 2:
                 x = np.round(x, 1)  # ties
             assert _quantile(x, q) == float(np.quantile(x, q)), (n, k)
+    # a value that is not finite gives numpy's answer too (NaN; an infinity where it lies)
+    assert np.isnan(_quantile(np.array([3.0, np.nan, 1.0, 2.0]), q))
+    got = _quantile(np.array([3.0, np.inf, 1.0, 2.0]), q)
+    want = float(np.quantile(np.array([3.0, np.inf, 1.0, 2.0]), q))
+    assert got == want or (np.isnan(got) and np.isnan(want))

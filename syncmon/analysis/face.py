@@ -623,9 +623,11 @@ def without_pose(
 
 
 def _quantile(x: np.ndarray, q: float) -> float:
-    """``np.quantile(x, q)`` (its default, linear method, to the bit) of a finite 1-D ``x``,
-    from a partition at the two values it lies between (np.quantile's general path costs
-    ~0.1 ms a call, three calls a window)."""
+    """``np.quantile(x, q)`` (its default, linear method, to the bit) of a 1-D ``x``, from a
+    partition at the two values it lies between (np.quantile's general path costs ~0.1 ms a
+    call, three calls a window)."""
+    if not np.isfinite(x).all():  # (numpy's own handling of NaN and infinities)
+        return float(np.quantile(x, q))
     v = (x.size - 1) * q
     lo = math.floor(v)
     if lo + 1 >= x.size:
