@@ -1,4 +1,4 @@
-"""The measurement core: numpy/scipy only, no I/O, streaming with bounded memory."""
+"""The measurement core: numpy (and OpenCV for the face), no I/O, streaming with bounded memory."""
 
 from __future__ import annotations
 
