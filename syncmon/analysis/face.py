@@ -481,7 +481,7 @@ class _Registration:
         (a, b, e), (d, f, g) = self._warp[:2].tolist()
         template, descent = self._template, self._descent
         for _ in range(_REG_ITERATIONS):
-            seen = _warped(smooth, ((a, b, e), (d, f, g)), _UPPER_PX).ravel()
+            seen = _aligned(smooth, ((a, b, e), (d, f, g)), _UPPER_PX).ravel()
             th, tx, ty = (descent @ (seen - template)).tolist()
             if not (math.isfinite(th) and math.isfinite(tx) and math.isfinite(ty)):
                 return None
@@ -531,20 +531,16 @@ def _varies(img: np.ndarray) -> bool:
     return bool(hi > lo)
 
 
-def _aligned(img: np.ndarray, warp: np.ndarray, rows: int, cols: int = REG_SIZE) -> np.ndarray:
+def _aligned(img: np.ndarray, warp: Any, rows: int, cols: int = REG_SIZE) -> np.ndarray:
     """The first ``rows`` rows and ``cols`` columns of the template seen in ``img`` through
-    ``warp`` (3x3, template to frame): each template pixel sampled where the warp puts it."""
-    return _warped(img, warp[:2], rows, cols)
-
-
-def _warped(img: np.ndarray, rows2x3: Any, rows: int, cols: int = REG_SIZE) -> np.ndarray:
-    """``_aligned`` through the warp's first two rows (an array or nested sequences)."""
+    ``warp`` (its first two rows, template to frame: an array or nested sequences): each
+    template pixel sampled where the warp puts it."""
     import cv2
 
     return np.asarray(
         cv2.warpAffine(
             img,
-            np.array(rows2x3, dtype=np.float32),
+            np.array(warp, dtype=np.float32),
             (cols, rows),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
@@ -573,7 +569,7 @@ def _cells(crop: np.ndarray, warp: np.ndarray) -> np.ndarray:
     boxed = cv2.boxFilter(crop, -1, (_CELL, _CELL), borderType=cv2.BORDER_REPLICATE)
     to_box = warp @ _CELL_CENTRES
     to_box[:2, 2] += 0.5
-    return np.asarray(_aligned(boxed, to_box, G, G), np.float64)
+    return np.asarray(_aligned(boxed, to_box[:2], G, G), np.float64)
 
 
 @functools.lru_cache(maxsize=16)
