@@ -204,6 +204,21 @@ def test_two_freezes_spoken_across_are_counted_to_their_edges(
     assert abs(still["seconds"] - truth) <= 0.3, (still, truth)
 
 
+@pytest.mark.parametrize(("renderer", "seed"), [("photo", 63), ("synthetic", 63), ("hopper", 41)])
+def test_a_freeze_still_going_on_when_the_recording_ends_is_counted_to_its_end(
+    tmp_path: Path, renderer: str, seed: int
+) -> None:
+    # a recording's last window judges its frames up to the judging margin before its end, a
+    # hop before the last frame: these counted 2.48-2.64 s of their 3.19-4.15 before the
+    # stream's end judged the rest on the face (ContentOffsetEstimator.finish)
+    spans = ((13.0, 5.0),)
+    rep = clip(tmp_path, "toend", renderer=renderer, seed=seed, lip_still=spans, duration=18)
+    truth = speaking_seconds(speech(seed), spans)
+    still = rep["lip_still"]
+    assert truth > 3.0 and isinstance(still, dict), (truth, still)
+    assert still["episodes"] == 1 and abs(still["seconds"] - truth) <= 0.3, (still, truth)
+
+
 @pytest.mark.parametrize(
     ("renderer", "seed", "span"),
     [("photo", 63, (6.0, 1.2)), ("synthetic", 41, (9.0, 1.8)), ("hopper", 63, (12.0, 1.2))],

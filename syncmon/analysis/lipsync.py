@@ -819,11 +819,18 @@ class ContentOffsetEstimator:
 
     def finish(self) -> None:
         """The stream ended (a recording's end): the frames its last window left unjudged
-        are judged on the face, up to the last. (Judged by what follows the voice they stay
-        unjudged: that needs the correlation's span around each frame.)"""
-        if self._model is not None or len(self._vt) < 10 or not self._at:
+        (the last hop and the judging margin, up to 2 s) are judged on the face, up to the
+        last. A freeze that ran to the end of a recording counted 0.4-1.6 s short without
+        this. (Judged by what follows the voice they stay unjudged: that needs the
+        correlation's span around each frame.)"""
+        if len(self._vt) < 10 or not self._at:
             return
         vt = np.fromiter(self._vt, dtype=np.float64, count=len(self._vt))
+        if self._model is not None:
+            # the window that ends at the last frame, as a located mouth's windows judge;
+            # its estimate is not published (the audio ends before its longest lags)
+            self.estimate(float(vt[-1]), final=True)
+            return
         idx = np.nonzero(vt > vt[-1] - self.config.window_s)[0]
         at, env, wenv = self._audio(vt[idx])
         voice = (at, env, speech_level(wenv))
@@ -1043,8 +1050,10 @@ class ContentOffsetEstimator:
         ratio = float(np.max(rivals) / curve[best])
         return float(np.clip((1.0 - ratio) / (1.0 - c.rival_ratio), 0.0, 1.0))
 
-    def estimate(self, end: float) -> LipSyncEstimate:
-        """Estimate over the window of frames ending at ``end``."""
+    def estimate(self, end: float, final: bool = False) -> LipSyncEstimate:
+        """Estimate over the window of frames ending at ``end``. ``final``: the stream ended
+        at ``end`` (``finish``): where the face shows the mouth, still frames are judged up to
+        the last."""
         c = self.config
         vt = np.fromiter(self._vt, dtype=np.float64, count=len(self._vt))
         sel = (vt > end - c.window_s) & (vt <= end)
@@ -1131,7 +1140,12 @@ class ContentOffsetEstimator:
             if face is not None and known.any():
                 change[known] = face[2]
             edge = np.where(known, frozen, act < STILL_EDGE_CORR)
-            self._still.judge(tk, still, edge, speech_at, change=change)
+            margin = (STILL_SPAN_S / 2, STILL_SPAN_S / 2)
+            if final and known[tk > tk[-1] - STILL_SPAN_S / 2].all():
+                # the face's motion is local (a one-sided mean at the very end, as finish
+                # judges a face alone); the correlation's span would reach past the end
+                margin = (STILL_SPAN_S / 2, 0.0)
+            self._still.judge(tk, still, edge, speech_at, margin, change=change)
         if judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged
