@@ -122,7 +122,7 @@ class StillAccount:
                 and st.run_s > 0.0
                 and self._recent
                 and not self._recent[-1][2]
-                and self._moves_after_pause(change, i, int(new[-1]))
+                and self._moves_after_pause(change, int(i), int(new[-1]))
             ):
                 # the voice resumes after a pause the run was bridged over, and the face
                 # shows the mouth moving from there: it did not stay still through the pause
