@@ -185,19 +185,26 @@ class StillAccount:
     def _moves_after_pause(self, change: np.ndarray | None, i: int, last: int) -> bool:
         """Whether the mouth's change over the first RESUME_FRAMES speaking frames from ``i``
         (their median, where the face shows them) is at or above the still run's edge limit
-        (``_edge_limit``). A run bridged over a pause goes on when the voice resumes with the
-        mouth still; but the face's motion is a mean over MOTION_SPAN_S, and a mouth that
-        resumes speaking softly right after a freeze reads still by it for a few frames while
-        its change is a speaking mouth's. Two freezes of 0.5-0.7 s of speech, each followed by
-        a pause, counted an episode of 1.04-1.06 s that way (bench_lip_still seed 14, 14003
-        and 14014). A median: a frozen picture's noise spikes now and then, alone."""
+        (``_edge_limit``) and a tenth of the speech's before the run. A run bridged over a
+        pause goes on when the voice resumes with the mouth still; but the face's motion is a
+        mean over MOTION_SPAN_S, and a mouth that resumes speaking softly right after a freeze
+        reads still by it for a few frames while its change is a speaking mouth's. Two
+        freezes of 0.5-0.7 s of speech, each followed by a pause, counted an episode of
+        1.04-1.06 s that way (bench_lip_still seed 14, 14003 and 14014). A median: a frozen
+        picture's noise spikes now and then, alone."""
         if change is None:
             return False
         limit = self._edge_limit()
+        before = self._run_changes(before=True)
         ahead = change[i : min(last + 1, i + RESUME_FRAMES)]
         ahead = ahead[~np.isnan(ahead)]
-        if limit is None or ahead.size < RESUME_FRAMES:
+        if limit is None or before.size < 3 or ahead.size < RESUME_FRAMES:
             return False
+        # and a tenth of the speech's before the run, as a short run's (``_frozen_limit``):
+        # the head, which nods with the voice, moves as it resumes, and on a textured face
+        # frozen from the start (no speech to compare with) the frozen mouth's change there
+        # read 7-10, over its run's limit of 5
+        limit = max(limit, SHORT_FROZEN_RATIO * float(np.median(before)))
         return float(np.median(ahead)) >= limit
 
     def _frozen_limit(self) -> float | None:
