@@ -270,41 +270,6 @@ def test_a_freeze_just_over_the_minimum_that_its_blurred_motion_reads_under_it_i
     assert (seconds, episodes) == (0.0, 0)
 
 
-def test_a_run_bridged_over_a_pause_ends_where_the_mouth_moves_as_the_voice_resumes() -> None:
-    from syncmon.analysis.lipstill import RESUME_FRAMES, StillAccount
-    from syncmon.analysis.lipsync import LipSyncConfig
-
-    # 25 fps; the voice pauses over [3.0, 3.8); the mouth freezes at 2.2, so 0.8 s of speech
-    # is frozen before the pause, under the counter's 1 s minimum
-    t = np.arange(0.0, 6.0, 0.04)
-    speaking = (t < 3.0 - 1e-9) | (t >= 3.8 - 1e-9)
-    rng = np.random.default_rng(5)
-    minimum = LipSyncConfig().still_min_s
-
-    def counted(frozen_until: float, spike: bool = False) -> tuple[float, int]:
-        frozen = (t >= 2.2 - 1e-9) & (t < frozen_until - 1e-9)
-        change = np.where(frozen, rng.uniform(0.5, 2.0, t.size), rng.uniform(300.0, 900.0, t.size))
-        change[int(np.argmax(frozen))] = 900.0  # the movement into the freeze
-        if spike:  # the frozen picture's noise, once, as the voice resumes
-            change[int(np.argmax(t >= 3.8 - 1e-9))] = 60.0
-        # the face's motion (a mean over 0.28 s) reads the first 0.32 s after the pause still
-        # whether or not the mouth moves there
-        still = (t >= 2.2 - 1e-9) & (t < max(frozen_until, 4.12) - 1e-9)
-        account = StillAccount(minimum, LipSyncConfig().still_bridge_s)
-        account.judge(t, still, still, speaking, (0.0, 0.0), change)
-        return account.counts.seconds, account.counts.episodes
-
-    # the mouth moves again as the voice resumes: 0.8 s frozen, nothing counted (it counted
-    # 1.12 s, the resumed speech's first 0.32 s taken into the run across the pause)
-    assert counted(3.8) == (0.0, 0)
-    # frozen on through the pause for 1.2 s more of speech (a noise spike among the first
-    # RESUME_FRAMES changes, which their median passes over): one episode, 2.0 s
-    seconds, episodes = counted(5.0, spike=True)
-    frozen_speech = 0.04 * np.count_nonzero(speaking & (t > 2.2 + 1e-9) & (t < 5.0 - 1e-9))
-    assert RESUME_FRAMES > 2 and episodes == 1
-    assert seconds == pytest.approx(frozen_speech, abs=0.05)
-
-
 def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> None:
     from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
 

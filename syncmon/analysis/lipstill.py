@@ -31,9 +31,6 @@ FACE_EDGE_MIN = 5.0
 # a still run short of the counter's minimum is taken with its edges only where its median
 # change is under this share of the speaking frames' before it (``_frozen_limit``)
 SHORT_FROZEN_RATIO = 0.1
-# where the voice resumes after a pause a still run was bridged over, the frames whose change
-# decides whether the mouth stayed still through it (``_moves_after_pause``)
-RESUME_FRAMES = 4
 
 
 @dataclass
@@ -115,26 +112,14 @@ class StillAccount:
             dt = float(tk[i] - tk[i - 1]) if i > 0 else 0.0
             dt = min(dt, 0.2)  # a gap in the frames is not stillness
             chg = np.nan if change is None else float(change[i])
-            is_still = bool(still[i])
-            if (
-                is_still
-                and near[i]
-                and st.run_s > 0.0
-                and self._recent
-                and not self._recent[-1][2]
-                and self._moves_after_pause(change, int(i), int(new[-1]))
-            ):
-                # the voice resumes after a pause the run was bridged over, and the face
-                # shows the mouth moving from there: it did not stay still through the pause
-                is_still = False
-            if self._short is not None and (unjudged[i] or (near[i] and is_still)):
+            if self._short is not None and (unjudged[i] or (near[i] and still[i])):
                 self._short_done()
             if unjudged[i]:
                 st.run_s = 0.0
                 self._tail_until = -np.inf
                 self._tail_face = None
                 self._short = None
-            elif near[i] and is_still:
+            elif near[i] and still[i]:
                 if st.run_s == 0.0:
                     self._run_start = t
                 if st.run_s < self.min_s <= st.run_s + dt:
@@ -146,7 +131,7 @@ class StillAccount:
                 st.last_still_t = t
                 self._tail_until = -np.inf
                 self._tail_face = None
-            elif near[i] or (t - st.last_still_t > self.bridge_s and not is_still):
+            elif near[i] or (t - st.last_still_t > self.bridge_s and not still[i]):
                 if st.run_s >= self.min_s and near[i]:
                     self._tail_until = st.last_still_t + STILL_EDGE_S
                     limit = self._edge_limit()
@@ -181,31 +166,6 @@ class StillAccount:
             self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i]), chg))
         while self._recent and self._recent[0][0] < self.judged_until - 2 * STILL_SPAN_S - 1.0:
             self._recent.popleft()
-
-    def _moves_after_pause(self, change: np.ndarray | None, i: int, last: int) -> bool:
-        """Whether the mouth's change over the first RESUME_FRAMES speaking frames from ``i``
-        (their median, where the face shows them) is at or above the still run's edge limit
-        (``_edge_limit``) and a tenth of the speech's before the run. A run bridged over a
-        pause goes on when the voice resumes with the mouth still; but the face's motion is a
-        mean over MOTION_SPAN_S, and a mouth that resumes speaking softly right after a freeze
-        reads still by it for a few frames while its change is a speaking mouth's. Two
-        freezes of 0.5-0.7 s of speech, each followed by a pause, counted an episode of
-        1.04-1.06 s that way (bench_lip_still seed 14, 14003 and 14014). A median: a frozen
-        picture's noise spikes now and then, alone."""
-        if change is None:
-            return False
-        limit = self._edge_limit()
-        before = self._run_changes(before=True)
-        ahead = change[i : min(last + 1, i + RESUME_FRAMES)]
-        ahead = ahead[~np.isnan(ahead)]
-        if limit is None or before.size < 3 or ahead.size < RESUME_FRAMES:
-            return False
-        # and a tenth of the speech's before the run, as a short run's (``_frozen_limit``):
-        # the head, which nods with the voice, moves as it resumes, and on a textured face
-        # frozen from the start (no speech to compare with) the frozen mouth's change there
-        # read 7-10, over its run's limit of 5
-        limit = max(limit, SHORT_FROZEN_RATIO * float(np.median(before)))
-        return float(np.median(ahead)) >= limit
 
     def _frozen_limit(self) -> float | None:
         """``_edge_limit`` of the still run going on, where the face shows it frozen: its
