@@ -309,3 +309,44 @@ def test_a_photographic_mouth_held_shut_mid_speech_on_a_nodding_head_is_counted_
     assert counted is not None and abs(counted - truth) <= 0.5, (counted, truth)
     assert sample(s, "syncmon_lip_still_episodes_total", room=room) == 1
     assert mon.stop() == 0
+
+
+def test_a_mouth_frozen_until_the_avatar_leaves_is_counted_to_its_last_frame(
+    livekit: LocalServer, procs: Callable[..., Proc]
+) -> None:
+    """A freeze still going on when the avatar leaves: live, a frame is judged 0.6-2.6 s after
+    it arrives, and the frames the last windows left are judged when the picture ends (without
+    that, the last seconds of frozen speech went uncounted: this clip speaks 1.98 of its last
+    2 s)."""
+    from syncmon.reference import SpeechSource
+    from syncmon.reference.avatar import speaking_seconds
+
+    duration, freeze = 24.0, (18.0, 6.0)
+    truth = speaking_seconds(SpeechSource(seed=1, consonants=True), (freeze,))
+    last_2s = speaking_seconds(SpeechSource(seed=1, consonants=True), ((duration - 2, 2.0),))
+    assert truth > 3.0 and last_2s > 1.5, (truth, last_2s)  # what the case needs of the voice
+    room = "frozen-to-the-end"
+    mon = start_monitor(procs, livekit, room, extra=("--face",))
+    face = ("--face", "photo", "--viseme", "--head-motion-px", "4", "--head-roll-deg", "2")
+    pub = start_publisher(
+        procs,
+        livekit,
+        room,
+        "--duration",
+        str(duration),
+        "--lip-still",
+        f"{freeze[0]}:{freeze[1]}",
+        *face,
+    )
+    wait_for(lambda: pub.proc.poll() is not None, timeout=60)
+    # the avatar's picture has ended once the monitor reports its video down (its series
+    # linger on for the scrape)
+    wait_for(
+        lambda: sample(scrape(mon.metrics_url), "syncmon_track_up", room=room, kind="video") == 0,
+        timeout=20,
+    )
+    s = scrape(mon.metrics_url)
+    counted = sample(s, "syncmon_lip_still_seconds_total", room=room)
+    assert counted is not None and abs(counted - truth) <= 0.5, (counted, truth)
+    assert sample(s, "syncmon_lip_still_episodes_total", room=room) == 1
+    assert mon.stop() == 0
