@@ -270,6 +270,55 @@ def test_a_freeze_just_over_the_minimum_that_its_blurred_motion_reads_under_it_i
     assert (seconds, episodes) == (0.0, 0)
 
 
+def test_a_run_bridged_over_a_pause_ends_where_the_mouth_moves_as_the_voice_resumes() -> None:
+    from syncmon.analysis.lipstill import RESUME_FRAMES, StillAccount
+    from syncmon.analysis.lipsync import LipSyncConfig
+
+    # 25 fps; the voice pauses over [3.0, 3.8); the mouth freezes at 2.2, so 0.8 s of speech
+    # is frozen before the pause, under the counter's 1 s minimum
+    t = np.arange(0.0, 6.0, 0.04)
+    speaking = (t < 3.0 - 1e-9) | (t >= 3.8 - 1e-9)
+    rng = np.random.default_rng(5)
+    minimum = LipSyncConfig().still_min_s
+
+    def counted(
+        frozen_until: float, spike: bool = False, head_turns: bool = False
+    ) -> tuple[float, int]:
+        frozen = (t >= 2.2 - 1e-9) & (t < frozen_until - 1e-9)
+        # the head's speed (pixels a frame): steady, or, ``head_turns``, 8 times as fast over
+        # the first 0.4 s after the pause (a head that nods with the voice, on a textured
+        # face whose registration leaves 30 times its speed squared in the mouth's cells)
+        resumed = (t >= 3.8 - 1e-9) & (t < 4.2 - 1e-9)
+        head = np.where(resumed & head_turns, 1.6, 0.2)
+        change = np.where(
+            frozen,
+            30.0 * head**2 + rng.uniform(0.0, 0.5, t.size),
+            rng.uniform(300.0, 900.0, t.size),
+        )
+        change[int(np.argmax(frozen))] = 900.0  # the movement into the freeze
+        if spike:  # the frozen picture's noise, once, as the voice resumes
+            change[int(np.argmax(t >= 3.8 - 1e-9))] = 60.0
+        # the face's motion (a mean over 0.28 s) reads the first 0.32 s after the pause still
+        # whether or not the mouth moves there
+        still = (t >= 2.2 - 1e-9) & (t < max(frozen_until, 4.12) - 1e-9)
+        account = StillAccount(minimum, LipSyncConfig().still_bridge_s)
+        account.judge(t, still, still, speaking, (0.0, 0.0), change, head)
+        return account.counts.seconds, account.counts.episodes
+
+    # the mouth moves again as the voice resumes: 0.8 s frozen, nothing counted (it counted
+    # 1.12 s, the resumed speech's first 0.32 s taken into the run across the pause)
+    assert counted(3.8) == (0.0, 0)
+    # frozen on through the pause for 1.2 s more of speech: one episode, 2.0 s, with a noise
+    # spike among the first RESUME_FRAMES changes (which their median passes over), and where
+    # the head turns as the voice resumes (its leak, 77 luma levels squared, is over the
+    # speech's tenth and the run's edge limit, and split the run into two short ones)
+    frozen_speech = 0.04 * np.count_nonzero(speaking & (t > 2.2 + 1e-9) & (t < 5.0 - 1e-9))
+    for kind in ({"spike": True}, {"head_turns": True}):
+        seconds, episodes = counted(5.0, **kind)
+        assert RESUME_FRAMES > 2 and episodes == 1, kind
+        assert seconds == pytest.approx(frozen_speech, abs=0.05), kind
+
+
 def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> None:
     from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
 
@@ -342,7 +391,7 @@ def test_before_the_mouths_cells_are_learned_the_face_judges_at_the_published_la
     the picture's cells ever being learned: the face then judges stillness, and the voice a
     picture shows is the published lag before it. Judged at lag 0, a picture 200 ms late had
     each freeze that ends mid-speech counted with the 0.2 s of speech after it."""
-    from syncmon.analysis.lipsync import ContentOffsetEstimator
+    from syncmon.analysis.lipsync import ContentOffsetEstimator, FaceMotion
 
     lag = 0.2
     tf = np.arange(0.0, 8.0, 1 / 15)
@@ -357,7 +406,7 @@ def test_before_the_mouths_cells_are_learned_the_face_judges_at_the_published_la
     def counted(published: float | None) -> float:
         est = ContentOffsetEstimator()
         est._published_lag = published
-        est._face_still((tf, motion, change), at, env, env, final=True)
+        est._face_still(FaceMotion(tf, motion, change, np.zeros(tf.size)), at, env, env, final=True)
         return est.lip_still.seconds
 
     # the truth: the speech the frozen frames show, [5.0, 7.0) widened by the 60 ms after

@@ -31,6 +31,12 @@ FACE_EDGE_MIN = 5.0
 # a still run short of the counter's minimum is taken with its edges only where its median
 # change is under this share of the speaking frames' before it (``_frozen_limit``)
 SHORT_FROZEN_RATIO = 0.1
+# where the voice resumes after a pause a still run was bridged over, the frames whose change
+# decides whether the mouth stayed still through it (``_moves_after_pause``)
+RESUME_FRAMES = 4
+# ... and only where that change is this many times what the head's motion there would leave
+# in a frozen mouth's cells (``_head_leak``)
+HEAD_LEAK_MARGIN = 5.0
 
 
 @dataclass
@@ -61,7 +67,7 @@ class StillAccount:
         # change where the face is seen or NaN), the start of the still run going on, and until
         # when an episode's trailing edge is still counted (where the face is seen: until when,
         # and below what change)
-        self._recent: deque[tuple[float, float, bool, bool, float]] = deque()
+        self._recent: deque[tuple[float, float, bool, bool, float, float]] = deque()
         self._run_start = -np.inf
         self._tail_until = -np.inf
         self._tail_face: tuple[float, float] | None = None
@@ -87,11 +93,14 @@ class StillAccount:
         speech: np.ndarray,
         margin: tuple[float, float] = (STILL_SPAN_S / 2, STILL_SPAN_S / 2),
         change: np.ndarray | None = None,
+        head: np.ndarray | None = None,
     ) -> None:
         """Account the window's new frames: speech (bridged over short pauses) while the
         mouth is ``still``; ``edge``: frames an episode's edges may take in (see _lead_in);
         ``change``: the mouth's change at each frame where the face shows it (NaN elsewhere;
-        ``face.mouth_change``), which decides there instead of ``edge``.
+        ``face.mouth_change``), which decides there instead of ``edge``; ``head``: the head's
+        speed at each frame where the face shows it (NaN elsewhere), against which the
+        mouth's change is judged as the voice resumes.
         A frame is judged once it lies ``margin`` (from the start, from the end) inside the
         window: the measures around it are one-sided nearer the ends."""
         near = speech
@@ -112,14 +121,26 @@ class StillAccount:
             dt = float(tk[i] - tk[i - 1]) if i > 0 else 0.0
             dt = min(dt, 0.2)  # a gap in the frames is not stillness
             chg = np.nan if change is None else float(change[i])
-            if self._short is not None and (unjudged[i] or (near[i] and still[i])):
+            is_still = bool(still[i])
+            if (
+                is_still
+                and near[i]
+                and st.run_s > 0.0
+                and self._recent
+                and not self._recent[-1][2]
+                and self._moves_after_pause(change, head, int(i), int(new[-1]))
+            ):
+                # the voice resumes after a pause the run was bridged over, and the face
+                # shows the mouth moving from there: it did not stay still through the pause
+                is_still = False
+            if self._short is not None and (unjudged[i] or (near[i] and is_still)):
                 self._short_done()
             if unjudged[i]:
                 st.run_s = 0.0
                 self._tail_until = -np.inf
                 self._tail_face = None
                 self._short = None
-            elif near[i] and still[i]:
+            elif near[i] and is_still:
                 if st.run_s == 0.0:
                     self._run_start = t
                 if st.run_s < self.min_s <= st.run_s + dt:
@@ -131,7 +152,7 @@ class StillAccount:
                 st.last_still_t = t
                 self._tail_until = -np.inf
                 self._tail_face = None
-            elif near[i] or (t - st.last_still_t > self.bridge_s and not still[i]):
+            elif near[i] or (t - st.last_still_t > self.bridge_s and not is_still):
                 if st.run_s >= self.min_s and near[i]:
                     self._tail_until = st.last_still_t + STILL_EDGE_S
                     limit = self._edge_limit()
@@ -163,9 +184,62 @@ class StillAccount:
                     self._tail_face = None
                 elif near[i]:
                     st.seconds += dt
-            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i]), chg))
+            hd = np.nan if head is None else float(head[i])
+            self._recent.append((t, dt, bool(near[i] and not unjudged[i]), bool(edge[i]), chg, hd))
         while self._recent and self._recent[0][0] < self.judged_until - 2 * STILL_SPAN_S - 1.0:
             self._recent.popleft()
+
+    def _moves_after_pause(
+        self, change: np.ndarray | None, head: np.ndarray | None, i: int, last: int
+    ) -> bool:
+        """Whether the mouth's change over the first RESUME_FRAMES speaking frames from ``i``
+        (their median, where the face shows them) is at or above the still run's edge limit
+        (``_edge_limit``) and a tenth of the speech's before the run. A run bridged over a
+        pause goes on when the voice resumes with the mouth still; but the face's motion is a
+        mean over MOTION_SPAN_S, and a mouth that resumes speaking softly right after a freeze
+        reads still by it for a few frames while its change is a speaking mouth's. Two
+        freezes of 0.5-0.7 s of speech, each followed by a pause, counted an episode of
+        1.04-1.06 s that way (bench_lip_still seed 14, 14003 and 14014). A median: a frozen
+        picture's noise spikes now and then, alone.
+
+        And only where that change is HEAD_LEAK_MARGIN times what the head's own motion there
+        leaves in a frozen mouth's cells (``_head_leak``): a head that nods with the voice
+        moves as it resumes, and on a textured face registration leaves some of that in the
+        mouth's cells (hopper's frozen mouths changed 6.7-18 there, against edge limits of
+        5-9, and their freezes split: the head's leak predicted 11-17 of it; where the mouth
+        did move, its change was 11-94 times the prediction)."""
+        if change is None:
+            return False
+        limit = self._edge_limit()
+        before = self._run_changes(before=True)
+        ahead = change[i : min(last + 1, i + RESUME_FRAMES)]
+        ahead = ahead[~np.isnan(ahead)]
+        if limit is None or before.size < 3 or ahead.size < RESUME_FRAMES:
+            return False
+        # and a tenth of the speech's before the run, as a short run's (``_frozen_limit``):
+        # the head, which nods with the voice, moves as it resumes, and on a textured face
+        # frozen from the start (no speech to compare with) the frozen mouth's change there
+        # read 7-10, over its run's limit of 5
+        limit = max(limit, SHORT_FROZEN_RATIO * float(np.median(before)))
+        leak = self._head_leak()
+        if leak is not None and head is not None:
+            speed = head[i : min(last + 1, i + RESUME_FRAMES)]
+            speed = speed[~np.isnan(speed)]
+            if speed.size:
+                limit = max(limit, HEAD_LEAK_MARGIN * leak * float(np.median(speed)) ** 2)
+        return float(np.median(ahead)) >= limit
+
+    def _head_leak(self) -> float | None:
+        """How much of the head's motion a frozen mouth's cells show: the median over the
+        still run's frames of their change over the head's speed squared (a leak of the
+        head's motion through registration grows with its square, as the change does with the
+        luma's); None where the run shows neither."""
+        ratios = [
+            chg / (hd * hd)
+            for t, _, _, _, chg, hd in self._recent
+            if t >= self._run_start and not np.isnan(chg) and not np.isnan(hd) and hd > 0
+        ]
+        return float(np.median(ratios)) if len(ratios) >= RESUME_FRAMES else None
 
     def _frozen_limit(self) -> float | None:
         """``_edge_limit`` of the still run going on, where the face shows it frozen: its
@@ -189,7 +263,7 @@ class StillAccount:
         return np.array(
             [
                 chg
-                for t, _, speaking, _, chg in self._recent
+                for t, _, speaking, _, chg, _ in self._recent
                 if not np.isnan(chg)
                 and ((t < self._run_start and speaking) if before else t >= self._run_start)
             ]
@@ -229,7 +303,7 @@ class StillAccount:
         first that changes more: the last movement before the mouth froze, the first after."""
         out = 0.0
         limit = self._edge_limit()
-        for t, dt, speaking, edge, chg in reversed(self._recent):
+        for t, dt, speaking, edge, chg, _ in reversed(self._recent):
             if t >= self._run_start:
                 continue
             if np.isnan(chg) or limit is None:

@@ -170,6 +170,18 @@ def _normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-9), ok
 
 
+class FaceMotion(NamedTuple):
+    """A window's frames that show the face (``t``), and at each: the mouth's own motion
+    (``face.mouth_motion``), its change from the frame before (``face.mouth_change``) and the
+    head's speed (its registered pose's change from the frame before, pixels of the
+    registration's square)."""
+
+    t: np.ndarray
+    motion: np.ndarray
+    change: np.ndarray
+    head: np.ndarray
+
+
 class _Picture(NamedTuple):
     """A window's cells that vary (``idx``; their normalized time courses ``vv``, their row
     and column ``cell_rc``), the nuisance rank, and what every mouth search in the window
@@ -861,7 +873,7 @@ class ContentOffsetEstimator:
         tk: np.ndarray,
         voice: tuple[np.ndarray, np.ndarray, float],
         hp_all: Highpass | None = None,
-    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, np.ndarray | None]:
+    ) -> tuple[FaceMotion | None, np.ndarray | None]:
         """The face's frames (``_face_window``), the mouth's own motion in each
         (``face.mouth_motion``) and its change from the frame before (``face.mouth_change``),
         or None; and the face grids high-passed when they cover the
@@ -886,10 +898,15 @@ class ContentOffsetEstimator:
                 "mouth motion not measured on this window (%s; %d so far)", e, self.face_errors
             )
             return None, None
-        return (tf, motion, change), (hpf if whole else None)
+        # the head's speed from frame to frame: its pose's change (pixels of the registered
+        # square), which the mouth's change is judged against as the voice resumes (lipstill)
+        head = np.linalg.norm(
+            np.diff(grids[:, FACE_CELLS:], axis=0, prepend=grids[:1, FACE_CELLS:]), axis=1
+        )
+        return FaceMotion(tf, motion, change, head), (hpf if whole else None)
 
     def _face_frozen(
-        self, face: tuple[np.ndarray, np.ndarray, np.ndarray] | None, tk: np.ndarray
+        self, face: FaceMotion | None, tk: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Frames (of ``tk``) the face judges, and those of them where it shows the mouth
         moving less than FACE_STILL of its usual speaking motion (the upper quartile over the
@@ -905,14 +922,14 @@ class ContentOffsetEstimator:
         known, frozen = np.zeros(tk.size, bool), np.zeros(tk.size, bool)
         if face is None or self._face_usual is None:
             return known, frozen
-        tf, motion, _ = face
+        tf, motion = face.t, face.motion
         known = np.isin(tk, tf)
         frozen[known] = motion < FACE_STILL * self._face_usual
         return known, frozen
 
     def _face_still(
         self,
-        face: tuple[np.ndarray, np.ndarray, np.ndarray],
+        face: FaceMotion,
         at: np.ndarray,
         env: np.ndarray,
         wenv: np.ndarray,
@@ -920,7 +937,7 @@ class ContentOffsetEstimator:
     ) -> None:
         """Judge the window's new frames on the face: ``face`` from _face_motion. ``final``:
         up to the last frame (the stream ended)."""
-        tf, motion, change = face
+        tf, motion, change = face.t, face.motion, face.change
         level = speech_level(wenv)
         speech_at = _speaking(tf - self._lag(), at, env, level)
         moving = window_still_level(motion, speech_at)
@@ -928,7 +945,8 @@ class ContentOffsetEstimator:
         # the face's measure is local (MOTION_SPAN_S), not a correlation span, and so is the
         # margin a frame needs from the window's ends; the edges are the change's (lipstill.py)
         margin = MOTION_SPAN_S / 2
-        self._still.judge(tf, still, still, speech_at, (margin, 0.0 if final else margin), change)
+        margins = (margin, 0.0 if final else margin)
+        self._still.judge(tf, still, still, speech_at, margins, change, face.head)
 
     def _lag(self) -> float:
         """How far the picture is behind the voice, as far as is known: the located mouth's
@@ -1118,7 +1136,9 @@ class ContentOffsetEstimator:
             # (bench_content --seed 7) published -228 ms at 0.37-0.46 four windows running
             # (the voice a frame shows is the one ``judged``'s lag before it)
             spk = _speaking(tk - judged[0], at, env, level)
-            moving = np.count_nonzero(spk) >= 10 and float(np.median(face[1][spk])) >= MOVING_LEVEL
+            moving = (
+                np.count_nonzero(spk) >= 10 and float(np.median(face.motion[spk])) >= MOVING_LEVEL
+            )
             if not moving:
                 found = None
                 judged = (judged[0], judged[1], 0.0)
@@ -1136,16 +1156,17 @@ class ContentOffsetEstimator:
             # face is seen, the mouth's own motion no longer follows the voice
             known, frozen = self._face_frozen(face, tk)
             still = np.where(known, frozen, act < c.still_ratio)
-            change = np.full(tk.size, np.nan)
+            change, head = np.full(tk.size, np.nan), np.full(tk.size, np.nan)
             if face is not None and known.any():
-                change[known] = face[2]
+                change[known] = face.change
+                head[known] = face.head
             edge = np.where(known, frozen, act < STILL_EDGE_CORR)
             margin = (STILL_SPAN_S / 2, STILL_SPAN_S / 2)
             if final and known[tk > tk[-1] - STILL_SPAN_S / 2].all():
                 # the face's motion is local (a one-sided mean at the very end, as finish
                 # judges a face alone); the correlation's span would reach past the end
                 margin = (STILL_SPAN_S / 2, 0.0)
-            self._still.judge(tk, still, edge, speech_at, margin, change=change)
+            self._still.judge(tk, still, edge, speech_at, margin, change=change, head=head)
         if judged is None:
             return LipSyncEstimate(end, None, 0.0, 0.0, speech)
         lag, peak, conf = judged
@@ -1162,7 +1183,7 @@ class ContentOffsetEstimator:
         if offset is not None:
             if face is not None:
                 # how much the face shows the mouth moving while it follows the voice
-                tf, motion, _ = face
+                tf, motion = face.t, face.motion
                 spk = _speaking(tf - lag, at, env, level)
                 if np.count_nonzero(spk) >= 10:
                     self._face_usual = float(np.percentile(motion[spk], 75))
