@@ -874,9 +874,9 @@ class ContentOffsetEstimator:
         voice: tuple[np.ndarray, np.ndarray, float],
         hp_all: Highpass | None = None,
     ) -> tuple[FaceMotion | None, np.ndarray | None]:
-        """The face's frames (``_face_window``), the mouth's own motion in each
-        (``face.mouth_motion``) and its change from the frame before (``face.mouth_change``),
-        or None; and the face grids high-passed when they cover the
+        """The face's frames (``_face_window``) and what each shows (``FaceMotion``: the
+        mouth's own motion, its change from the frame before, the head's speed), or None; and
+        the face grids high-passed when they cover the
         whole window (for the content estimate: ``_face_judge``), else None. ``voice``: the
         envelope's times, values (smoothed) and speech level, whose pauses check the pose's
         fit (at the located mouth's lag, 0 before). ``hp_all``: the window's high-pass, used
