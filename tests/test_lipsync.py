@@ -282,7 +282,11 @@ def test_a_run_bridged_over_a_pause_ends_where_the_mouth_moves_as_the_voice_resu
     minimum = LipSyncConfig().still_min_s
 
     def counted(
-        frozen_until: float, spike: bool = False, head_turns: bool = False, fast: bool = False
+        frozen_until: float,
+        spike: bool = False,
+        head_turns: bool = False,
+        fast: bool = False,
+        still_head: bool = False,
     ) -> tuple[float, int]:
         frozen = (t >= 2.2 - 1e-9) & (t < frozen_until - 1e-9)
         # the head's speed (pixels a frame): nodding (every third frame at 1.2, else 0.2),
@@ -309,6 +313,8 @@ def test_a_run_bridged_over_a_pause_ends_where_the_mouth_moves_as_the_voice_resu
             head[resumed] = 2.0
             change = np.where(frozen, 2.0 * head**2 + rng.uniform(0.0, 0.1, t.size), change)
             change[frozen & resumed] = 233.0
+        if still_head:
+            head = np.zeros(t.size)
         # the face's motion (a mean over 0.28 s) reads the first 0.32 s after the pause still
         # whether or not the mouth moves there
         still = (t >= 2.2 - 1e-9) & (t < max(frozen_until, 4.12) - 1e-9)
@@ -329,6 +335,9 @@ def test_a_run_bridged_over_a_pause_ends_where_the_mouth_moves_as_the_voice_resu
         seconds, episodes = counted(5.0, **kind)
         assert RESUME_FRAMES > 2 and episodes == 1, kind
         assert seconds == pytest.approx(frozen_speech, abs=0.05), kind
+    # a head whose registration never moved (a flat face: every speed 0) leaks nothing, and
+    # the mouth moving as the voice resumes still ends the run
+    assert counted(3.8, still_head=True) == (0.0, 0)
 
 
 def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> None:

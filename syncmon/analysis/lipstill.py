@@ -224,8 +224,8 @@ class StillAccount:
         if head is not None:
             speed = head[i : min(last + 1, i + RESUME_FRAMES)]
             speed = speed[~np.isnan(speed)]
-            if speed.size:
-                s = float(np.median(speed))
+            s = float(np.median(speed)) if speed.size else 0.0
+            if s > 0:  # (a head registration never moved, a flat face's, leaks nothing)
                 leak = self._head_leak(s)
                 if leak is None:
                     # the head moves faster than it did over the run: its leak there is not
