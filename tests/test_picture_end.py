@@ -38,8 +38,8 @@ def fed_monitor() -> AvatarMonitor:
 
 
 async def end(am: AvatarMonitor, how: str) -> None:
-    # the video task as attach() leaves it, a stream still being read
-    am._tasks["video"] = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+    # the video task as attach() leaves it, a stream still being read (it never ends alone)
+    am._tasks["video"] = asyncio.get_running_loop().create_task(asyncio.Event().wait())
     if how == "lost":
         am.discontinuity()
     elif how == "unpublished":
