@@ -153,7 +153,7 @@ def spy_trace(span: tuple[float, float]) -> None:
     where = ["window"]
 
     def face_still(self: Any, f: Any, at: Any, env: Any, wenv: Any, final: bool = False) -> None:
-        tf, motion, _ = f
+        tf, motion = f.t, f.motion
         level = lipsync.speech_level(wenv)
         lv = lipsync.window_still_level(motion, lipsync._speaking(tf, at, env, level))
         face.clear()
@@ -165,7 +165,7 @@ def spy_trace(span: tuple[float, float]) -> None:
         face.clear()
         if f is not None and self._face_usual is not None:
             lv = lipsync.FACE_STILL * self._face_usual
-            face.update({float(t): (float(m), lv) for t, m in zip(f[0], f[1], strict=True)})
+            face.update({float(t): (float(m), lv) for t, m in zip(f.t, f.motion, strict=True)})
         where[0] = "located"
         return real_frozen(self, f, tk)
 
@@ -175,15 +175,17 @@ def spy_trace(span: tuple[float, float]) -> None:
         before = self.judged_until
         real_still(self, tk, st, edge, sp, *a, **kw)
         change = kw.get("change", a[1] if len(a) > 1 else None)
+        head = kw.get("head", a[2] if len(a) > 2 else None)
         for i in np.nonzero((tk > before) & (tk <= self.judged_until))[0]:
             t = float(tk[i])
             if not span[0] <= t <= span[1]:
                 continue
             m, lv = face.get(t, (np.nan, np.nan))
             c = np.nan if change is None else float(change[i])
+            h = np.nan if head is None else float(head[i])
             print(
                 f"  t {t:7.3f}  speaking {int(sp[i])}  still {int(st[i])}  motion {m:8.1f}  "
-                f"level {lv:7.1f} ({where[0]})  change {c:8.1f}"
+                f"level {lv:7.1f} ({where[0]})  change {c:8.1f}  head {h:5.2f}"
             )
 
     est_cls._face_still = face_still  # type: ignore[method-assign]
