@@ -340,6 +340,89 @@ def test_a_run_bridged_over_a_pause_ends_where_the_mouth_moves_as_the_voice_resu
     assert counted(3.8, still_head=True) == (0.0, 0)
 
 
+def test_a_long_run_ends_where_the_mouth_moves_as_the_voice_resumes() -> None:
+    from syncmon.analysis.lipstill import StillAccount
+    from syncmon.analysis.lipsync import LipSyncConfig
+
+    # 25 fps; the mouth speaks until 0.5 s, then is frozen through 4.0 s of speech, a pause
+    # over [4.5, 5.3), and moves again as the voice resumes; the face's motion reads it still
+    # for 0.32 s more. Judged a window at a time (a second's new frames each), as the
+    # estimator does: the frames kept (a few seconds) no longer reach the speech before the
+    # run when the voice resumes
+    t = np.arange(0.0, 8.0, 0.04)
+    speaking = (t < 4.5 - 1e-9) | (t >= 5.3 - 1e-9)
+    frozen = (t >= 0.5 - 1e-9) & (t < 5.3 - 1e-9)
+    rng = np.random.default_rng(7)
+    change = np.where(frozen, rng.uniform(0.5, 2.0, t.size), rng.uniform(300.0, 900.0, t.size))
+    change[int(np.argmax(frozen))] = 900.0  # the movement into the freeze
+    head = np.full(t.size, 0.1)
+    still = (t >= 0.5 - 1e-9) & (t < 5.62 - 1e-9)
+    config = LipSyncConfig()
+    account = StillAccount(config.still_min_s, config.still_bridge_s)
+    for end in np.arange(1.0, 8.01, 1.0):
+        part = t <= end + 1e-9
+        account.judge(
+            t[part], still[part], still[part], speaking[part], (0.0, 0.0), change[part], head[part]
+        )
+    # the frozen speech alone: 4.0 s, one episode (4.32 s when the speech before the run was
+    # forgotten, and the resumption could not be judged against it)
+    assert account.counts.episodes == 1
+    assert account.counts.seconds == pytest.approx(4.0, abs=0.05)
+
+
+def test_a_freeze_goes_on_where_the_heads_swing_leaves_the_frozen_mouth_reading_moving() -> None:
+    from syncmon.analysis.lipstill import HEAD_BLIP_S, StillAccount
+    from syncmon.analysis.lipsync import LipSyncConfig
+
+    # 30 fps, the voice speaking throughout; the mouth frozen over [1.0, 2.8): 1.8 s of
+    # speech, of which each side of the stretch [1.8, 2.0) is 0.8 s, under the 1 s minimum
+    t = np.arange(0.0, 4.0, 1 / 30)
+    speaking = np.ones(t.size, bool)
+    frozen = (t >= 1.0 - 1e-9) & (t < 2.8 - 1e-9)
+    rng = np.random.default_rng(18)
+    config = LipSyncConfig()
+
+    def counted(
+        stretch: tuple[float, float], moves: bool = False, speed: float = 1.0, soft: bool = False
+    ) -> float:
+        inside = (t >= stretch[0] - 1e-9) & (t < stretch[1] - 1e-9)
+        # a head nodding with the voice (every third frame at 1.2 px, else 0.2), on a
+        # textured face whose registration leaves 30 times its speed squared in a frozen
+        # mouth's cells; over the stretch it swings at ``speed``, and the frozen mouth's
+        # motion reads over the level between moving and still there (hopper 18009)
+        head = np.where(np.arange(t.size) % 3 == 0, 1.2, 0.2)
+        head[inside] = speed
+        change = np.where(
+            frozen & ~(inside & moves),
+            30.0 * head**2 + rng.uniform(0.0, 0.5, t.size),
+            rng.uniform(300.0, 900.0, t.size),
+        )
+        change[int(np.argmax(frozen))] = 900.0  # the movement into the freeze
+        if soft:  # not frozen: a mouth speaking softly, read still, changing by 60-120
+            change[frozen] = rng.uniform(60.0, 120.0, np.count_nonzero(frozen))
+        still = frozen & ~inside
+        account = StillAccount(config.still_min_s, config.still_bridge_s)
+        account.judge(t, still, still, speaking, (0.0, 0.0), change, head)
+        assert account.counts.episodes == int(account.counts.seconds > 0)
+        return account.counts.seconds
+
+    # the head's swing explains the stretch's change (30 against 150 for a margin of five):
+    # one episode over the whole freeze (without the rule: two runs of 0.8 s, nothing)
+    assert counted((1.8, 2.0)) == pytest.approx(1.8, abs=0.05)
+    # the mouth does move there (a syllable spoken mid-freeze, changing by 300-900): two
+    # runs, each short of the minimum, nothing
+    assert counted((1.8, 2.0), moves=True) == 0.0
+    # a stretch longer than the motion's span is not the head alone: nothing
+    assert HEAD_BLIP_S < 0.4
+    assert counted((1.7, 2.1)) == 0.0
+    # a head swinging faster than it did anywhere over the run (its leak there is not
+    # known): nothing
+    assert counted((1.8, 2.0), speed=3.0) == 0.0
+    # a mouth speaking softly, read still on either side: its change over the head's speed
+    # squared is no leak (it would explain anything), and nothing is counted
+    assert counted((1.8, 2.0), soft=True) == 0.0
+
+
 def test_the_last_mouths_region_is_searched_alone_while_it_holds_its_lag() -> None:
     from syncmon.analysis.lipsync import ContentOffsetEstimator, LipSyncConfig
 

@@ -6,7 +6,8 @@ seen, else the mouth's following of the voice), whether the frame may be an epis
 and where the face is seen the mouth's change from the frame before. ``StillAccount`` turns
 those judgements into the counters (``syncmon_lip_still_seconds_total`` and
 ``syncmon_lip_still_episodes_total``): runs of still speaking frames, bridged over the voice's
-short pauses, longer than the minimum, with the edges that the measures blur into the speech
+short pauses and over the few frames where what a swinging head leaves in a frozen mouth reads
+as motion, longer than the minimum, with the edges that the measures blur into the speech
 around them walked back in. It keeps the last few seconds of judged frames, nothing else.
 """
 
@@ -37,6 +38,9 @@ RESUME_FRAMES = 4
 # ... and only where that change is this many times what the head's motion there would leave
 # in a frozen mouth's cells (``_head_leak``)
 HEAD_LEAK_MARGIN = 5.0
+# a stretch of frames read moving inside a still run, no longer than this, whose change the
+# head's leak explains does not end the run (``_head_blip``): the face's motion span
+HEAD_BLIP_S = 0.28
 
 
 @dataclass
@@ -74,6 +78,12 @@ class StillAccount:
         # a still run short of the minimum, while its trailing edge is walked: its seconds with
         # its edges so far, until when the edge may go on, and below what change
         self._short: list[float] | None = None
+        # the stretches of the run going on read moving where the head left that in a frozen
+        # mouth (``_head_blip``), the last one's end
+        self._blips: list[tuple[float, float]] = []
+        self._blip_until = -np.inf
+        # the known changes of the speaking frames before the run going on
+        self._before = np.zeros(0)
 
     def reset(self) -> None:
         """The streams were interrupted: the run going on and the frames judged are let go
@@ -84,6 +94,9 @@ class StillAccount:
         self._tail_until = -np.inf
         self._tail_face = None
         self._short = None
+        self._blips.clear()
+        self._blip_until = -np.inf
+        self._before = np.zeros(0)
 
     def judge(
         self,
@@ -133,6 +146,9 @@ class StillAccount:
                 # the voice resumes after a pause the run was bridged over, and the face
                 # shows the mouth moving from there: it did not stay still through the pause
                 is_still = False
+            elif not is_still and near[i] and st.run_s > 0.0 and not unjudged[i]:
+                if t <= self._blip_until or self._head_blip(tk, still, change, head, int(i)):
+                    is_still = True
             if self._short is not None and (unjudged[i] or (near[i] and is_still)):
                 self._short_done()
             if unjudged[i]:
@@ -143,6 +159,9 @@ class StillAccount:
             elif near[i] and is_still:
                 if st.run_s == 0.0:
                     self._run_start = t
+                    self._blips.clear()
+                    # (kept: a run longer than ``_recent`` reaches would forget them)
+                    self._before = self._speech_changes()
                 if st.run_s < self.min_s <= st.run_s + dt:
                     st.episodes += 1
                     st.seconds += st.run_s + dt + self._lead_in()
@@ -235,6 +254,49 @@ class StillAccount:
                 limit = max(limit, HEAD_LEAK_MARGIN * leak * s * s)
         return float(np.median(ahead)) >= limit
 
+    def _head_blip(
+        self,
+        tk: np.ndarray,
+        still: np.ndarray,
+        change: np.ndarray | None,
+        head: np.ndarray | None,
+        i: int,
+    ) -> bool:
+        """Whether the frames read moving from ``i`` (inside a still run) to the next still
+        one are what the head's motion left in a frozen mouth: no longer than HEAD_BLIP_S,
+        their mouth's change (median, where the face shows every one) under HEAD_LEAK_MARGIN
+        times the head's leak at their speed (``_head_leak``). On a textured face whose head
+        swings with the voice, a frozen mouth's motion rises to the level between moving and
+        still for a few frames (hopper at 360p30 H.264, bench_lip_still seed 18's 18009: 44-67
+        against a level of 42, the head moving 0.8-1.6 px a frame; a speaking mouth there read
+        100-270), and split a freeze of 2.7 s into two runs each short of the minimum.
+        Sets ``_blip_until`` to the stretch's last frame."""
+        if change is None or head is None:
+            return False
+        if self.counts.run_s < self.min_s and self._frozen_limit() is None:
+            # (a run short of the minimum the face does not show frozen: a soft syllable
+            # read still changes as speech does, and its change over the head's speed is no
+            # leak; a run past the minimum is an episode already)
+            return False
+        ahead = np.nonzero(still[i:])[0]
+        if ahead.size == 0:
+            return False  # (the stretch runs past the window: not known yet)
+        j = i + int(ahead[0])
+        if float(tk[j] - tk[i]) > HEAD_BLIP_S:
+            return False
+        # (over RESUME_FRAMES at least: a frame's change alone is noisy)
+        k = max(j, min(tk.size, i + RESUME_FRAMES))
+        chg, speed = change[i:k], head[i:k]
+        if np.isnan(chg).any() or np.isnan(speed).any():
+            return False
+        s = float(np.median(speed))
+        leak = self._head_leak(s) if s > 0 else None
+        if leak is None or float(np.median(chg)) >= HEAD_LEAK_MARGIN * leak * s * s:
+            return False
+        self._blip_until = float(tk[j - 1])
+        self._blips.append((float(tk[i]), self._blip_until))
+        return True
+
     def _head_leak(self, speed: float) -> float | None:
         """How much of the head's motion a frozen mouth's cells show: the median over the
         still run's frames of their change over the head's speed squared (a leak of the
@@ -269,14 +331,24 @@ class StillAccount:
 
     def _run_changes(self, before: bool = False) -> np.ndarray:
         """The known changes (where the face showed the mouth) of the still run going on's
-        frames, or ``before``: of the speaking frames before it (as far as ``_recent`` goes)."""
+        frames (but its stretches the head explained: ``_head_blip``), or ``before``: of the
+        speaking frames before it (as far as ``_recent`` went when it started)."""
+        if before:
+            return self._before
         return np.array(
             [
                 chg
-                for t, _, speaking, _, chg, _ in self._recent
-                if not np.isnan(chg)
-                and ((t < self._run_start and speaking) if before else t >= self._run_start)
+                for t, _, _, _, chg, _ in self._recent
+                if t >= self._run_start
+                and not np.isnan(chg)
+                and not any(a <= t <= b for a, b in self._blips)
             ]
+        )
+
+    def _speech_changes(self) -> np.ndarray:
+        """The known changes of the speaking frames in ``_recent``."""
+        return np.array(
+            [chg for _, _, speaking, _, chg, _ in self._recent if speaking and not np.isnan(chg)]
         )
 
     def _short_done(self) -> None:
