@@ -79,9 +79,8 @@ class StillAccount:
         # its edges so far, until when the edge may go on, and below what change
         self._short: list[float] | None = None
         # the stretches of the run going on read moving where the head left that in a frozen
-        # mouth (``_head_blip``), the last one's end
+        # mouth (``_head_blip``)
         self._blips: list[tuple[float, float]] = []
-        self._blip_until = -np.inf
         # the known changes of the speaking frames before the run going on
         self._before = np.zeros(0)
 
@@ -95,7 +94,6 @@ class StillAccount:
         self._tail_face = None
         self._short = None
         self._blips.clear()
-        self._blip_until = -np.inf
         self._before = np.zeros(0)
 
     def judge(
@@ -147,7 +145,8 @@ class StillAccount:
                 # shows the mouth moving from there: it did not stay still through the pause
                 is_still = False
             elif not is_still and near[i] and st.run_s > 0.0 and not unjudged[i]:
-                if t <= self._blip_until or self._head_blip(tk, still, change, head, int(i)):
+                in_blip = bool(self._blips) and t <= self._blips[-1][1]
+                if in_blip or self._head_blip(tk, still, change, head, int(i)):
                     is_still = True
             if self._short is not None and (unjudged[i] or (near[i] and is_still)):
                 self._short_done()
@@ -242,17 +241,25 @@ class StillAccount:
         limit = max(limit, SHORT_FROZEN_RATIO * float(np.median(before)))
         if head is not None:
             speed = head[i : min(last + 1, i + RESUME_FRAMES)]
-            speed = speed[~np.isnan(speed)]
-            s = float(np.median(speed)) if speed.size else 0.0
-            if s > 0:  # (a head registration never moved, a flat face's, leaks nothing)
-                leak = self._head_leak(s)
-                if leak is None:
-                    # the head moves faster than it did over the run: its leak there is not
-                    # known (photo 6010's head at 2 px a frame left 233 in a frozen mouth's
-                    # cells, where its leak measured at 0.2-0.4 px a frame predicted 9)
-                    return False
-                limit = max(limit, HEAD_LEAK_MARGIN * leak * s * s)
+            by_head = self._head_limit(speed[~np.isnan(speed)])
+            if by_head is None:
+                # the head moves faster than it did over the run: its leak there is not
+                # known (photo 6010's head at 2 px a frame left 233 in a frozen mouth's
+                # cells, where its leak measured at 0.2-0.4 px a frame predicted 9)
+                return False
+            limit = max(limit, by_head)
         return float(np.median(ahead)) >= limit
+
+    def _head_limit(self, speed: np.ndarray) -> float | None:
+        """HEAD_LEAK_MARGIN times what the head's motion at the median of ``speed`` (its
+        speeds over a few frames) leaves in a frozen mouth's cells (``_head_leak``); 0 where
+        it did not move (a head registration never moved, a flat face's, leaks nothing); None
+        where its leak at that speed is not known."""
+        s = float(np.median(speed)) if speed.size else 0.0
+        if s <= 0:
+            return 0.0
+        leak = self._head_leak(s)
+        return None if leak is None else HEAD_LEAK_MARGIN * leak * s * s
 
     def _head_blip(
         self,
@@ -270,7 +277,7 @@ class StillAccount:
         still for a few frames (hopper at 360p30 H.264, bench_lip_still seed 18's 18009: 44-67
         against a level of 42, the head moving 0.8-1.6 px a frame; a speaking mouth there read
         100-270), and split a freeze of 2.7 s into two runs each short of the minimum.
-        Sets ``_blip_until`` to the stretch's last frame."""
+        Adds the stretch to ``_blips``."""
         if change is None or head is None:
             return False
         if self.counts.run_s < self.min_s and self._frozen_limit() is None:
@@ -289,12 +296,10 @@ class StillAccount:
         chg, speed = change[i:k], head[i:k]
         if np.isnan(chg).any() or np.isnan(speed).any():
             return False
-        s = float(np.median(speed))
-        leak = self._head_leak(s) if s > 0 else None
-        if leak is None or float(np.median(chg)) >= HEAD_LEAK_MARGIN * leak * s * s:
+        by_head = self._head_limit(speed)
+        if by_head is None or float(np.median(chg)) >= by_head:
             return False
-        self._blip_until = float(tk[j - 1])
-        self._blips.append((float(tk[i]), self._blip_until))
+        self._blips.append((float(tk[i]), float(tk[j - 1])))
         return True
 
     def _head_leak(self, speed: float) -> float | None:
