@@ -17,11 +17,16 @@ The publishers run on the same 2 cores, so the figures include some contention.
 ``--publisher replay`` publishes a recording of the reference avatar as it is, without encoding
 (``replay/``, Go, built on first use): a few tenths of a point of a core per stream instead of
 the reference publisher's encoding, so that a 2-core host can load a worker past one core.
+``--parts`` prints the monitor's analysis part by part as it runs live (``parts/``: the grid,
+the face, the content estimate and its stages; CPU per call and per frame, and the page faults
+and preemptions each call met), whose calls cost more live than on an undisturbed core
+(docs/performance.md); the wrappers add ~5 us a call to the monitor's CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -40,6 +45,7 @@ from syncmon.live.token import publisher_token  # noqa: E402
 from syncmon.reference.localserver import LocalServer, free_port  # noqa: E402
 
 REPLAY_DIR = Path(__file__).with_name("replay")
+PARTS_DIR = Path(__file__).with_name("parts")
 
 
 def spawn(
@@ -203,6 +209,34 @@ def frames(url: str, tries: int = 10, name: str = "syncmon_video_frames_total") 
     raise RuntimeError(f"{url}: a worker process did not answer {tries} scrapes in a row")
 
 
+def read_parts(path: Path) -> dict[str, list[float]]:
+    """The monitor's running totals per analysis part (``parts/sitecustomize.py``)."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+def print_parts(
+    before: dict[str, list[float]], after: dict[str, list[float]], seconds: float, frames: float
+) -> None:
+    """Each part's calls, CPU and wall time per call, CPU per frame and share of a core, and
+    what each call met: minor page faults and involuntary context switches (the core taken by
+    another thread mid-call)."""
+    for part, now in after.items():
+        was = before.get(part, [0, 0.0, 0.0, 0, 0])
+        n, cpu, wall, faults, preempted = (a - b for a, b in zip(now, was, strict=True))
+        if n <= 0:
+            continue
+        print(
+            f"  {part:<20} {n:6.0f} calls, {cpu * 1e3 / n:7.3f} ms CPU a call "
+            f"({wall * 1e3 / n:.3f} wall), {cpu * 1e3 / max(frames, 1):.3f} ms a frame, "
+            f"{cpu / seconds * 100:.2f} % of a core; {faults / n:.1f} page faults and "
+            f"{preempted / n:.2f} preemptions a call",
+            flush=True,
+        )
+
+
 def spread(name: str, values: list[float], fmt: str) -> str:
     """``name`` median (min .. max) of ``values``."""
     if not values:
@@ -228,6 +262,7 @@ def measure(
     bare_floor: bool = True,
     replay: bool = False,
     repeat: int = 1,
+    parts: bool = False,
 ) -> None:
     """``extra``: more arguments for the monitor, and for each publisher; ``baseline``: a
     checkout whose monitor watches the same streams beside this one's (watch only);
@@ -236,7 +271,8 @@ def measure(
     worker goes past one core, not its ratio); ``replay``: publishers that send a recording
     without encoding it (``replay_publishers``); ``repeat``: that many measuring windows in a
     row on the same processes, each printed, then the median and range of the ratio (and of
-    the baseline's difference)."""
+    the baseline's difference); ``parts``: print the monitor's analysis part by part too (watch:
+    ``parts/sitecustomize.py``)."""
     env = server_env(srv)
     tag = f"{width}x{height}-{streams}-{time.monotonic_ns()}"
     rooms = [f"bench-{tag}-{i}" for i in range(streams)]
@@ -248,7 +284,13 @@ def measure(
         mon_args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
         for r in rooms:
             mon_args += ["--room", r]
-    mon = spawn(mon_args + extra[0], env)
+    parts_file = None
+    mon_env = env
+    if parts and not worker_processes:
+        parts_file = Path(tempfile.mkdtemp(prefix="syncmon-parts-")) / "parts.json"
+        path = os.pathsep.join(x for x in (str(PARTS_DIR), env.get("PYTHONPATH", "")) if x)
+        mon_env = {**env, "PYTHONPATH": path, "SYNCMON_BENCH_PARTS": str(parts_file)}
+    mon = spawn(mon_args + extra[0], mon_env)
     base: subprocess.Popen[bytes] | None = None
     if baseline is not None and not worker_processes:
         base_args = ["watch", "--metrics-addr", f"127.0.0.1:{free_port()}"]
@@ -321,6 +363,7 @@ def measure(
             q0 = 0.0 if q is None else cpu_s(q)
             per0 = [cpu_s(x) for x in tree]
             th0 = (thread_cpu_s(p.pid), thread_cpu_s(b.pid)) if threads and b is not None else None
+            parts0 = None if parts_file is None else read_parts(parts_file)
             time.sleep(window)
             c1, f1, t1 = tree_cpu_s(tree), frames(url), time.monotonic()
             b1 = 0.0 if b is None else cpu_s(b)
@@ -359,6 +402,8 @@ def measure(
             if th0 is not None:
                 for who, pid, before in (("monitor", p.pid, th0[0]), ("bare", b.pid, th0[1])):
                     print(f"  {who} per thread: {per_thread(before, thread_cpu_s(pid), t1 - t0)}")
+            if parts_file is not None and parts0 is not None:
+                print_parts(parts0, read_parts(parts_file), t1 - t0, f1 - f0)
             if q is not None:
                 qc = (q1 - q0) / (t1 - t0) * 100
                 gains.append(cpu - qc)
@@ -438,6 +483,12 @@ def main() -> int:
         help="also print the monitor's and the bare subscriber's CPU per thread (Linux)",
     )
     ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="also print the monitor's analysis part by part, as it runs live: CPU per call "
+        "and per frame, page faults and preemptions per call (watch; parts/sitecustomize.py)",
+    )
+    ap.add_argument(
         "--no-bare",
         action="store_true",
         help="no bare subscriber beside the monitor (its cores for more rooms: how far a "
@@ -471,6 +522,7 @@ def main() -> int:
                     bare_floor=not args.no_bare,
                     replay=args.publisher == "replay",
                     repeat=args.repeat,
+                    parts=args.parts,
                 )
         if args.soak_minutes:
             measure(srv, 1280, 720, 1, args.window, soak_minutes=args.soak_minutes)
