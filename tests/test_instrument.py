@@ -123,8 +123,20 @@ def test_spans_metrics_and_buffer_depths(otel: Otel) -> None:
             rtc.LocalAudioTrack.create_audio_track("a", runner._audio_source)
         )
         # read every half second: the signed gauge is absent while a leave time is not known
-        # (a late chunk on a loaded host), so one reading at the end could find none
-        items = await drive(runner, 6.0, each=otel.collect)
+        # (a late chunk on a loaded host), so one reading at the end could find none. At least
+        # 6 s, and on until an utterance has finished with its skew: the first can finish
+        # before the tap has learned the source's tick (no skew, by design), and on a loaded
+        # host 6 s held that one alone
+        start = time.monotonic()
+
+        def skew_reported() -> bool:
+            return time.monotonic() - start >= 6.0 and any(
+                "syncmon.sender_av_skew_ms" in (sp.attributes or {})
+                for sp in otel.spans.get_finished_spans()
+                if sp.name == "avatar.utterance"
+            )
+
+        items = await drive(runner, 60.0, until=skew_reported, each=otel.collect)
         otel.collect()
         tracker._close_tap()
         return items, tracker
