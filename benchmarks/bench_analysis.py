@@ -30,19 +30,47 @@ from syncmon.threads import limit_numeric_threads
 
 
 def frames_and_audio(
-    width: int, height: int, seconds: float, renderer: str = "synthetic"
+    width: int, height: int, seconds: float, renderer: str = "synthetic", coded: bool = False
 ) -> tuple[list, np.ndarray]:
-    av = ReferenceAvatar(width=width, height=height, renderer=renderer)
-    frames = [(f.pts, f.frame.y) for f in av.frames(seconds)]
-    audio = av.audio(0, int(seconds * av.sample_rate)).reshape(-1, 3).mean(axis=1)
-    return frames, audio
+    """The avatar's frames (time, luma) and its audio at 16 kHz: as rendered, or ``coded``:
+    through H.264 at what a WebRTC publisher sends (1.5 Mbps at 720p, 500 kbps below) and
+    decoded, as a monitor receives them. A rendered picture is exactly flat where the avatar
+    does not move, so many cells never vary and the estimator's window matrices are small; a
+    received one carries the codec's noise in every cell (the content estimate costs ~2.5
+    times as much on it, docs/performance.md)."""
+    av_ = ReferenceAvatar(width=width, height=height, renderer=renderer)
+    if not coded:
+        frames = [(f.pts, f.frame.y) for f in av_.frames(seconds)]
+        audio = av_.audio(0, int(seconds * av_.sample_rate)).reshape(-1, 3).mean(axis=1)
+        return frames, audio
+    import av
+
+    from syncmon.media import ANALYSIS_AUDIO_RATE, luma_plane
+
+    rate = 1_500_000 if height >= 720 else 500_000
+    frames, chunks = [], []
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "avatar.mp4"
+        render(av_, path, RenderOptions(duration_s=seconds, video_bitrate=rate))
+        with av.open(str(path)) as c:
+            rs = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_AUDIO_RATE)
+            for fr in c.decode(c.streams.video[0], c.streams.audio[0]):
+                if isinstance(fr, av.VideoFrame):
+                    frames.append((float(fr.time), np.array(luma_plane(fr))))
+                else:
+                    chunks += [r.to_ndarray().reshape(-1) for r in rs.resample(fr)]
+    return frames, np.concatenate(chunks)
 
 
 def cpu_per_frame(
-    width: int, height: int, seconds: float = 20.0, renderer: str = "synthetic"
+    width: int,
+    height: int,
+    seconds: float = 20.0,
+    renderer: str = "synthetic",
+    coded: bool = False,
 ) -> tuple[float, float, float]:
     """ms per frame: the luma grid; the full analyzer; the full analyzer without the face."""
-    frames, audio = frames_and_audio(width, height, seconds, renderer)
+    frames, audio = frames_and_audio(width, height, seconds, renderer, coded)
     t0 = time.process_time()
     for _t, y in frames:
         luma_grid(y)
@@ -129,13 +157,16 @@ def main() -> int:
     # the analysis doubled the process time measured here, but is not what the monitor costs
     limit_numeric_threads()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
-    for renderer in ("synthetic", "photo"):
-        for w, h in ((640, 360), (1280, 720)):
-            g, f, nf = cpu_per_frame(w, h, secs, renderer)
-            print(
-                f"{renderer} {w}x{h}: luma grid {g:.3f} ms/frame; full analysis {f:.3f} "
-                f"ms/frame, of which the face {f - nf:.3f} (goal <= 1 ms at 720p)"
-            )
+    for coded in (False, True):
+        for renderer in ("synthetic", "photo"):
+            for w, h in ((640, 360), (1280, 720)):
+                g, f, nf = cpu_per_frame(w, h, secs, renderer, coded)
+                print(
+                    f"{renderer} {w}x{h}{', received (H.264)' if coded else ', as rendered'}: "
+                    f"luma grid {g:.3f} ms/frame; full analysis {f:.3f} ms/frame, of which "
+                    f"the face {f - nf:.3f} (goal <= 1 ms at 720p)",
+                    flush=True,
+                )
     m1 = peak_memory(0.25 if args.quick else 1.0)
     m10 = peak_memory(0.5 if args.quick else 10.0)
     label = ("15 s", "30 s") if args.quick else ("1-minute", "10-minute")
