@@ -217,6 +217,7 @@ class _Mouth:
     weights: np.ndarray
     score: float
     q: np.ndarray  # the nuisance basis its cells were cleaned with
+    seed: int  # the grid cell its region was centred on
 
 
 @dataclass
@@ -226,6 +227,7 @@ class _MouthModel:
     cells: np.ndarray
     weights: np.ndarray
     lag: float
+    seed: int  # the grid cell the region that found it was centred on
 
     def zone(self, shape: tuple[int, int]) -> np.ndarray:
         """The mouth's cells and their neighbours (grid indices)."""
@@ -735,13 +737,18 @@ class ContentOffsetEstimator:
         region with one.
 
         Not ``full``: only the last mouth's region is tried (the search costs a subspace
-        iteration per candidate; a mouth rarely moves between windows).
+        iteration per candidate; a mouth rarely moves between windows), centred where the
+        search that found it was (``_MouthModel.seed``). Centred on the mouth's strongest
+        cell instead, which can lie at that region's edge, it left the rest of the mouth
+        among the cells it is cleaned of: over 120 s of received pictures of the
+        photographic reference face, the full search had to follow it in 39 of the 56
+        windows that searched, against 2 centred on the seed (docs/performance.md).
         """
         c = self.config
         idx, vv, cell_rc = pic.idx, pic.vv, pic.cell_rc
         seeds, classic = self._seeds(a_n, pic, full)
         if self._model is not None:  # where the mouth was: it rarely moves between windows
-            at = np.nonzero(idx == int(self._model.cells[0]))[0]
+            at = np.nonzero(idx == self._model.seed)[0]
             if at.size and int(at[0]) not in seeds:
                 seeds.append(int(at[0]))
         best: _Mouth | None = None
@@ -766,7 +773,7 @@ class ContentOffsetEstimator:
                 continue
             score = float(np.max(a_n @ mouth[0]))
             if best is None or score > best.score:
-                best = _Mouth(mouth[0], idx[region[top]], w, score, q)
+                best = _Mouth(mouth[0], idx[region[top]], w, score, q, int(idx[j]))
         model_q = None
         if self._model is not None:
             near = np.isin(idx, self._model.zone(self._shape))
@@ -817,7 +824,7 @@ class ContentOffsetEstimator:
     # -- a mouth that does not move while the voice speaks -----------------------------------
     def _learn_mouth(self, found: _Mouth, lag: float) -> None:
         """Keep the mouth of a confident window, for the lip-still check."""
-        self._model = _MouthModel(found.cells, found.weights, lag)
+        self._model = _MouthModel(found.cells, found.weights, lag, found.seed)
 
     def _audio(self, tk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The buffered envelope's times, the envelope smoothed, and its raw values within the
