@@ -19,8 +19,8 @@ The publishers run on the same 2 cores, so the figures include some contention.
 the reference publisher's encoding, so that a 2-core host can load a worker past one core.
 ``--parts`` prints the monitor's analysis part by part as it runs live (``parts/``: the grid,
 the face, the content estimate and its stages; CPU per call and per frame, and the page faults
-and preemptions each call met), whose calls cost more live than on an undisturbed core
-(docs/performance.md); the wrappers add ~5 us a call to the monitor's CPU.
+and preemptions each call met): an in-process harness needs received pictures to cost what
+these do (docs/performance.md); the wrappers add ~5 us a call to the monitor's CPU.
 """
 
 from __future__ import annotations
@@ -284,10 +284,11 @@ def measure(
         mon_args = ["watch", "--metrics-addr", f"127.0.0.1:{port}"]
         for r in rooms:
             mon_args += ["--room", r]
-    parts_file = None
+    parts_file, parts_dir = None, None
     mon_env = env
     if parts and not worker_processes:
-        parts_file = Path(tempfile.mkdtemp(prefix="syncmon-parts-")) / "parts.json"
+        parts_dir = tempfile.TemporaryDirectory(prefix="syncmon-parts-")
+        parts_file = Path(parts_dir.name) / "parts.json"
         path = os.pathsep.join(x for x in (str(PARTS_DIR), env.get("PYTHONPATH", "")) if x)
         mon_env = {**env, "PYTHONPATH": path, "SYNCMON_BENCH_PARTS": str(parts_file)}
     mon = spawn(mon_args + extra[0], mon_env)
@@ -433,6 +434,8 @@ def measure(
                 x.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 x.kill()
+        if parts_dir is not None:
+            parts_dir.cleanup()
 
 
 def main() -> int:

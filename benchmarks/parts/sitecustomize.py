@@ -5,9 +5,8 @@ its ``PYTHONPATH`` and names a file in ``SYNCMON_BENCH_PARTS``. Once syncmon's l
 imported, the analysis' entry points are wrapped: each call's CPU time on its own thread, its
 wall time, and the minor page faults and involuntary context switches its thread took
 (``getrusage(RUSAGE_THREAD)``), summed per part and written to that file (JSON) at most every
-half second. An in-process harness reads the analysis on a warm, undisturbed core; live, the
-same calls run between the SDK's decoding threads, after a batch's sleep: this is what they
-cost there. Not part of syncmon: a benchmark's instrument.
+half second: what the calls cost on received pictures, between the SDK's threads, after each
+batch's sleep. Not part of syncmon: a benchmark's instrument.
 """
 
 from __future__ import annotations
