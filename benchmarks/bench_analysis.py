@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,23 +44,35 @@ def frames_and_audio(
         frames = [(f.pts, f.frame.y) for f in av_.frames(seconds)]
         audio = av_.audio(0, int(seconds * av_.sample_rate)).reshape(-1, 3).mean(axis=1)
         return frames, audio
-    import av
-
-    from syncmon.media import ANALYSIS_AUDIO_RATE, luma_plane
-
     rate = 1_500_000 if height >= 720 else 500_000
     frames, chunks = [], []
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "avatar.mp4"
         render(av_, path, RenderOptions(duration_s=seconds, video_bitrate=rate))
-        with av.open(str(path)) as c:
-            rs = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_AUDIO_RATE)
-            for fr in c.decode(c.streams.video[0], c.streams.audio[0]):
-                if isinstance(fr, av.VideoFrame):
-                    frames.append((float(fr.time), np.array(luma_plane(fr))))
-                else:
-                    chunks += [r.to_ndarray().reshape(-1) for r in rs.resample(fr)]
+        for kind, t, x in decoded(path):
+            if kind == "video":
+                frames.append((t, np.array(x)))
+            else:
+                chunks.append(x)
     return frames, np.concatenate(chunks)
+
+
+def decoded(path: Path) -> Iterator[tuple[str, float, np.ndarray]]:
+    """A file's pictures and sound as the monitor takes them, in decoding order: ("video",
+    time, its luma plane (a view: copy it to keep it)) and ("audio", time, mono float samples at
+    the analysis rate)."""
+    import av
+
+    from syncmon.media import ANALYSIS_AUDIO_RATE, luma_plane
+
+    with av.open(str(path)) as c:
+        rs = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_AUDIO_RATE)
+        for fr in c.decode(c.streams.video[0], c.streams.audio[0]):
+            if isinstance(fr, av.VideoFrame):
+                yield "video", float(fr.time), luma_plane(fr)
+            else:
+                for r in rs.resample(fr):
+                    yield "audio", float(r.time), r.to_ndarray().reshape(-1)
 
 
 def cpu_per_frame(
@@ -114,7 +127,7 @@ def peak_memory(minutes: float) -> float:
 
 
 def accuracy(quick: bool) -> tuple[float, float, int]:
-    from syncmon.media import ANALYSIS_AUDIO_RATE, luma_plane
+    from syncmon.media import ANALYSIS_AUDIO_RATE
 
     offsets = [-200, -120, -60, -20, 0, 40, 80, 160]
     if quick:
@@ -128,22 +141,17 @@ def accuracy(quick: bool) -> tuple[float, float, int]:
                 path,
                 RenderOptions(duration_s=16.0),
             )
-            import av
-
             an = SyncAnalyzer(
                 audio_rate=ANALYSIS_AUDIO_RATE,
                 on_estimate=lambda _m, e, o=off: (
                     errs.append(e.offset_s * 1000 - o) if e.offset_s is not None else None
                 ),
             )
-            with av.open(str(path)) as c:
-                rs = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_AUDIO_RATE)
-                for fr in c.decode(c.streams.video[0], c.streams.audio[0]):
-                    if isinstance(fr, av.VideoFrame):
-                        an.add_video(float(fr.time), luma_plane(fr))
-                    else:
-                        for r in rs.resample(fr):
-                            an.add_audio(r.to_ndarray().reshape(-1), float(r.time))
+            for kind, t, x in decoded(path):
+                if kind == "video":
+                    an.add_video(t, x)
+                else:
+                    an.add_audio(x, t)
     e = np.abs(np.asarray(errs))
     return float(np.percentile(e, 50)), float(np.percentile(e, 95)), e.size
 
