@@ -10,7 +10,7 @@ import pytest
 from conftest import feed_avatar
 
 from syncmon.analysis import SyncAnalyzer
-from syncmon.analysis.lipsync import _moving_onset, _stretches
+from syncmon.analysis.moving import moving_onset, stretches
 from syncmon.reference import Impairments, ReferenceAvatar, SpeechSource
 from syncmon.reference.articulation import ArticulationConfig
 
@@ -90,14 +90,14 @@ def test_the_onset_is_unknown_once_the_streams_start_was_dropped() -> None:
     mouth = voice + 0.1 * rng.standard_normal(t.size)
     known = t >= 12
     args = (t, (mouth, voice), mouth, known, stretches)
-    assert _moving_onset(*args, cut=True) is None
-    assert _moving_onset(*args, cut=False) == pytest.approx(2.0)
+    assert moving_onset(*args, cut=True) is None
+    assert moving_onset(*args, cut=False) == pytest.approx(2.0)
 
 
 def test_short_pauses_do_not_end_a_stretch_of_speech() -> None:
     t = np.arange(0, 3, 0.01)
     active = ((t >= 0.5) & (t < 1.0)) | ((t >= 1.2) & (t < 1.5)) | ((t >= 2.0) & (t < 2.5))
-    got = _stretches(t, active)
+    got = stretches(t, active)
     assert [(round(a, 2), round(b, 2)) for a, b in got] == [(0.5, 1.49), (2.0, 2.49)]
 
 

@@ -51,6 +51,7 @@ from .face import (
 )
 from .filters import Highpass, gaussian_filter_nearest
 from .lipstill import STILL_SPAN_S, LipStill, StillAccount
+from .moving import MOVING_CONTEXT_S, MOVING_KEEP_S, MOVING_TRIES, moving_onset, stretches
 
 log = logging.getLogger(__name__)
 
@@ -263,127 +264,6 @@ STILL_SPEECH_WIDEN_S = 0.06
 PAUSE_MARGIN_S = 0.15
 FACE_STILL = 0.35  # of the mouth's usual speaking motion: see _face_frozen and _face_still
 FACE_MIN_S = 3.0  # of one face box in a window before its frames are judged on the face
-
-
-# the first picture that moves with the speech (see ContentOffsetEstimator._find_moving)
-MOVING_KEEP_S = 30.0  # a stream's frames kept until its mouth is located
-MOVING_TRIES = 5  # windows that locate the mouth, each a chance to find where it started
-MOVING_BRIDGE_S = 0.3  # a pause shorter than this does not end a stretch of speech
-MOVING_STEP_S = 0.25  # steps through a stretch of speech, each a chance to start moving
-MOVING_PERSIST = 2  # steps after it (in its stretch) that must move too
-MOVING_FOLLOW_S = 1.5  # from a step: the mouth's correlation with the voice over this
-MOVING_FOLLOW = 0.3  # ... at least this
-MOVING_CONTEXT_S = 0.3  # and before a stretch's onset too (a mouth opening is its clearest)
-MOVING_GAIN_S = 0.5  # from a step: the mouth's gain on the voice over this
-MOVING_RISE = 0.25  # ... at least this share of the gain where the mouth was located
-MOVING_POWER_S = 0.2  # the onset: where the mouth's power over this after steps up most
-# against its power over this before: the mouth's state before it (a freeze, a rest), in which
-# a frame or two of the first motion, anticipated or blurred by the high-pass, weighs little
-MOVING_BEFORE_S = 0.4
-MOVING_ONSET_SLACK_S = 0.005  # the envelope's onset is placed to its 10 ms hop
-
-
-def _stretches(t: np.ndarray, active: np.ndarray) -> list[tuple[float, float]]:
-    """(start, end) of the runs of ``active`` at the times ``t``, joined across pauses
-    shorter than MOVING_BRIDGE_S."""
-    on = np.concatenate([[False], active, [False]])
-    starts = t[np.nonzero(on[1:-1] & ~on[:-2])[0]]
-    ends = t[np.nonzero(on[1:-1] & ~on[2:])[0]]
-    out: list[tuple[float, float]] = []
-    for s0, s1 in zip(starts, ends, strict=True):
-        if out and s0 - out[-1][1] < MOVING_BRIDGE_S:
-            out[-1] = (out[-1][0], float(s1))
-        else:
-            out.append((float(s0), float(s1)))
-    return out
-
-
-def _gain(m: np.ndarray, e: np.ndarray, sel: np.ndarray) -> float:
-    """Least-squares gain of the mouth ``m`` on the voice ``e`` over the frames ``sel``."""
-    return float(m[sel] @ e[sel]) / max(1e-12, float(e[sel] @ e[sel]))
-
-
-def _moving_onset(
-    t: np.ndarray,
-    zero_phase: tuple[np.ndarray, np.ndarray],
-    causal_mouth: np.ndarray,
-    known: np.ndarray,
-    stretches: list[tuple[float, float]],
-    *,
-    cut: bool,
-) -> float | None:
-    """The first frame time (of ``t``) from which the mouth moves with the voice, or None.
-    Signals per frame: (mouth, voice at the mouth's lag) high-passed ``zero_phase``, and the
-    mouth high-passed causally; ``known``: frames where the mouth was located (it moves there).
-
-    Each stretch of speech (frame time), in steps of MOVING_STEP_S, is a chance for the mouth
-    to start: from a step on, and from the MOVING_PERSIST steps after it too (a mouth that
-    started goes on; a chance alignment of a second does not), it must follow the voice
-    (correlation over MOVING_FOLLOW_S, with MOVING_CONTEXT_S before a stretch's onset, at
-    least MOVING_FOLLOW) and move with it (its gain on the voice over MOVING_GAIN_S at least
-    MOVING_RISE of its gain where it was located). Around the first step that does, the
-    onset is the frame where the mouth's power over MOVING_POWER_S after it steps up most
-    against its power over MOVING_BEFORE_S before, on the causally high-passed mouth: a
-    zero-phase filter shows a step a filter's width before it happens. At a stretch's onset
-    that is searched from the voice's onset on (the mouth at rest before it), inside a
-    stretch from a step earlier (where a freeze ended). ``cut``: frames were dropped from the
-    stream's start, so a mouth already moving with the first speech kept began at an unknown
-    time."""
-    m, e = zero_phase
-    # (the mouth signal's sign is as the cleaned cells had it; the located window tells which)
-    gain = _gain(m, e, known)
-    m = m * np.sign(gain)
-    gain = abs(gain)
-    if gain == 0 or t.size < 3:
-        return None
-    frame = float(np.median(np.diff(t)))
-    half = frame / 2
-    power = np.concatenate([[0.0], np.cumsum(causal_mouth**2)])  # running sums
-
-    def moves(c0: float, onset: bool) -> bool | None:
-        """Whether the mouth moves with the voice from ``c0``; None: too little to judge."""
-        ctx = MOVING_CONTEXT_S if onset else 0.0
-        w = (t >= c0 - ctx - half) & (t < c0 + MOVING_FOLLOW_S)
-        h = (t >= c0 - half) & (t < c0 + MOVING_GAIN_S)
-        if np.count_nonzero(h) < 3 or np.std(m[w]) == 0 or np.std(e[w]) == 0:
-            return None
-        r = float(np.corrcoef(m[w], e[w])[0, 1])
-        g = _gain(m, e, h) / gain
-        log.debug(
-            "moving onset: from %.2f s after the first picture%s: r %.2f, gain %.2f of the located",
-            c0 - t[0],
-            " (a stretch's onset)" if onset else "",
-            r,
-            g,
-        )
-        return r >= MOVING_FOLLOW and g >= MOVING_RISE
-
-    first = True
-    for s0, s1 in stretches:
-        steps = np.arange(max(s0, float(t[0])), min(s1, float(t[-1])), MOVING_STEP_S)
-        for j, c0 in enumerate(steps):
-            now = moves(c0, c0 == s0)
-            if now is None:
-                continue
-            later = [moves(c1, False) for c1 in steps[j + 1 : j + 1 + MOVING_PERSIST]]
-            if not now or False in later:
-                first = False
-                continue
-            if first and cut:
-                return None
-            lo = c0 - (MOVING_ONSET_SLACK_S if c0 == s0 else MOVING_STEP_S)
-            ks = np.nonzero((t >= lo) & (t < c0 + MOVING_GAIN_S))[0]
-            if ks.size == 0:
-                return None
-            # where the mouth's motion steps up most: its mean power after against before
-            n = max(3, int(round(MOVING_POWER_S / frame)))
-            nb = max(3, int(round(MOVING_BEFORE_S / frame)))
-            hi, lo_ = np.minimum(ks + n, t.size), np.maximum(ks - nb, 0)
-            after = (power[hi] - power[ks]) / np.maximum(hi - ks, 1)
-            before = (power[ks] - power[lo_]) / np.maximum(ks - lo_, 1)
-            score = np.where(ks > 0, np.log((after + 1e-9) / (before + 1e-9)), np.inf)
-            return float(t[ks[int(np.argmax(score))]])
-    return None
 
 
 def _speaking(
@@ -641,7 +521,7 @@ class ContentOffsetEstimator:
     def _find_moving(self, lag: float) -> None:
         """When the first picture that moves with the speech arrived (``moving_at``), judged
         when an estimate is published (``lag``: its offset as received), over the frames kept
-        since the stream began (up to MOVING_KEEP_S): see ``_moving_onset``. Judged again at
+        since the stream began (up to MOVING_KEEP_S): see ``moving.moving_onset``. Judged again at
         the next estimate when it is not found (a lone confident window can have locked onto
         the head), MOVING_TRIES times at most. The mouth's signal there is its
         cells cleaned of the head's motion, taken from the cells above it (the chin and jaw
@@ -690,9 +570,9 @@ class ContentOffsetEstimator:
             mouths.append(model.signal(hpg, q))
             if not causal:
                 e = np.asarray(hp @ voice)
-        stretches = [(s0 + lag, s1 + lag) for s0, s1 in _stretches(at, env > level)]
+        spans = [(s0 + lag, s1 + lag) for s0, s1 in stretches(at, env > level)]
         known = t >= t[-1] - c.window_s  # where the mouth was located
-        return _moving_onset(t, (mouths[0], e), mouths[1], known, stretches, cut=self._early_cut)
+        return moving_onset(t, (mouths[0], e), mouths[1], known, spans, cut=self._early_cut)
 
     def _picture(self, v_n: np.ndarray, v_ok: np.ndarray) -> _Picture:
         """The window's cells and their strongest common time courses, once per window for

@@ -89,7 +89,7 @@ class AvatarState:
     task_restarts: dict[str, int] = field(default_factory=dict)
     # when the monitor saw the avatar join (monotonic; None: it was there before the monitor),
     # and from then to its first audio and first video frame received and its first picture
-    # that moves with the speech (analysis.lipsync._moving_onset), by stage
+    # that moves with the speech (analysis.moving.moving_onset), by stage
     joined_at: float | None = None
     startup: dict[str, float] = field(default_factory=dict)
     # turns (analysis.turns), when the monitor follows the users' voices (--turns)
