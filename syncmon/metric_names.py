@@ -24,6 +24,8 @@ VIDEO_HARMONIC_FPS = "syncmon_video_harmonic_fps"
 AUDIO_GAP_SECONDS = "syncmon_audio_gap_seconds_total"
 LIP_STILL_SECONDS = "syncmon_lip_still_seconds_total"
 LIP_STILL_EPISODES = "syncmon_lip_still_episodes_total"
+FACE_FRAMES = "syncmon_face_frames_total"
+FACE_ERRORS = "syncmon_face_errors_total"
 # from the avatar joining (as the monitor saw it) to its first audio / first video frame
 AVATAR_STARTUP = "syncmon_avatar_startup_seconds"
 AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"

@@ -72,6 +72,14 @@ class _Families:
         self.concealed = c(n.AUDIO_CONCEALED_SAMPLES, "Audio samples concealed by the receiver")
         self.still_s = c(n.LIP_STILL_SECONDS, "Speaking seconds with the mouth not moving")
         self.still_n = c(n.LIP_STILL_EPISODES, "Episodes of the mouth not moving while speaking")
+        self.face_frames = c(
+            n.FACE_FRAMES,
+            "Video frames in which the avatar's face was found and tracked (where it is not, "
+            "lip-still is judged on the voice's correlation alone)",
+        )
+        self.face_errors = c(
+            n.FACE_ERRORS, "Face detections and mouth measurements on the face that failed"
+        )
         self.startup = g(
             n.AVATAR_STARTUP,
             "From the avatar joining to its first sound (audio), first picture (video) and "
@@ -158,6 +166,9 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
         add(f.viewer_sync, lv, 1.0 if snap.viewer_sync else 0.0)
     add(f.still_s, lv, snap.lip_still_s)
     add(f.still_n, lv, snap.lip_still_episodes)
+    if snap.face_frames is not None:
+        add(f.face_frames, lv, snap.face_frames)
+        add(f.face_errors, lv, snap.face_errors)
     for stage, seconds in list(a.startup.items()):
         add(f.startup, lv + [stage], seconds)
     for path, hist in list(a.turn_response.items()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,8 @@ def test_cli_analyze_json_has_design_fields(impaired: tuple[Path, Path, object])
     assert r["audio"]["gap_seconds"] > 0
     assert r["verdict"] == "ok"
     assert r["offset_ms"]["timestamp"] is None
+    # the reference face is in every picture, and found from the first
+    assert r["face"] == {"frames": r["video"]["frames"], "share": 1.0, "errors": 0}
 
 
 def test_cli_analyze_text_summary(impaired: tuple[Path, Path, object]) -> None:
@@ -181,6 +184,7 @@ def test_cli_analyze_text_summary(impaired: tuple[Path, Path, object]) -> None:
     assert "lip-sync offset (content)" in p.stdout and "freezes 3" in p.stdout
     # the reference face never stops moving its mouth while it speaks
     assert "mouth still while speaking 0 times (0.00 s)" in p.stdout
+    assert re.search(r"^face seen in \d+ frames \(100 %\)$", p.stdout, re.M), p.stdout
 
 
 def test_verdict_critical_beyond_acceptability(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from syncmon import metric_names as n
-from syncmon.analysis.session import SyncAnalyzer
+from syncmon.analysis.session import AnalyzerConfig, SyncAnalyzer
 from syncmon.live.state import (
     OVERLOAD_BACKLOG_S,
     OVERLOAD_HOLD_S,
@@ -23,6 +23,7 @@ from syncmon.live.state import (
     MonitorState,
 )
 from syncmon.metrics import make_registry
+from syncmon.reference import ReferenceAvatar
 
 LUMA = np.full((72, 128), 90, np.uint8)
 
@@ -58,11 +59,43 @@ def test_collector_exports_exact_values() -> None:
     assert get(n.ROOMS, {}) == 1 and get(n.ROOMS_MAX, {}) == 7
     assert get(n.AV_OFFSET, {**lv, "method": "content"}) is None  # unknown: absent
     assert get(n.VIDEO_FPS, lv) == pytest.approx(25.0, rel=1e-6)
+    # a flat picture shows no face: looked for, never found
+    assert get(n.FACE_FRAMES, lv) == 0 and get(n.FACE_ERRORS, lv) == 0
     assert get(n.VIEWER_SYNC, lv) is None  # the receiver's stats have not said: absent
     a.analyzer.viewer_sync = False
     assert get(n.VIEWER_SYNC, lv) == 0
     a.analyzer.viewer_sync = True
     assert get(n.VIEWER_SYNC, lv) == 1
+
+
+def test_the_frames_the_face_was_tracked_in_are_reported_and_exported() -> None:
+    """Every frame of the photographic avatar shows its face (offline the detector runs in line
+    and finds it at the first frame), a picture of noise none; an analyzer that does not look
+    for the face reports null and exports no face series."""
+    pics = [f.frame.y for f in ReferenceAvatar(renderer="photo").frames(2.0)]
+    noise = np.random.default_rng(3).integers(0, 255, pics[0].shape, dtype=np.uint8)
+    state = MonitorState()
+    seen = avatar(state, "seen", "av")
+    blind = avatar(state, "blind", "av")
+    rs = state.add_room("off")
+    assert rs is not None
+    off = AvatarState(
+        room="off", participant="av", analyzer=SyncAnalyzer(AnalyzerConfig(face=False))
+    )
+    rs.avatars["av"] = off
+    for k, y in enumerate(pics):
+        seen.analyzer.add_video(k * 0.04, y)
+        blind.analyzer.add_video(k * 0.04, noise)
+        off.analyzer.add_video(k * 0.04, y)
+    assert seen.analyzer.report()["face"] == {"frames": len(pics), "share": 1.0, "errors": 0}
+    assert blind.analyzer.report()["face"] == {"frames": 0, "share": 0.0, "errors": 0}
+    assert off.analyzer.report()["face"] is None
+    get = make_registry(state).get_sample_value
+    assert get(n.FACE_FRAMES, {"room": "seen", "participant": "av"}) == len(pics)
+    assert get(n.FACE_FRAMES, {"room": "blind", "participant": "av"}) == 0
+    assert get(n.VIDEO_FRAMES, {"room": "off", "participant": "av"}) == len(pics)
+    assert get(n.FACE_FRAMES, {"room": "off", "participant": "av"}) is None
+    assert get(n.FACE_ERRORS, {"room": "off", "participant": "av"}) is None
 
 
 @pytest.fixture

@@ -221,6 +221,7 @@ class FaceTrack:
         self._misses = 0
         self.detections = 0
         self.errors = 0
+        self.frames = 0  # frames the face was shown in (its grid returned)
         self._off = False  # OpenCV or its model missing (logged once)
         # live: detections run on a thread of their own (OpenCV releases the GIL), so that the
         # 15-35 ms of one (and the cascade's first reading, ~100 ms) never delay the event loop
@@ -258,6 +259,7 @@ class FaceTrack:
         if self._reg is None or self._reg.segment != self.segment:
             self._reg = _Registration(self.segment)
         grid = self._reg.grid(face_crop(luma, self.box))
+        self.frames += 1
         return FaceFrame(self.segment, grid, self._reg.pose())
 
     def _apply(self, found: Found | None, t: float) -> None:

@@ -79,6 +79,11 @@ class AnalyzerSnapshot:
     viewer_sync: bool | None
     lip_still_s: float
     lip_still_episodes: int
+    # frames the avatar's face was found and tracked in (None: the face is not looked for), and
+    # the face's detections and measurements that failed: where it is not seen, a mouth is judged
+    # still by the voice's correlation alone and one frozen from the start is never counted
+    face_frames: int | None = None
+    face_errors: int = 0
 
 
 class SyncAnalyzer:
@@ -317,7 +322,14 @@ class SyncAnalyzer:
             viewer_sync=self.viewer_sync,
             lip_still_s=still.seconds,
             lip_still_episodes=still.episodes,
+            face_frames=None if self.face is None else self.face.frames,
+            face_errors=self.face_errors,
         )
+
+    @property
+    def face_errors(self) -> int:
+        """The face's detections and the mouth's measurements on it that failed (logged)."""
+        return (0 if self.face is None else self.face.errors) + self.content.face_errors
 
     def drift_estimate(self) -> DriftEstimate | None:
         return self.drift.estimate()
@@ -368,6 +380,16 @@ class SyncAnalyzer:
                 "seconds": round(self.content.lip_still.seconds, 2),
                 "episodes": self.content.lip_still.episodes,
             },
+            # whether the lip-still account saw the face (null: not looked for, --no-face)
+            "face": (
+                None
+                if self.face is None
+                else {
+                    "frames": self.face.frames,
+                    "share": round(self.face.frames / v.frames, 3) if v.frames else None,
+                    "errors": self.face_errors,
+                }
+            ),
             "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
             "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
             "content_estimates": self.content_median.count,

@@ -78,6 +78,14 @@ def format_report(r: dict[str, Any]) -> str:
         f"audio gaps {r['audio']['gaps']} ({r['audio']['gap_seconds']:.3f} s)",
         f"mouth still while speaking {r['lip_still']['episodes']} times "
         f"({r['lip_still']['seconds']:.2f} s)",
+        "face "
+        + (
+            "not looked for"
+            if r["face"] is None
+            else f"seen in {r['face']['frames']} frames"
+            + ("" if r["face"]["share"] is None else f" ({100 * r['face']['share']:.0f} %)")
+            + (f", {r['face']['errors']} failures" if r["face"]["errors"] else "")
+        ),
         "mouth first moves with the speech at "
         + ("n/a" if r.get("mouth_moving_s") is None else f"{r['mouth_moving_s']:.2f} s"),
         f"verdict: {r['verdict']}",

@@ -387,6 +387,27 @@ def _offset_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
             unit="percentunit",
         ),
         _panel(g, "timeseries", "Drift", [(f"{n.AV_DRIFT}{rp} * 1000", "ms per minute")]),
+        _panel(
+            g,
+            "timeseries",
+            "Mouth still while the voice speaks, per 5 minutes",
+            [
+                (f"increase({n.LIP_STILL_SECONDS}{rp}[5m])", "speaking seconds"),
+                (f"increase({n.LIP_STILL_EPISODES}{rp}[5m])", "episodes"),
+            ],
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Face seen (share of frames, 5m): where it is not, lip-still is judged by the voice",
+            [
+                (
+                    f"rate({n.FACE_FRAMES}{rp}[5m]) / rate({n.VIDEO_FRAMES}{rp}[5m])",
+                    "face seen",
+                )
+            ],
+            unit="percentunit",
+        ),
     ]
 
 

@@ -36,6 +36,12 @@ class MixinConfig:
     drop_for: str = "5m"
     lip_still_s: float = 2.0  # speaking seconds with a still mouth within lip_still_window
     lip_still_window: str = "5m"
+    # the face found in under this share of an avatar's frames over face_window, for face_for:
+    # lip-still falls back on the voice's correlation (a mouth frozen from the start is not
+    # counted). Not a page: the avatar may have no detectable face by design
+    face_seen_ratio: float = 0.5
+    face_window: str = "10m"
+    face_for: str = "10m"
     no_frames_s: float = 10.0
     no_frames_for: str = "1m"
     down_for: str = "2m"
@@ -208,7 +214,29 @@ def _lipsync_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             f"over the last {c.lip_still_window} (frozen mouth; the voice goes on).",
             "lip-still",
         ),
+        _alert(
+            c,
+            "SyncmonFaceNotSeen",
+            f"{face_seen_share(c)} < {c.face_seen_ratio}",
+            c.face_for,
+            "warning",
+            "syncmon does not see the avatar's face",
+            f"syncmon found the face of {where} in {{{{ $value | humanizePercentage }}}} of "
+            f"its frames over the last {c.face_window}: a still mouth is judged by the voice's "
+            "correlation alone there, and one frozen from the start is not counted.",
+            "face-not-seen",
+        ),
     ]
+
+
+def face_seen_share(c: MixinConfig, window: str | None = None) -> str:
+    """The share of an avatar's frames its face was tracked in (NaN without frames: no
+    result; no series where the face is not looked for, --no-face)."""
+    w = window or c.face_window
+    return (
+        f"sum by (room, participant) (rate({n.FACE_FRAMES}{c.sel()}[{w}])) / "
+        f"sum by (room, participant) (rate({n.VIDEO_FRAMES}{c.sel()}[{w}]))"
+    )
 
 
 def _video_alerts(c: MixinConfig) -> list[dict[str, Any]]:
