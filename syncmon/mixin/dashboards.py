@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import metric_names as n
 from ..thresholds import ATSC_IS191, ITU_ACCEPTABILITY, ITU_DETECTABILITY
-from .rules import MixinConfig, offset_decomposition, response_p90
+from .rules import MixinConfig, face_seen_share, offset_decomposition, response_p90
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
@@ -261,6 +261,24 @@ def overview(c: MixinConfig) -> dict[str, Any]:
             "timeseries",
             "Frame drop rate",
             [(f"syncmon:video_drop_ratio:rate5m{c.sel()}", "{{room}} / {{participant}}")],
+            unit="percentunit",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Mouth still while the voice speaks (seconds per 5 minutes)",
+            [
+                (
+                    f"sum by (room, participant) (increase({n.LIP_STILL_SECONDS}{c.sel()}[5m]))",
+                    "{{room}} / {{participant}}",
+                )
+            ],
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Face seen (share of frames, 10m): lip-still is partly blind below 50 %",
+            [(face_seen_share(c), "{{room}} / {{participant}}")],
             unit="percentunit",
         ),
         _panel(
