@@ -229,10 +229,10 @@ def _lipsync_alerts(c: MixinConfig) -> list[dict[str, Any]]:
     ]
 
 
-def face_seen_share(c: MixinConfig, window: str | None = None) -> str:
-    """The share of an avatar's frames its face was tracked in (NaN without frames: no
-    result; no series where the face is not looked for, --no-face)."""
-    w = window or c.face_window
+def face_seen_share(c: MixinConfig) -> str:
+    """The share of an avatar's frames its face was tracked in over ``face_window`` (NaN
+    without frames: no result; no series where the face is not looked for, --no-face)."""
+    w = c.face_window
     return (
         f"sum by (room, participant) (rate({n.FACE_FRAMES}{c.sel()}[{w}])) / "
         f"sum by (room, participant) (rate({n.VIDEO_FRAMES}{c.sel()}[{w}]))"
