@@ -52,15 +52,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # a serial test that missed and ran again (scripts/test.sh): what it asserted, and the output
-# it captured (the live tests' process logs), for the summary; pytest-rerunfailures keeps only
-# the test's name
+# it captured (the live tests' process logs, which their fixture prints as it stops them: the
+# missed attempt's teardown), for the summary; pytest-rerunfailures keeps only the test's name
 _missed_once: list[tuple[str, str]] = []
+_teardown_owed: set[str] = set()
+
+
+def _captured(report: pytest.TestReport) -> str:
+    return "\n".join(f"--- {name}\n{text[-3000:]}" for name, text in report.sections)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.outcome == "rerun":
-        out = "\n".join(f"--- {name}\n{text[-3000:]}" for name, text in report.sections)
-        _missed_once.append((report.nodeid, f"{report.longreprtext[-3000:]}\n{out}"))
+        _missed_once.append((report.nodeid, f"{report.longreprtext[-3000:]}\n{_captured(report)}"))
+        _teardown_owed.add(report.nodeid)
+    elif report.when == "teardown" and report.nodeid in _teardown_owed:
+        _teardown_owed.discard(report.nodeid)
+        i = max(i for i, (nodeid, _) in enumerate(_missed_once) if nodeid == report.nodeid)
+        nodeid, text = _missed_once[i]
+        # (the sections hold what the call captured too: the teardown's alone are new)
+        new = [(name, out) for name, out in report.sections if "teardown" in name]
+        _missed_once[i] = (nodeid, text + "\n" + "\n".join(f"--- {n}\n{o[-6000:]}" for n, o in new))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
