@@ -56,15 +56,16 @@ def moving_onset(
     zero_phase: tuple[np.ndarray, np.ndarray],
     causal_mouth: np.ndarray,
     known: np.ndarray,
-    stretches: list[tuple[float, float]],
+    spans: list[tuple[float, float]],
     *,
     cut: bool,
 ) -> float | None:
     """The first frame time (of ``t``) from which the mouth moves with the voice, or None.
     Signals per frame: (mouth, voice at the mouth's lag) high-passed ``zero_phase``, and the
-    mouth high-passed causally; ``known``: frames where the mouth was located (it moves there).
+    mouth high-passed causally; ``known``: frames where the mouth was located (it moves there);
+    ``spans``: the stretches of speech (``stretches``, on the frames' time).
 
-    Each stretch of speech (frame time), in steps of MOVING_STEP_S, is a chance for the mouth
+    Each stretch of speech, in steps of MOVING_STEP_S, is a chance for the mouth
     to start: from a step on, and from the MOVING_PERSIST steps after it too (a mouth that
     started goes on; a chance alignment of a second does not), it must follow the voice
     (correlation over MOVING_FOLLOW_S, with MOVING_CONTEXT_S before a stretch's onset, at
@@ -107,7 +108,7 @@ def moving_onset(
         return r >= MOVING_FOLLOW and g >= MOVING_RISE
 
     first = True
-    for s0, s1 in stretches:
+    for s0, s1 in spans:
         steps = np.arange(max(s0, float(t[0])), min(s1, float(t[-1])), MOVING_STEP_S)
         for j, c0 in enumerate(steps):
             now = moves(c0, c0 == s0)
