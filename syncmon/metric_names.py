@@ -26,6 +26,9 @@ LIP_STILL_SECONDS = "syncmon_lip_still_seconds_total"
 LIP_STILL_EPISODES = "syncmon_lip_still_episodes_total"
 FACE_FRAMES = "syncmon_face_frames_total"
 FACE_ERRORS = "syncmon_face_errors_total"
+# the content estimator's windows by result: measured, unmeasured (the voice spoke, no offset
+# came), no_speech (session.WINDOW_RESULTS)
+CONTENT_WINDOWS = "syncmon_content_windows_total"
 # from the avatar joining (as the monitor saw it) to its first audio / first video frame
 AVATAR_STARTUP = "syncmon_avatar_startup_seconds"
 AUDIO_CONCEALED_SAMPLES = "syncmon_audio_concealed_samples_total"

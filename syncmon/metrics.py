@@ -80,6 +80,12 @@ class _Families:
         self.face_errors = c(
             n.FACE_ERRORS, "Face detections and mouth measurements on the face that failed"
         )
+        self.windows = c(
+            n.CONTENT_WINDOWS,
+            "Content estimator windows by result: measured (an offset published), unmeasured "
+            "(the voice spoke and no offset came: the content offset is blind there), no_speech",
+            ["result"],
+        )
         self.startup = g(
             n.AVATAR_STARTUP,
             "From the avatar joining to its first sound (audio), first picture (video) and "
@@ -169,6 +175,8 @@ def _avatar_samples(f: _Families, a: AvatarState) -> Staged:
     if snap.face_frames is not None:
         add(f.face_frames, lv, snap.face_frames)
         add(f.face_errors, lv, snap.face_errors)
+    for result, count in snap.content_windows.items():
+        add(f.windows, lv + [result], count)
     for stage, seconds in list(a.startup.items()):
         add(f.startup, lv + [stage], seconds)
     for path, hist in list(a.turn_response.items()):

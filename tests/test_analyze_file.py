@@ -176,6 +176,9 @@ def test_cli_analyze_json_has_design_fields(impaired: tuple[Path, Path, object])
     assert r["offset_ms"]["timestamp"] is None
     # the reference face is in every picture, and found from the first
     assert r["face"] == {"frames": r["video"]["frames"], "share": 1.0, "errors": 0}
+    # every published estimate is a measured window; the reference mouth always follows its voice
+    assert r["content_windows"]["measured"] == r["content_estimates"] > 0
+    assert r["content_windows"]["unmeasured"] == 0, r["content_windows"]
 
 
 def test_cli_analyze_text_summary(impaired: tuple[Path, Path, object]) -> None:
@@ -185,6 +188,11 @@ def test_cli_analyze_text_summary(impaired: tuple[Path, Path, object]) -> None:
     # the reference face never stops moving its mouth while it speaks
     assert "mouth still while speaking 0 times (0.00 s)" in p.stdout
     assert re.search(r"^face seen in \d+ frames \(100 %\)$", p.stdout, re.M), p.stdout
+    assert re.search(
+        r"^content windows: [1-9]\d* measured, 0 with speech and no offset, \d+ without speech$",
+        p.stdout,
+        re.M,
+    ), p.stdout
 
 
 def test_verdict_critical_beyond_acceptability(tmp_path: Path) -> None:

@@ -258,6 +258,14 @@ def test_a_face_that_follows_another_utterance_gives_no_offset_and_is_not_still(
     assert content(rep) is None
     # its mouth moves, only not with this voice
     assert rep["lip_still"] == {"seconds": 0.0, "episodes": 0}
+    # and it is said: every window in which the voice speaks is one without an offset, as
+    # many as the same voice on a face that follows it measures (SyncmonLipSyncUnmeasured)
+    same = clip(tmp_path, "matched", renderer=renderer)
+    assert content(same) is not None
+    ok, blind = same["content_windows"], rep["content_windows"]
+    assert isinstance(ok, dict) and isinstance(blind, dict)
+    assert ok["unmeasured"] == 0 and ok["measured"] > 0, ok
+    assert blind == {"measured": 0, "unmeasured": ok["measured"], "no_speech": ok["no_speech"]}
 
 
 @pytest.mark.parametrize("renderer", ["photo", "synthetic", "hopper"])

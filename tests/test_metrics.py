@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from conftest import feed_avatar
 from prometheus_client import generate_latest
 
 from syncmon import metric_names as n
@@ -96,6 +97,36 @@ def test_the_frames_the_face_was_tracked_in_are_reported_and_exported() -> None:
     assert get(n.VIDEO_FRAMES, {"room": "off", "participant": "av"}) == len(pics)
     assert get(n.FACE_FRAMES, {"room": "off", "participant": "av"}) is None
     assert get(n.FACE_ERRORS, {"room": "off", "participant": "av"}) is None
+
+
+class _Silent(SyncAnalyzer):
+    """An analyzer that hears the same stream with its voice muted."""
+
+    def add_audio(self, samples: np.ndarray, t_start: float | None = None) -> None:
+        super().add_audio(np.zeros_like(samples), t_start)
+
+
+def test_content_windows_are_counted_by_what_they_gave_and_exported() -> None:
+    """The reference avatar's mouth follows its voice: every window it speaks in measures an
+    offset. The same stream muted: as many windows, none with speech."""
+    state = MonitorState()
+    talk = avatar(state, "talk", "av")
+    rs = state.add_room("mute")
+    assert rs is not None
+    mute = AvatarState(room="mute", participant="av", analyzer=_Silent(audio_rate=16000))
+    rs.avatars["av"] = mute
+    feed_avatar(ReferenceAvatar(), 16.0, an=talk.analyzer)
+    feed_avatar(ReferenceAvatar(), 16.0, an=mute.analyzer)
+    said, quiet = talk.analyzer.content_windows, mute.analyzer.content_windows
+    total = sum(said.values())
+    assert said["unmeasured"] == 0 and said["measured"] > 0, said
+    assert quiet == {"measured": 0, "unmeasured": 0, "no_speech": total}
+    assert talk.analyzer.report()["content_windows"] == said
+    get = make_registry(state).get_sample_value
+    for room, counts in (("talk", said), ("mute", quiet)):
+        for result, count in counts.items():
+            labels = {"room": room, "participant": "av", "result": result}
+            assert get(n.CONTENT_WINDOWS, labels) == count, (room, result)
 
 
 @pytest.fixture

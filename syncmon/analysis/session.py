@@ -84,6 +84,15 @@ class AnalyzerSnapshot:
     # still by the voice's correlation alone and one frozen from the start is never counted
     face_frames: int | None = None
     face_errors: int = 0
+    # the content estimator's windows by what they gave (WINDOW_RESULTS): where the voice
+    # speaks and no offset comes, the content offset (and every alert on it) is blind
+    content_windows: dict[str, int] = field(default_factory=dict)
+
+
+# a content window published an offset; the voice spoke in it and none was published (no
+# mouth found, not sure enough, the mouth still, the receiver's delay not yet measured); or
+# too little of it spoke (silence, an idle avatar) to judge
+WINDOW_RESULTS = ("measured", "unmeasured", "no_speech")
 
 
 class SyncAnalyzer:
@@ -111,6 +120,7 @@ class SyncAnalyzer:
         self.last_timestamp: TimestampEstimate | None = None
         self.offsets: dict[str, OffsetState] = {m: OffsetState() for m in METHODS}
         self.content_median = OffsetHistogram()
+        self.content_windows = dict.fromkeys(WINDOW_RESULTS, 0)
         self._on_estimate = on_estimate
         self.playout_source: str | None = None
         # the receiver's own A/V delay difference (video minus audio jitter buffer), which a
@@ -280,6 +290,12 @@ class SyncAnalyzer:
         est = self.content.poll()
         if est is None:
             return
+        if est.offset_s is not None and self.receiver_bias_s is not None:
+            self.content_windows["measured"] += 1
+        elif est.speech_fraction >= self.config.lipsync.min_speech_fraction:
+            self.content_windows["unmeasured"] += 1
+        else:
+            self.content_windows["no_speech"] += 1
         if est.offset_s is not None:
             if self.receiver_bias_s is None:
                 return
@@ -324,6 +340,7 @@ class SyncAnalyzer:
             lip_still_episodes=still.episodes,
             face_frames=None if self.face is None else self.face.frames,
             face_errors=self.face_errors,
+            content_windows=dict(self.content_windows),
         )
 
     @property
@@ -393,6 +410,9 @@ class SyncAnalyzer:
             "drift_ms_per_min": None if drift is None else round(drift.ms_per_min, 3),
             "clock_skew_ppm": None if drift is None else round(drift.skew_ppm, 1),
             "content_estimates": self.content_median.count,
+            # the content windows by what they gave: "unmeasured" where the voice spoke and
+            # no offset came (see WINDOW_RESULTS)
+            "content_windows": dict(self.content_windows),
             "timestamp_estimates": self.timestamp_published,
             "timestamp_withheld": self.timestamp_withheld,
             # the latest estimate's; null when its sender knew only the earliest its audio left

@@ -59,7 +59,7 @@ def format_report(r: dict[str, Any]) -> str:
     def ms(v: float | None, why: str) -> str:
         return f"n/a ({why})" if v is None else f"{v:+.1f} ms"
 
-    v, off, conf = r["video"], r["offset_ms"], r["confidence"]
+    v, off, conf, w = r["video"], r["offset_ms"], r["confidence"], r["content_windows"]
     lines = []
     if "file" in r:
         f = r["file"]
@@ -67,6 +67,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines += [
         f"lip-sync offset (content)   {ms(off['content'], 'low confidence')}   "
         f"confidence {conf['content']:.2f}   (+ = picture late)",
+        f"content windows: {w['measured']} measured, {w['unmeasured']} with speech and no "
+        f"offset, {w['no_speech']} without speech",
         f"lip-sync offset (timestamp) {ms(off['timestamp'], 'publisher not instrumented')}",
         f"lip-sync offset (playout)   {ms(off['playout'], 'no playout clock')}",
         "drift                       "

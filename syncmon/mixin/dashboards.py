@@ -6,7 +6,13 @@ from typing import Any
 
 from .. import metric_names as n
 from ..thresholds import ATSC_IS191, ITU_ACCEPTABILITY, ITU_DETECTABILITY
-from .rules import MixinConfig, face_seen_share, offset_decomposition, response_p90
+from .rules import (
+    MixinConfig,
+    face_seen_share,
+    offset_decomposition,
+    response_p90,
+    unmeasured_share,
+)
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
@@ -284,6 +290,13 @@ def overview(c: MixinConfig) -> dict[str, Any]:
         _panel(
             g,
             "timeseries",
+            "Speaking windows without a lip-sync offset (share, 15m): blind above 90 %",
+            [(unmeasured_share(c), "{{room}} / {{participant}}")],
+            unit="percentunit",
+        ),
+        _panel(
+            g,
+            "timeseries",
             "Response p90: user stops talking -> avatar answers (--turns)",
             [(response_p90(c), "{{room}} / {{participant}}")],
             w=24,
@@ -425,6 +438,23 @@ def _offset_panels(g: _Grid, rp: str) -> list[dict[str, Any]]:
                 )
             ],
             unit="percentunit",
+        ),
+        _panel(
+            g,
+            "timeseries",
+            "Content windows per 5 minutes: where the voice speaks and no offset comes, "
+            "lip-sync is not measured",
+            [
+                (
+                    f'increase({n.CONTENT_WINDOWS}{{{rp[1:-1]},result="{r}"}}[5m])',
+                    label,
+                )
+                for r, label in (
+                    ("measured", "measured"),
+                    ("unmeasured", "speaking, no offset"),
+                    ("no_speech", "no speech"),
+                )
+            ],
         ),
     ]
 

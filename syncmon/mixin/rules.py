@@ -42,6 +42,13 @@ class MixinConfig:
     face_seen_ratio: float = 0.5
     face_window: str = "10m"
     face_for: str = "10m"
+    # the voice spoke in at least unmeasured_min_windows content windows over unmeasured_window
+    # and more than unmeasured_ratio of them gave no offset (no frozen mouth counted there):
+    # the content offset, and every lip-sync alert on it, is blind. Live windows hop by 1 s
+    unmeasured_ratio: float = 0.9
+    unmeasured_window: str = "15m"
+    unmeasured_min_windows: int = 120
+    unmeasured_for: str = "5m"
     no_frames_s: float = 10.0
     no_frames_for: str = "1m"
     down_for: str = "2m"
@@ -226,7 +233,38 @@ def _lipsync_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             "correlation alone there, and one frozen from the start is not counted.",
             "face-not-seen",
         ),
+        _alert(
+            c,
+            "SyncmonLipSyncUnmeasured",
+            f"{unmeasured_share(c)} > {c.unmeasured_ratio} "
+            f"and on (room, participant) {_windows(c, SPEAKING)} >= {c.unmeasured_min_windows} "
+            f"unless on (room, participant) sum by (room, participant) "
+            f"(increase({n.LIP_STILL_SECONDS}{c.sel()}[{c.unmeasured_window}])) > 0",
+            c.unmeasured_for,
+            "warning",
+            "syncmon cannot measure the avatar's lip-sync",
+            f"In {{{{ $value | humanizePercentage }}}} of the content windows over the last "
+            f"{c.unmeasured_window} in which {where} spoke, its mouth gave no lip-sync offset "
+            "(no mouth found that follows the voice): the lip-sync alerts cannot fire for it.",
+            "lip-sync-unmeasured",
+        ),
     ]
+
+
+SPEAKING = 'result=~"measured|unmeasured"'
+UNMEASURED = 'result="unmeasured"'
+
+
+def _windows(c: MixinConfig, result: str, window: str | None = None) -> str:
+    """The content windows of ``result`` (a label matcher) per avatar over ``window``."""
+    w = window or c.unmeasured_window
+    return f"sum by (room, participant) (increase({n.CONTENT_WINDOWS}{c.sel(result)}[{w}]))"
+
+
+def unmeasured_share(c: MixinConfig, window: str | None = None) -> str:
+    """The share of an avatar's speaking content windows that gave no offset (NaN where the
+    voice did not speak: no result)."""
+    return f"{_windows(c, UNMEASURED, window)} / {_windows(c, SPEAKING, window)}"
 
 
 def face_seen_share(c: MixinConfig) -> str:
