@@ -1,6 +1,6 @@
 """The first picture that moves with the speech (start-up stage ``moving``) against its truth.
 
-    python benchmarks/bench_startup.py [--cases 48] [--seed 1] [--codec]
+    python benchmarks/bench_startup.py [--cases 48] [--seed 1] [--codec] [--stepped]
 
 Random avatars (cartoon and photographic faces; the reference mouth, a viseme mouth, a viseme
 mouth on a nodding head; 15-30 fps; sender offsets -60..+100 ms), their video starting with
@@ -8,8 +8,11 @@ the audio or 2.3 s or 5.1 s after it, the mouth held shut for the first 4 or 8 s
 The truth is the avatar's own: the first frame whose instant the voice speaks in (10 ms above
 -40 dBFS) with the mouth not held (``ReferenceAvatar.mouth_moves``). Frames and audio go
 straight into the analyzer, or with ``--codec`` through H.264/AAC at 350 kbps
-(``syncmon analyze``; video from the start only). Prints each case and the share within one
-frame (and 50 ms, 150 ms) per kind of start.
+(``syncmon analyze``; video from the start only). ``--stepped``: every sender's offset also
+steps by 60-150 ms either way 3-10 s in (its audio fell behind on a starved host, or caught
+up), after the mouth started or while it is held, and a nodding head leads by 100-300 ms: the
+mouth is located at the lag after the step. Prints each case and the share within one frame
+(and 50 ms, 150 ms) per kind of start.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import argparse
 import random
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,7 @@ class Case:
     seed: int
     held: float  # the mouth held shut from the start for this long (0: not)
     offset: int
+    step: tuple[float, float] | None = None  # (at s, ms): the offset steps by ms at at s
 
     def avatar(self) -> ReferenceAvatar:
         return ReferenceAvatar(
@@ -60,6 +64,7 @@ class Case:
                 seed=self.seed,
                 lip_still=((0.0, self.held),) if self.held else (),
                 offset_ms=self.offset,
+                offset_steps=() if self.step is None else (self.step,),
             ),
             speech=SpeechSource(
                 seed=self.seed, consonants=self.mouth is not None, phrase_pause_s=(0.4, 1.5)
@@ -74,6 +79,12 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=48)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--codec", action="store_true", help="through H.264/AAC files")
+    ap.add_argument(
+        "--stepped",
+        action="store_true",
+        help="the sender's offset steps by 60-150 ms either way 3-10 s in (a starved avatar "
+        "host), and a nodding head leads its speech by 100-300 ms",
+    )
     args = ap.parse_args()
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="syncmon-startup-"))
@@ -85,7 +96,13 @@ def main() -> None:
         held = rng.choice([0.0, 0.0, 4.0, 8.0])
         offset = rng.choice([0, 100, -60])
         fps = rng.choice([25, 25, 15, 30])
-        case = Case(face, MOUTHS[mouth], fps, 1000 * args.seed + i, held, offset)
+        art = MOUTHS[mouth]
+        step = None
+        if args.stepped:
+            step = (rng.uniform(3.0, 10.0), rng.choice([-1, 1]) * rng.uniform(60.0, 150.0))
+            if art is not None and art.head_px:
+                art = replace(art, head_lead_s=rng.uniform(0.1, 0.3))
+        case = Case(face, art, fps, 1000 * args.seed + i, held, offset, step)
         twin = case.avatar()
         truth = next(
             f.pts
@@ -102,7 +119,10 @@ def main() -> None:
         err = None if got is None else (got - truth) * 1e3
         print(
             f"{i:3d} {face:9s} {mouth:11s} {fps:2d} fps  offset {offset:+4d} ms  video from "
-            f"{video_from:3.1f} s  held {held:3.1f} s: truth {truth:6.3f} s, measured "
+            f"{video_from:3.1f} s  held {held:3.1f} s"
+            + ("" if step is None else f"  step {step[1]:+4.0f} ms at {step[0]:4.1f} s")
+            + (f"  lead {art.head_lead_s:.2f} s" if step and art and art.head_px else "")
+            + f": truth {truth:6.3f} s, measured "
             + ("none" if got is None else f"{got:6.3f} s ({err:+.0f} ms)"),
             flush=True,
         )

@@ -75,6 +75,51 @@ def test_a_mouth_held_shut_through_the_first_utterances_moves_at_the_next(
     assert abs(got - true) <= 0.040 + 1e-6
 
 
+def stepped(
+    step_ms: float, art: ArticulationConfig | None, held: float = 0.0, fps: float = 25.0
+) -> ReferenceAvatar:
+    """Seed 8's avatar whose sender's offset steps by ``step_ms`` 6 s in."""
+    return ReferenceAvatar(
+        fps=fps,
+        impairments=Impairments(
+            seed=8, offset_steps=((6.0, step_ms),), lip_still=((0.0, held),) if held else ()
+        ),
+        speech=SpeechSource(seed=8, consonants=art is not None, phrase_pause_s=(0.4, 1.5)),
+        articulation=art,
+    )
+
+
+@pytest.mark.parametrize("step_ms", [-120.0, 120.0], ids=["audio-fell-behind", "audio-caught-up"])
+@pytest.mark.parametrize("art", [None, HEAD], ids=["reference", "nodding"])
+def test_a_mouth_located_after_its_senders_offset_stepped_is_timed_from_its_start(
+    art: ArticulationConfig | None, step_ms: float
+) -> None:
+    """An avatar host starved of CPU: its audio fell ~100 ms behind its video a few seconds
+    in (or caught up). The mouth is located after the step, at the lag after it; it moved with
+    the voice from the first speech, at the lag before."""
+    true = truth(stepped(step_ms, art), 0.0)
+    assert true < 6.0  # (the mouth moved before the step)
+    got = feed(stepped(step_ms, art)).content.moving_at
+    assert got is not None
+    assert abs(got - true) <= 0.040 + 1e-6
+
+
+@pytest.mark.parametrize("step_ms", [-120.0, 120.0], ids=["audio-fell-behind", "audio-caught-up"])
+def test_a_frozen_mouth_on_a_nodding_head_is_not_taken_to_move_at_another_lag(
+    step_ms: float,
+) -> None:
+    """Held shut for 8 s at 15 fps, the head nodding 220 ms ahead of the voice (a frozen mouth
+    keeps the most of the head there), the sender's offset stepping 6 s in: the lags around
+    the located one must not find the head's motion in the frozen mouth."""
+    true = truth(stepped(step_ms, HEAD, held=8.0, fps=15), 0.0)
+    assert true > 7.5  # (the freeze holds in the voice's time: the step moves its end)
+    got = feed(stepped(step_ms, HEAD, held=8.0, fps=15)).content.moving_at
+    assert got is not None
+    # (within two frames: the onset's placement at 15 fps, judged at the located lag alone
+    # as well; the head's motion in the frozen mouth read as moving was 6 s early)
+    assert abs(got - true) <= 2 / 15 + 1e-6
+
+
 def test_a_mouth_held_shut_throughout_never_moves() -> None:
     an = feed(avatar(10, DURATION_S))
     assert an.content.moving_at is None

@@ -45,6 +45,16 @@ def test_offset_shifts_the_mouth_not_the_clock() -> None:
     assert f.pts == 0.0 and f.speech_t == pytest.approx(-0.08)
 
 
+def test_an_offset_step_shifts_the_mouth_from_its_time_on() -> None:
+    imp = Impairments(offset_ms=80, offset_steps=((2.0, -120.0),), seed=1)
+    av = ReferenceAvatar(impairments=imp)
+    late = {round(f.pts, 2): f.speech_t - f.pts for f in av.frames(4.0)}
+    assert late[1.96] == pytest.approx(-0.08) and late[2.0] == pytest.approx(0.04)
+    assert av.truth(4.0).offset_ms == pytest.approx(-40.0)  # the offset at the end
+    with pytest.raises(ValueError, match=r"offset step \(-1\.0, 10\.0\)"):
+        ReferenceAvatar(impairments=Impairments(offset_steps=((-1.0, 10.0),)))
+
+
 def test_wav_file_is_spoken_and_looped(tmp_path: Path) -> None:
     path = tmp_path / "v.wav"
     tone = (np.sin(np.arange(8000) / 8000 * 2 * np.pi * 200) * 12000).astype(np.int16)

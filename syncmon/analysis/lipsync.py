@@ -51,7 +51,14 @@ from .face import (
 )
 from .filters import Highpass, gaussian_filter_nearest
 from .lipstill import STILL_SPAN_S, LipStill, StillAccount
-from .moving import MOVING_CONTEXT_S, MOVING_KEEP_S, MOVING_TRIES, moving_onset, stretches
+from .moving import (
+    MOVING_CONTEXT_S,
+    MOVING_KEEP_S,
+    MOVING_LAGS,
+    MOVING_TRIES,
+    moving_onset,
+    stretches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +563,9 @@ class ContentOffsetEstimator:
         above = np.nonzero(rows < int(np.min(model.cells // self._shape[1])) - 1)[0]
         if above.size < 3:
             above = np.setdiff1d(np.arange(grids.shape[1]), model.zone(self._shape))
-        voice = np.interp(t - lag, at, env)
+        # the voice at lags around the located one: the lag can have moved since the stream's
+        # first seconds (see moving_onset)
+        voices = np.interp(t[:, None] - (lag + MOVING_LAGS)[None, :], at, env)
         mouths = []
         for causal in (False, True):
             hp = Highpass(t, c.highpass_sigma_s, causal=causal)
@@ -569,7 +578,7 @@ class ContentOffsetEstimator:
             )
             mouths.append(model.signal(hpg, q))
             if not causal:
-                e = np.asarray(hp @ voice)
+                e = np.asarray(hp @ voices).T
         spans = [(s0 + lag, s1 + lag) for s0, s1 in stretches(at, env > level)]
         known = t >= t[-1] - c.window_s  # where the mouth was located
         return moving_onset(t, (mouths[0], e), mouths[1], known, spans, cut=self._early_cut)

@@ -47,6 +47,9 @@ class Impairments:
     """What to inject. Times and durations in seconds unless the name says ms."""
 
     offset_ms: float = 0.0
+    # (at s, ms): from ``at`` on, the picture's offset is ``ms`` more (a sender whose audio
+    # fell behind its video on a starved host: the offset steps, not drifts)
+    offset_steps: tuple[tuple[float, float], ...] = ()
     jitter_ms: float = 0.0
     drop_rate: float = 0.0
     duplicate_rate: float = 0.0
@@ -73,6 +76,12 @@ class Impairments:
                 raise ValueError(f"{name} must be in [0, 0.3], got {rate}")
         if abs(self.offset_ms) > 2000:
             raise ValueError(f"offset_ms must be within ±2000, got {self.offset_ms}")
+        for at, ms in self.offset_steps:
+            if at < 0 or abs(self.offset_ms + ms) > 2000:
+                raise ValueError(
+                    f"offset step ({at}, {ms}) must come at >= 0 s and keep the offset "
+                    "within ±2000 ms"
+                )
         for s, d in self.freezes:
             if s < 0 or d * fps < 2:
                 raise ValueError(f"freeze ({s}, {d}) must start at >= 0 and last >= 2 frames")
@@ -204,13 +213,17 @@ class ReferenceAvatar:
         a = 1.5 * self.imp.jitter_ms / 1000.0
         jrng = np.random.default_rng(self.imp.seed + 2000)
         stretch = 1.0 + self.imp.clock_drift_ppm * 1e-6
-        offset = self.imp.offset_ms / 1000.0
         for k, frame_id, action in self._slots():
             nominal = k * self.period
             if duration_s is not None and nominal >= duration_s:
                 return
             e = float(jrng.uniform(-a, a)) if a > 0 else 0.0
+            offset = self.offset_ms_at(nominal) / 1000.0
             yield k, frame_id, action, max(0.0, nominal * stretch + e), nominal - offset
+
+    def offset_ms_at(self, t: float) -> float:
+        """The picture's offset (ms) at scene time ``t``: ``offset_ms`` and the steps before."""
+        return self.imp.offset_ms + sum(ms for at, ms in self.imp.offset_steps if at <= t)
 
     def _exposure_steps(self) -> list[tuple[float, float]]:
         """(time, gain) of each auto-exposure step, for an hour of scene time."""
@@ -312,7 +325,7 @@ class ReferenceAvatar:
                 last_pts = pts
         gaps = [d for s, d in self.imp.audio_gaps if s + d < duration_s]
         return Truth(
-            offset_ms=self.imp.offset_ms,
+            offset_ms=self.offset_ms_at(duration_s),
             drift_ms_per_min=self.imp.clock_drift_ppm * 0.06,
             jitter_ms=self.imp.jitter_ms,
             frames=frames,
