@@ -53,6 +53,7 @@ from .filters import Highpass, gaussian_filter_nearest
 from .lipstill import STILL_SPAN_S, LipStill, StillAccount
 from .moving import (
     MOVING_CONTEXT_S,
+    MOVING_HEAD_COURSES,
     MOVING_KEEP_S,
     MOVING_LAGS,
     MOVING_TRIES,
@@ -579,9 +580,12 @@ class ContentOffsetEstimator:
             mouths.append(model.signal(hpg, q))
             if not causal:
                 e = np.asarray(hp @ voices).T
+                head = q[:, :MOVING_HEAD_COURSES]
         spans = [(s0 + lag, s1 + lag) for s0, s1 in stretches(at, env > level)]
         known = t >= t[-1] - c.window_s  # where the mouth was located
-        return moving_onset(t, (mouths[0], e), mouths[1], known, spans, cut=self._early_cut)
+        return moving_onset(
+            t, (mouths[0], e), mouths[1], known, spans, cut=self._early_cut, head=head
+        )
 
     def _picture(self, v_n: np.ndarray, v_ok: np.ndarray) -> _Picture:
         """The window's cells and their strongest common time courses, once per window for
