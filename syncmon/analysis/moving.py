@@ -55,10 +55,6 @@ MOVING_HEAD_COURSES = 3  # the head: the strongest time courses of the cells abo
 # cartoon's swaying head), where the mouth itself, at a lag its sender's step moved, moves as
 # much as where it was located
 MOVING_LAG_RISE = 0.75
-# ... and follow it more closely than MOVING_FOLLOW: through H.264 at 350 kbps a photographic
-# mouth held shut on a nodding head followed at -130 ms with r 0.31 and its gain at the
-# located mouth's, over a stretch too short for a step after it
-MOVING_LAG_FOLLOW = 0.5
 
 
 def stretches(t: np.ndarray, active: np.ndarray) -> list[tuple[float, float]]:
@@ -113,15 +109,13 @@ def moving_onset(
     least MOVING_FOLLOW) and move with it (its gain on the voice over MOVING_GAIN_S at least
     MOVING_RISE of its gain where it was located), at the located lag; or else at the lag
     within MOVING_LAG_S of it (on the side away from the head's) where it follows best,
-    more closely (MOVING_LAG_FOLLOW) and
     moving as the located mouth does (gain at least MOVING_LAG_RISE), the steps after (one
-    at least) at lags within MOVING_LAG_HOLD_S of it. Around
-    the first step that does, the onset is the frame where the mouth's power over
-    MOVING_POWER_S after it steps up most against its power over MOVING_BEFORE_S before, on
-    the causally high-passed mouth: a zero-phase filter shows a step a filter's width before
-    it happens.
-    At a stretch's onset that is searched from the voice's onset on (the mouth at rest before
-    it; at the step's lag), inside a stretch from a step earlier (where a freeze ended).
+    at least) at lags within MOVING_LAG_HOLD_S of it. Around the first step that does, the
+    onset is the frame where the mouth's power over MOVING_POWER_S after it steps up most
+    against its power over MOVING_BEFORE_S before, on the causally high-passed mouth: a
+    zero-phase filter shows a step a filter's width before it happens. At a stretch's onset
+    that is searched from the voice's onset on (the mouth at rest before it; at the step's
+    lag), inside a stretch from a step earlier (where a freeze ended).
     ``cut``: frames were dropped from the stream's start, so a mouth already moving with the
     first speech kept began at an unknown time."""
     m, voices = zero_phase
@@ -159,7 +153,7 @@ def moving_onset(
         ew = voices[:, w] - np.mean(voices[:, w], axis=1, keepdims=True)
         r = _corr(ew, m[w])
 
-        def follows(k: int, rise: float, follow: float = MOVING_FOLLOW) -> bool:
+        def follows(k: int, rise: float) -> bool:
             g = _gain(m, voices[k], h) / gain
             log.debug(
                 "moving onset: from %.2f s after the first picture%s: r %.2f, gain %.2f of "
@@ -170,7 +164,7 @@ def moving_onset(
                 g,
                 lags[k] * 1000,
             )
-            return bool(r[k] >= follow and g >= rise)
+            return bool(r[k] >= MOVING_FOLLOW and g >= rise)
 
         if near is None or near == located:
             if not np.isfinite(r[located]):
@@ -184,7 +178,7 @@ def moving_onset(
         k = int(np.argmax(r))
         if not np.isfinite(r[k]):
             return None
-        return follows(k, MOVING_LAG_RISE, MOVING_LAG_FOLLOW), k
+        return follows(k, MOVING_LAG_RISE), k
 
     first = True
     for s0, s1 in spans:
@@ -196,7 +190,9 @@ def moving_onset(
             ok, k = now
             later = [moves(c1, False, k) for c1 in steps[j + 1 : j + 1 + MOVING_PERSIST]]
             # (at another lag than the located one, a step must have a step after it too: a
-            # chance alignment on a short stretch is not a lag the sender moved to)
+            # chance alignment on a short stretch is not a lag the sender moved to; through
+            # H.264 at 350 kbps a photographic mouth held shut on a nodding head followed at
+            # -130 ms with r 0.31 and the located mouth's gain on a stretch of 0.4 s)
             alone = k != located and all(x is None for x in later)
             if not ok or alone or any(x is not None and not x[0] for x in later):
                 first = False
